@@ -1,0 +1,225 @@
+//! The embedded default lake: a plain directory on the local filesystem.
+//!
+//! Atomic writes are a temp file in the same filesystem, fsync, then `rename` (replace) or
+//! `hard_link` (create-if-absent, fails if the key exists). The single-writer lock is an OS file
+//! lock, so it disappears with a crashed process instead of needing an expiry.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{ErrorKind, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime};
+
+use anyhow::{Context, Result, bail};
+use async_trait::async_trait;
+use bytes::Bytes;
+
+use super::{LOCK_KEY, LockGuard, ObjectMeta, ObjectStore, PutOutcome, STATE_PREFIX};
+
+const TMP_DIR: &str = "_tickerlake/tmp";
+
+#[derive(Debug)]
+pub struct LocalStore {
+    root: PathBuf,
+}
+
+impl LocalStore {
+    pub fn open(root: &Path) -> Result<Self> {
+        if root.exists() && !root.is_dir() {
+            bail!("{} exists and is not a directory; point --lake at a directory", root.display());
+        }
+        fs::create_dir_all(root.join(TMP_DIR))
+            .with_context(|| format!("cannot create {}", root.join(TMP_DIR).display()))?;
+        Ok(Self { root: root.to_path_buf() })
+    }
+
+    fn path(&self, key: &str) -> PathBuf {
+        self.root.join(key)
+    }
+
+    /// A fresh temp path on the lake's filesystem, so the final rename cannot cross devices.
+    fn tmp_path(&self) -> PathBuf {
+        static COUNTER: AtomicU64 = AtomicU64::new(0);
+        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+        let nanos = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
+        self.root.join(TMP_DIR).join(format!(".tmp-{}-{nanos}-{n}", std::process::id()))
+    }
+
+    fn write_tmp(&self, data: &[u8]) -> Result<PathBuf> {
+        let tmp = self.tmp_path();
+        let mut f = File::create(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
+        f.write_all(data).and_then(|_| f.sync_all()).with_context(|| format!("cannot write {}", tmp.display()))?;
+        Ok(tmp)
+    }
+
+    fn ensure_parent(&self, dest: &Path) -> Result<()> {
+        let parent = dest.parent().expect("lake keys always have a parent directory");
+        fs::create_dir_all(parent).with_context(|| format!("cannot create {}", parent.display()))
+    }
+
+    fn publish(&self, tmp: &Path, key: &str) -> Result<()> {
+        let dest = self.path(key);
+        self.ensure_parent(&dest)?;
+        fs::rename(tmp, &dest).with_context(|| format!("cannot move {} into place at {}", tmp.display(), dest.display()))?;
+        sync_dir(dest.parent().unwrap());
+        Ok(())
+    }
+
+    /// Remove temp files left by crashed writers (only old ones: a live writer may own new ones).
+    fn sweep_tmp(&self) {
+        let Ok(entries) = fs::read_dir(self.root.join(TMP_DIR)) else { return };
+        for entry in entries.flatten() {
+            let old = entry.metadata().and_then(|m| m.modified()).ok()
+                .and_then(|t| t.elapsed().ok())
+                .is_some_and(|age| age > Duration::from_secs(3600));
+            if old {
+                let _ = fs::remove_file(entry.path());
+            }
+        }
+    }
+}
+
+/// Make a rename durable; best effort (not every filesystem supports fsync on directories).
+fn sync_dir(dir: &Path) {
+    if let Ok(d) = File::open(dir) {
+        let _ = d.sync_all();
+    }
+}
+
+fn walk(dir: &Path, root: &Path, prefix: &str, out: &mut Vec<ObjectMeta>) -> Result<()> {
+    let entries = match fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e).with_context(|| format!("cannot list {}", dir.display())),
+    };
+    for entry in entries {
+        let entry = entry?;
+        let path = entry.path();
+        let meta = entry.metadata()?;
+        let rel = path.strip_prefix(root).expect("walk stays under root");
+        let key = rel.to_string_lossy().replace(std::path::MAIN_SEPARATOR, "/");
+        if key.starts_with(TMP_DIR) {
+            continue;
+        }
+        if meta.is_dir() {
+            // Descend only where keys under this directory can still match the prefix.
+            let dir_key = format!("{key}/");
+            if dir_key.starts_with(prefix) || prefix.starts_with(&dir_key) {
+                walk(&path, root, prefix, out)?;
+            }
+        } else if key.starts_with(prefix) {
+            let mtime = meta.modified().ok()
+                .and_then(|t| t.duration_since(SystemTime::UNIX_EPOCH).ok())
+                .map(|d| d.as_nanos())
+                .unwrap_or(0);
+            out.push(ObjectMeta { key, size: meta.len(), version: format!("{mtime}-{}", meta.len()) });
+        }
+    }
+    Ok(())
+}
+
+#[async_trait]
+impl ObjectStore for LocalStore {
+    fn describe(&self) -> String {
+        self.root.display().to_string()
+    }
+
+    async fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>> {
+        let mut out = Vec::new();
+        walk(&self.root, &self.root, prefix, &mut out)?;
+        out.sort_by(|a, b| a.key.cmp(&b.key));
+        Ok(out)
+    }
+
+    async fn get(&self, key: &str) -> Result<Option<Bytes>> {
+        match fs::read(self.path(key)) {
+            Ok(b) => Ok(Some(Bytes::from(b))),
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e).with_context(|| format!("cannot read {}", self.path(key).display())),
+        }
+    }
+
+    async fn get_to_file(&self, key: &str, dest: &Path) -> Result<()> {
+        fs::copy(self.path(key), dest).with_context(|| format!("cannot copy {} to {}", self.path(key).display(), dest.display()))?;
+        Ok(())
+    }
+
+    async fn put(&self, key: &str, data: Bytes) -> Result<()> {
+        let tmp = self.write_tmp(&data)?;
+        self.publish(&tmp, key)
+    }
+
+    async fn put_file(&self, key: &str, src: &Path) -> Result<()> {
+        let tmp = self.tmp_path();
+        fs::copy(src, &tmp).with_context(|| format!("cannot copy {} into the lake", src.display()))?;
+        File::open(&tmp).and_then(|f| f.sync_all())?;
+        self.publish(&tmp, key)
+    }
+
+    async fn put_if_absent(&self, key: &str, data: Bytes) -> Result<PutOutcome> {
+        let tmp = self.write_tmp(&data)?;
+        let dest = self.path(key);
+        self.ensure_parent(&dest)?;
+        // link(2) fails with EEXIST instead of replacing: the existence check and the create are one step.
+        let outcome = match fs::hard_link(&tmp, &dest) {
+            Ok(()) => PutOutcome::Created,
+            Err(e) if e.kind() == ErrorKind::AlreadyExists => PutOutcome::AlreadyExists,
+            Err(e) => {
+                let _ = fs::remove_file(&tmp);
+                return Err(e).with_context(|| format!("cannot create {}", dest.display()));
+            }
+        };
+        let _ = fs::remove_file(&tmp);
+        sync_dir(dest.parent().unwrap());
+        Ok(outcome)
+    }
+
+    async fn delete(&self, key: &str) -> Result<()> {
+        let path = self.path(key);
+        match fs::remove_file(&path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(e).with_context(|| format!("cannot delete {}", path.display())),
+        }
+        // Drop now-empty partition directories so listings and globs stay clean.
+        let mut dir = path.parent();
+        while let Some(d) = dir {
+            if d == self.root || fs::remove_dir(d).is_err() {
+                break;
+            }
+            dir = d.parent();
+        }
+        Ok(())
+    }
+
+    fn local_path(&self, key: &str) -> Option<PathBuf> {
+        Some(self.path(key))
+    }
+
+    async fn lock(&self, owner: &str) -> Result<LockGuard> {
+        let path = self.path(LOCK_KEY);
+        fs::create_dir_all(self.root.join(STATE_PREFIX))?;
+        let mut file = OpenOptions::new().create(true).truncate(false).read(true).write(true).open(&path)
+            .with_context(|| format!("cannot open lock file {}", path.display()))?;
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(fs::TryLockError::WouldBlock) => {
+                let holder = fs::read_to_string(&path).unwrap_or_default();
+                bail!(
+                    "another tickerlake run is writing to {} ({}); wait for it to finish, then re-run",
+                    self.root.display(),
+                    holder.trim()
+                );
+            }
+            Err(fs::TryLockError::Error(e)) => return Err(e).with_context(|| format!("cannot lock {}", path.display())),
+        }
+        file.set_len(0)?;
+        let _ = write!(file, "{owner}");
+        self.sweep_tmp();
+        // The OS lock lives as long as the file handle; dropping the guard closes it.
+        Ok(LockGuard::new(async move {
+            drop(file);
+            Ok(())
+        }))
+    }
+}

@@ -1,0 +1,145 @@
+//! The lake: where raw snapshots, processed partitions, quarantine and state live.
+//!
+//! One small trait, [`ObjectStore`], with a local-directory implementation (the embedded default)
+//! and an S3 implementation. Everything above this module speaks in lake *keys* (`raw/…`,
+//! `processed/date=…/…`) and never knows which backend it is talking to.
+//!
+//! Layout (identical on every backend, compatible with the original pipeline's bucket):
+//! ```text
+//! raw/raw_crypto_prices_YYYYMMDDTHHMM.csv      one snapshot per scheduled hour (see source::snapshot)
+//! processed/date=YYYY-MM-DD/part-00000.parquet  exactly one file per date partition, replaced atomically
+//! quarantine/<raw file stem>.csv                rows rejected from that raw file, with the reason
+//! _tickerlake/manifest.json                     what has been processed (the commit point of a run)
+//! _tickerlake/carry/date=YYYY-MM-DD/part-00000.parquet  window state carried into the next date
+//! _tickerlake/lock                              one writer at a time
+//! ```
+
+pub mod local;
+pub mod s3;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{Context, Result, bail};
+use async_trait::async_trait;
+use bytes::Bytes;
+
+pub const RAW_PREFIX: &str = "raw/";
+pub const PROCESSED_PREFIX: &str = "processed/";
+pub const QUARANTINE_PREFIX: &str = "quarantine/";
+pub const STATE_PREFIX: &str = "_tickerlake/";
+pub const MANIFEST_KEY: &str = "_tickerlake/manifest.json";
+pub const CARRY_PREFIX: &str = "_tickerlake/carry/";
+pub const LOCK_KEY: &str = "_tickerlake/lock";
+/// The single file name inside every partition directory: a fixed name is what makes
+/// replacing a partition one atomic write instead of a delete + add that readers could observe.
+pub const PART_FILE: &str = "part-00000.parquet";
+
+/// Key of the one Parquet file of a processed date partition.
+pub fn processed_key(date: &str) -> String {
+    format!("{PROCESSED_PREFIX}date={date}/{PART_FILE}")
+}
+
+/// Key of the window-state file written alongside a processed partition.
+pub fn carry_key(date: &str) -> String {
+    format!("{CARRY_PREFIX}date={date}/{PART_FILE}")
+}
+
+/// One listed object.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectMeta {
+    pub key: String,
+    pub size: u64,
+    /// A backend-specific version tag (S3 ETag, local mtime+size) used to notice a changed object.
+    pub version: String,
+}
+
+/// What a conditional create found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PutOutcome {
+    Created,
+    AlreadyExists,
+}
+
+/// The storage operations the pipeline needs, nothing more.
+///
+/// Every `put*` is atomic: a reader sees the old object or the new one, never a prefix of it.
+#[async_trait]
+pub trait ObjectStore: Send + Sync + std::fmt::Debug {
+    /// Human-readable location, for logs and errors (`./lake`, `s3://bucket/prefix`).
+    fn describe(&self) -> String;
+    /// All objects whose key starts with `prefix`, sorted by key (pages through large listings).
+    async fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>>;
+    /// The object's bytes, or `None` if it does not exist.
+    async fn get(&self, key: &str) -> Result<Option<Bytes>>;
+    /// Copy the object into a local file (streamed, never fully in memory).
+    async fn get_to_file(&self, key: &str, dest: &Path) -> Result<()>;
+    /// Create or replace the object atomically.
+    async fn put(&self, key: &str, data: Bytes) -> Result<()>;
+    /// Create or replace the object from a local file atomically (streamed/multipart when large).
+    async fn put_file(&self, key: &str, src: &Path) -> Result<()>;
+    /// Create the object only if no object has that key (the check and the write are one step).
+    async fn put_if_absent(&self, key: &str, data: Bytes) -> Result<PutOutcome>;
+    /// Remove the object; removing a missing object is not an error.
+    async fn delete(&self, key: &str) -> Result<()>;
+    /// A local filesystem path at which DuckDB can read the object in place, if the backend has one.
+    fn local_path(&self, _key: &str) -> Option<PathBuf> {
+        None
+    }
+    /// Take the single-writer lock for processing; released when the guard is dropped.
+    async fn lock(&self, owner: &str) -> Result<LockGuard>;
+}
+
+/// Held while a run writes to the lake. Call [`LockGuard::release`]; dropping it without releasing
+/// releases in the background where a runtime is available (a lease backend also expires).
+pub struct LockGuard {
+    release: Option<futures::future::BoxFuture<'static, Result<()>>>,
+}
+
+impl LockGuard {
+    pub fn new(release: impl std::future::Future<Output = Result<()>> + Send + 'static) -> Self {
+        Self { release: Some(Box::pin(release)) }
+    }
+
+    pub async fn release(mut self) -> Result<()> {
+        match self.release.take() {
+            Some(fut) => fut.await,
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for LockGuard {
+    fn drop(&mut self) {
+        if let Some(fut) = self.release.take() {
+            if let Ok(handle) = tokio::runtime::Handle::try_current() {
+                handle.spawn(async move {
+                    if let Err(e) = fut.await {
+                        tracing::warn!("could not release the lake lock: {e:#}");
+                    }
+                });
+            }
+        }
+    }
+}
+
+pub type Lake = Arc<dyn ObjectStore>;
+
+/// Open the lake named by `--lake`: a directory path, or `s3://bucket[/prefix]`.
+pub async fn open(location: &str, s3: &s3::S3Options) -> Result<Lake> {
+    if let Some(rest) = location.strip_prefix("s3://") {
+        let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+        if bucket.is_empty() {
+            bail!("--lake {location:?} names no bucket; use s3://BUCKET or s3://BUCKET/PREFIX");
+        }
+        return Ok(Arc::new(s3::S3Store::connect(bucket, prefix, s3).await?));
+    }
+    if location.contains("://") {
+        bail!(
+            "--lake {location:?} is not a supported location; use a directory path (e.g. ./lake) or s3://BUCKET/PREFIX"
+        );
+    }
+    let store = local::LocalStore::open(Path::new(location))
+        .with_context(|| format!("cannot open the local lake at {location:?}"))?;
+    Ok(Arc::new(store))
+}

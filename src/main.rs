@@ -1,0 +1,25 @@
+use std::io::IsTerminal;
+use std::process::ExitCode;
+
+use clap::Parser;
+use tracing_subscriber::EnvFilter;
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = tickerlake::cli::Cli::parse();
+    let default = match cli.verbose {
+        0 => "tickerlake=info,warn",
+        1 => "tickerlake=debug,info",
+        _ => "trace",
+    };
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).with_ansi(std::io::stderr().is_terminal()).init();
+    match tickerlake::cli::execute(cli).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            // One line with the whole context chain: what failed, why, what to do.
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,252 @@
+//! The DuckDB session of one `process` run: parse raw CSV, gather the window inputs, compute the
+//! indicators, and write the partitions, carry state and quarantine files to a local stage
+//! directory (the caller publishes them to the lake).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use duckdb::Connection;
+
+use crate::indicators;
+
+const VALIDATE_SQL: &str = include_str!("validate.sql");
+/// Parquet key-value metadata naming the run that wrote a file (see manifest.rs).
+pub const RUN_ID_KEY: &str = "tickerlake_run_id";
+
+/// Per raw file counts and date range, as parsed by [`Engine::load_raw`].
+#[derive(Debug, Clone, Default)]
+pub struct FileStats {
+    pub rows: u64,
+    pub kept: u64,
+    pub quarantined: u64,
+    pub first_date: Option<String>,
+    pub last_date: Option<String>,
+}
+
+/// Counts of one load, for the run summary.
+#[derive(Debug, Clone, Default)]
+pub struct LoadStats {
+    pub per_file: BTreeMap<String, FileStats>,
+    pub dropped: BTreeMap<String, u64>,
+    pub quarantined: BTreeMap<String, u64>,
+}
+
+/// Files the stage directory holds after [`Engine::write_outputs`], by date / raw key.
+#[derive(Debug, Default)]
+pub struct StagedOutputs {
+    pub partitions: BTreeMap<String, (PathBuf, u64)>,
+    pub carries: BTreeMap<String, PathBuf>,
+    pub quarantine: BTreeMap<String, PathBuf>,
+}
+
+pub struct Engine {
+    conn: Connection,
+    stage: PathBuf,
+    loads: usize,
+}
+
+/// A SQL string literal.
+pub fn lit(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "''"))
+}
+
+fn list_lit<'a>(items: impl IntoIterator<Item = &'a str>) -> String {
+    let parts: Vec<String> = items.into_iter().map(lit).collect();
+    format!("[{}]", parts.join(", "))
+}
+
+impl Engine {
+    pub fn new(stage: &Path) -> Result<Self> {
+        let conn = Connection::open_in_memory().context("cannot start DuckDB")?;
+        let spill = stage.join("duckdb-spill");
+        std::fs::create_dir_all(&spill)?;
+        conn.execute_batch(&format!(
+            "SET temp_directory = {}; SET preserve_insertion_order = false;",
+            lit(&spill.to_string_lossy())
+        ))?;
+        Ok(Self { conn, stage: stage.to_path_buf(), loads: 0 })
+    }
+
+    pub fn conn(&self) -> &Connection {
+        &self.conn
+    }
+
+    /// Parse raw CSV files (local path, lake key) into table `table` (see validate.sql) and count.
+    pub fn load_raw(&mut self, table: &str, files: &[(PathBuf, String)]) -> Result<LoadStats> {
+        self.loads += 1;
+        let keys_table = format!("{table}_keys");
+        self.conn.execute_batch(&format!("CREATE OR REPLACE TEMP TABLE {keys_table} (path VARCHAR, key VARCHAR)"))?;
+        {
+            let mut app = self.conn.appender(&keys_table)?;
+            for (path, key) in files {
+                app.append_row([path.to_string_lossy().as_ref(), key.as_str()])?;
+            }
+        }
+        let paths: Vec<String> = files.iter().map(|(p, _)| p.to_string_lossy().into_owned()).collect();
+        let sql = VALIDATE_SQL
+            .replace("{files}", &list_lit(paths.iter().map(String::as_str)))
+            .replace("{rejects}", &format!("rejects_{}", self.loads))
+            .replace("{out}", table);
+        self.conn.execute_batch(&sql).with_context(|| format!("DuckDB could not read the raw files ({} files)", files.len()))?;
+
+        let mut stats = LoadStats::default();
+        let mut stmt = self.conn.prepare(&format!(
+            "SELECT k.key,
+                    count(t.path),
+                    count(t.path) FILTER (t.quarantine_reason IS NULL AND t.drop_reason IS NULL),
+                    count(t.path) FILTER (t.quarantine_reason IS NOT NULL),
+                    CAST(min(CAST(t.timestamp AS DATE)) FILTER (t.quarantine_reason IS NULL AND t.drop_reason IS NULL) AS VARCHAR),
+                    CAST(max(CAST(t.timestamp AS DATE)) FILTER (t.quarantine_reason IS NULL AND t.drop_reason IS NULL) AS VARCHAR),
+                    (SELECT count(*) FROM {table}_rejects r WHERE r.path = k.path)
+             FROM {keys_table} k LEFT JOIN {table} t ON t.path = k.path
+             GROUP BY k.key, k.path"
+        ))?;
+        let rows = stmt.query_map([], |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?, r.get::<_, i64>(2)?, r.get::<_, i64>(3)?,
+                r.get::<_, Option<String>>(4)?, r.get::<_, Option<String>>(5)?, r.get::<_, i64>(6)?))
+        })?;
+        for row in rows {
+            let (key, n, kept, quarantined, first, last, rejects) = row?;
+            stats.per_file.insert(key, FileStats {
+                rows: (n + rejects) as u64,
+                kept: kept as u64,
+                quarantined: (quarantined + rejects) as u64,
+                first_date: first,
+                last_date: last,
+            });
+        }
+        stats.dropped = self.count_by(&format!("SELECT drop_reason, count(*) FROM {table} WHERE quarantine_reason IS NULL AND drop_reason IS NOT NULL GROUP BY ALL"))?;
+        stats.quarantined = self.count_by(&format!(
+            "SELECT reason, count(*) FROM (SELECT quarantine_reason AS reason FROM {table} WHERE quarantine_reason IS NOT NULL
+                                           UNION ALL SELECT reason FROM {table}_rejects) GROUP BY ALL"
+        ))?;
+        Ok(stats)
+    }
+
+    fn count_by(&self, sql: &str) -> Result<BTreeMap<String, u64>> {
+        let mut stmt = self.conn.prepare(sql)?;
+        let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as u64)))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// The run id recorded in a Parquet file's metadata, if the file has one.
+    pub fn run_id_of(&self, parquet: &Path) -> Result<Option<String>> {
+        let sql = format!(
+            "SELECT decode(value) FROM parquet_kv_metadata({}) WHERE decode(key) = {}",
+            lit(&parquet.to_string_lossy()),
+            lit(RUN_ID_KEY)
+        );
+        match self.conn.query_row(&sql, [], |r| r.get::<_, String>(0)) {
+            Ok(v) => Ok(Some(v)),
+            Err(duckdb::Error::QueryReturnedNoRows) => Ok(None),
+            Err(e) => Err(e).with_context(|| format!("cannot read Parquet metadata of {}", parquet.display())),
+        }
+    }
+
+    /// Assemble `ind_input`: kept rows of the given loaded tables (optionally only some dates),
+    /// committed partitions' rows, and the carry-in rows as context.
+    pub fn build_input(&self, loaded: &[(&str, Option<&[String]>)], partitions: &[PathBuf], carry: Option<&Path>) -> Result<()> {
+        let mut parts = vec!["SELECT CAST(NULL AS VARCHAR) AS symbol, CAST(NULL AS DOUBLE) AS price, CAST(NULL AS TIMESTAMP) AS \"timestamp\", false AS is_carry WHERE false".to_owned()];
+        for (table, dates) in loaded {
+            let date_filter = match dates {
+                Some(d) => format!(" AND CAST(\"timestamp\" AS DATE) IN ({})", d.iter().map(|s| format!("DATE {}", lit(s))).collect::<Vec<_>>().join(", ")),
+                None => String::new(),
+            };
+            parts.push(format!("SELECT symbol, price, \"timestamp\", false FROM {table} WHERE quarantine_reason IS NULL AND drop_reason IS NULL{date_filter}"));
+        }
+        if !partitions.is_empty() {
+            let paths: Vec<String> = partitions.iter().map(|p| p.to_string_lossy().into_owned()).collect();
+            parts.push(format!("SELECT symbol, price, \"timestamp\", false FROM read_parquet({})", list_lit(paths.iter().map(String::as_str))));
+        }
+        if let Some(c) = carry {
+            parts.push(format!("SELECT symbol, price, \"timestamp\", true FROM read_parquet({})", lit(&c.to_string_lossy())));
+        }
+        self.conn.execute_batch(&format!("CREATE OR REPLACE TEMP TABLE ind_input AS {}", parts.join(" UNION ALL ")))?;
+        Ok(())
+    }
+
+    /// Compute indicators and write partitions, carry state and quarantine files to the stage.
+    pub fn write_outputs(&self, run_id: &str, quarantine_from: Option<&str>) -> Result<StagedOutputs> {
+        indicators::compute(&self.conn).context("computing indicators")?;
+        let out = self.stage.join("out");
+        std::fs::create_dir_all(&out)?;
+        let kv = format!("KV_METADATA {{{RUN_ID_KEY}: {}}}", lit(run_id));
+        let processed_dir = out.join("processed");
+        let carry_dir = out.join("carry");
+        self.conn.execute_batch(&format!(
+            "COPY (SELECT symbol, price, \"timestamp\", moving_avg, previous_price, price_change_pct, date
+                   FROM ind_output WHERE NOT is_carry ORDER BY date, symbol, \"timestamp\", price)
+             TO {} (FORMAT parquet, PARTITION_BY (date), COMPRESSION zstd, {kv});
+             COPY (SELECT d.date, o.symbol, o.price, o.\"timestamp\"
+                   FROM ind_output o JOIN (SELECT DISTINCT date FROM ind_output WHERE NOT is_carry) d
+                     ON o.date <= d.date AND (o.carry_until IS NULL OR o.carry_until > d.date)
+                   ORDER BY d.date, o.symbol, o.\"timestamp\", o.price)
+             TO {} (FORMAT parquet, PARTITION_BY (date), COMPRESSION zstd, {kv});",
+            lit(&processed_dir.to_string_lossy()),
+            lit(&carry_dir.to_string_lossy()),
+        ))?;
+        let mut staged = StagedOutputs::default();
+        let counts = self.count_by("SELECT CAST(date AS VARCHAR), count(*) FROM ind_output WHERE NOT is_carry GROUP BY ALL")?;
+        for (date, path) in partition_files(&processed_dir)? {
+            let rows = counts.get(&date).copied().unwrap_or(0);
+            staged.partitions.insert(date, (path, rows));
+        }
+        staged.carries = partition_files(&carry_dir)?;
+        if let Some(table) = quarantine_from {
+            staged.quarantine = self.write_quarantine(table, &out.join("quarantine"))?;
+        }
+        Ok(staged)
+    }
+
+    /// One CSV per raw file with rejected rows: source_file, line (when known), reason, record.
+    fn write_quarantine(&self, table: &str, dir: &Path) -> Result<BTreeMap<String, PathBuf>> {
+        let mut files = BTreeMap::new();
+        let sources = {
+            let mut stmt = self.conn.prepare(&format!(
+                "SELECT DISTINCT k.key, k.path FROM {table}_keys k
+                 WHERE EXISTS (SELECT 1 FROM {table} t WHERE t.path = k.path AND t.quarantine_reason IS NOT NULL)
+                    OR EXISTS (SELECT 1 FROM {table}_rejects r WHERE r.path = k.path)
+                 ORDER BY 1"
+            ))?;
+            stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?.collect::<Result<Vec<_>, _>>()?
+        };
+        std::fs::create_dir_all(dir)?;
+        for (i, (key, path)) in sources.iter().enumerate() {
+            let dest = dir.join(format!("{i}.csv"));
+            self.conn.execute_batch(&format!(
+                "COPY (SELECT {key} AS source_file, line, reason, record FROM (
+                         SELECT line, reason, record FROM {table}_rejects WHERE path = {path}
+                         UNION ALL
+                         SELECT NULL, quarantine_reason,
+                                concat_ws(',', coalesce(symbol, ''), coalesce(price_text, ''), coalesce(ts_text, ''))
+                         FROM {table} WHERE path = {path} AND quarantine_reason IS NOT NULL)
+                       ORDER BY line NULLS LAST, reason, record)
+                 TO {} (FORMAT csv, HEADER true)",
+                lit(&dest.to_string_lossy()),
+                key = lit(key),
+                path = lit(path),
+            ))?;
+            files.insert(key.clone(), dest);
+        }
+        Ok(files)
+    }
+}
+
+/// `dir/date=YYYY-MM-DD/<file>.parquet` as written by COPY … PARTITION_BY (date), by date.
+fn partition_files(dir: &Path) -> Result<BTreeMap<String, PathBuf>> {
+    let mut out = BTreeMap::new();
+    let Ok(entries) = std::fs::read_dir(dir) else { return Ok(out) };
+    for entry in entries {
+        let entry = entry?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(date) = name.strip_prefix("date=") else { continue };
+        let mut files: Vec<PathBuf> = std::fs::read_dir(entry.path())?.filter_map(|e| e.ok().map(|e| e.path())).collect();
+        files.sort();
+        // One file per partition is what PARTITION_BY writes for our sizes; more would mean rows
+        // split across files, which the single-file-per-partition layout cannot publish atomically.
+        anyhow::ensure!(files.len() == 1, "DuckDB wrote {} files for partition {date}; expected exactly one", files.len());
+        out.insert(date.to_owned(), files.remove(0));
+    }
+    Ok(out)
+}

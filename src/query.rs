@@ -1,0 +1,155 @@
+//! `query`: SQL over the lake in DuckDB, with views named like the original Athena tables:
+//! `processed` (partitioned Parquet, `date` from the partition path) and `raw` (the CSV snapshots,
+//! typed like a Glue crawler would type them), so the original project's queries run as written.
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use anyhow::{Context, Result, bail};
+use duckdb::Connection;
+use duckdb::arrow::array::RecordBatch;
+use duckdb::arrow::util::display::{ArrayFormatter, FormatOptions};
+
+use crate::lake::{Lake, PROCESSED_PREFIX, RAW_PREFIX};
+use crate::process::engine::lit;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum OutputFormat {
+    #[default]
+    Table,
+    Csv,
+    Json,
+}
+
+/// A DuckDB connection with the lake's views defined. Keeps downloaded copies alive (S3 lakes).
+pub struct LakeSession {
+    pub conn: Connection,
+    _downloads: Option<tempfile::TempDir>,
+}
+
+/// Open DuckDB over the lake: local files in place, S3 objects downloaded to a temp dir first.
+pub async fn open_session(lake: &Lake) -> Result<LakeSession> {
+    let processed: Vec<String> = lake.list(PROCESSED_PREFIX).await?.into_iter().map(|o| o.key).filter(|k| k.ends_with(".parquet")).collect();
+    let raw: Vec<String> = lake.list(RAW_PREFIX).await?.into_iter().map(|o| o.key).filter(|k| k.ends_with(".csv")).collect();
+    let needs_download = processed.iter().chain(&raw).any(|k| lake.local_path(k).is_none());
+    let tmp = if needs_download { Some(tempfile::Builder::new().prefix("tickerlake-query-").tempdir()?) } else { None };
+    let processed_paths = local_paths(lake, &processed, tmp.as_ref()).await?;
+    let raw_paths = local_paths(lake, &raw, tmp.as_ref()).await?;
+    let conn = Connection::open_in_memory()?;
+    if processed_paths.is_empty() {
+        tracing::warn!("{} has no processed partitions yet; run `tickerlake process` first", lake.describe());
+        conn.execute_batch(
+            "CREATE VIEW processed AS SELECT CAST(NULL AS VARCHAR) AS symbol, CAST(NULL AS DOUBLE) AS price,
+               CAST(NULL AS TIMESTAMP) AS \"timestamp\", CAST(NULL AS DOUBLE) AS moving_avg, CAST(NULL AS DOUBLE) AS previous_price,
+               CAST(NULL AS DOUBLE) AS price_change_pct, CAST(NULL AS DATE) AS date WHERE false",
+        )?;
+    } else {
+        conn.execute_batch(&format!(
+            "CREATE VIEW processed AS SELECT * FROM read_parquet([{}], hive_partitioning = true, hive_types = {{'date': DATE}})",
+            processed_paths.join(", ")
+        ))?;
+    }
+    if raw_paths.is_empty() {
+        conn.execute_batch("CREATE VIEW raw AS SELECT CAST(NULL AS VARCHAR) AS symbol, CAST(NULL AS DOUBLE) AS price, CAST(NULL AS TIMESTAMP) AS \"timestamp\" WHERE false")?;
+    } else {
+        conn.execute_batch(&format!(
+            "CREATE VIEW raw AS SELECT symbol, TRY_CAST(price AS DOUBLE) AS price,
+                    TRY_CAST(TRY_CAST(\"timestamp\" AS TIMESTAMPTZ) AS TIMESTAMP) AS \"timestamp\"
+             FROM read_csv([{}], columns = {{'symbol': 'VARCHAR', 'price': 'VARCHAR', 'timestamp': 'VARCHAR'}},
+                           header = true, auto_detect = false, ignore_errors = true)",
+            raw_paths.join(", ")
+        ))?;
+    }
+    Ok(LakeSession { conn, _downloads: tmp })
+}
+
+/// SQL literals of local paths for the keys: in place, or downloaded into `tmp` keeping the
+/// hive layout (so `date` still comes from the path).
+async fn local_paths(lake: &Lake, keys: &[String], tmp: Option<&tempfile::TempDir>) -> Result<Vec<String>> {
+    let mut out = Vec::with_capacity(keys.len());
+    for key in keys {
+        let path = match lake.local_path(key) {
+            Some(p) => p,
+            None => {
+                let dest: PathBuf = tmp.expect("a temp dir whenever the lake is not local").path().join(key);
+                std::fs::create_dir_all(dest.parent().unwrap())?;
+                lake.get_to_file(key, &dest).await?;
+                dest
+            }
+        };
+        out.push(lit(&path.to_string_lossy()));
+    }
+    Ok(out)
+}
+
+/// Run `sql` and return the Arrow batches.
+pub fn run_sql(session: &LakeSession, sql: &str) -> Result<Vec<RecordBatch>> {
+    let mut stmt = session.conn.prepare(sql).with_context(|| format!("DuckDB rejected the query {sql:?}"))?;
+    Ok(stmt.query_arrow([]).with_context(|| format!("the query {sql:?} failed"))?.collect())
+}
+
+/// Write batches in the chosen format.
+pub fn render(batches: &[RecordBatch], format: OutputFormat, out: &mut dyn Write) -> Result<()> {
+    match format {
+        OutputFormat::Table => {
+            if batches.iter().all(|b| b.num_rows() == 0) && batches.first().is_none() {
+                writeln!(out, "(no rows)")?;
+            } else {
+                writeln!(out, "{}", duckdb::arrow::util::pretty::pretty_format_batches(batches)?)?;
+            }
+        }
+        OutputFormat::Csv => {
+            let Some(first) = batches.first() else { return Ok(()) };
+            let mut w = csv::Writer::from_writer(out);
+            w.write_record(first.schema().fields().iter().map(|f| f.name().as_str()))?;
+            let opts = FormatOptions::default().with_null("");
+            for batch in batches {
+                let fmts = batch.columns().iter().map(|c| ArrayFormatter::try_new(c.as_ref(), &opts)).collect::<Result<Vec<_>, _>>()?;
+                for row in 0..batch.num_rows() {
+                    w.write_record(fmts.iter().map(|f| f.value(row).to_string()))?;
+                }
+            }
+            w.flush()?;
+        }
+        OutputFormat::Json => {
+            // One JSON array of objects; numbers stay numbers, NULL is null.
+            let mut rows = Vec::new();
+            let opts = FormatOptions::default();
+            for batch in batches {
+                let schema = batch.schema();
+                let fmts = batch.columns().iter().map(|c| ArrayFormatter::try_new(c.as_ref(), &opts)).collect::<Result<Vec<_>, _>>()?;
+                for row in 0..batch.num_rows() {
+                    let mut obj = serde_json::Map::new();
+                    for (i, field) in schema.fields().iter().enumerate() {
+                        let col = batch.column(i);
+                        let value = if col.is_null(row) {
+                            serde_json::Value::Null
+                        } else if field.data_type().is_numeric() {
+                            let text = fmts[i].value(row).to_string();
+                            serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text))
+                        } else if *field.data_type() == duckdb::arrow::datatypes::DataType::Boolean {
+                            serde_json::Value::Bool(fmts[i].value(row).to_string() == "true")
+                        } else {
+                            serde_json::Value::String(fmts[i].value(row).to_string())
+                        };
+                        obj.insert(field.name().clone(), value);
+                    }
+                    rows.push(serde_json::Value::Object(obj));
+                }
+            }
+            serde_json::to_writer_pretty(&mut *out, &rows)?;
+            writeln!(out)?;
+        }
+    }
+    Ok(())
+}
+
+/// The `query` command: open, run, print.
+pub async fn query(lake: &Lake, sql: &str, format: OutputFormat, out: &mut dyn Write) -> Result<()> {
+    if sql.trim().is_empty() {
+        bail!("the query is empty; pass SQL such as \"SELECT * FROM processed LIMIT 10\"");
+    }
+    let session = open_session(lake).await?;
+    let batches = run_sql(&session, sql)?;
+    render(&batches, format, out)
+}

@@ -1,0 +1,241 @@
+//! End to end on the embedded lake: the real `tickerlake` binary against the Binance simulator.
+
+mod common;
+
+use common::{csv, processed_rows, tickerlake, tree, write_raw};
+use tickerlake::simulator::{SimConfig, Simulator};
+
+async fn sim() -> Simulator {
+    Simulator::start(SimConfig { symbols: 24, seed: 7 }, 0).await.unwrap()
+}
+
+fn lake_dir() -> (tempfile::TempDir, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let lake = dir.path().join("lake").to_string_lossy().into_owned();
+    (dir, lake)
+}
+
+fn raw_files(lake: &str) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(format!("{lake}/raw")).map(|d| d.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect()).unwrap_or_default();
+    v.sort();
+    v
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backfill_collect_process_query() {
+    let sim = sim().await;
+    let (_tmp, lake) = lake_dir();
+    let url = sim.url();
+    tickerlake(&lake, &["backfill", "--hours", "12", "--binance-url", &url], &[]).await.ok();
+    let out = tickerlake(&lake, &["collect", "--binance-url", &url], &[]).await;
+    out.ok();
+    assert!(out.stdout.contains("collected 24 prices") || out.stdout.contains("already collected"), "{}", out.stdout);
+    assert!(raw_files(&lake).len() >= 12, "{:?}", raw_files(&lake));
+
+    let out = tickerlake(&lake, &["process"], &[]).await;
+    out.ok();
+    assert!(out.stdout.contains("kept"), "{}", out.stdout);
+
+    let rows = processed_rows(std::path::Path::new(&lake));
+    assert!(!rows.is_empty());
+    assert!(rows.iter().all(|r| r.symbol.ends_with("USDT") && r.price > 0.0), "only positive USDT rows are kept");
+    // Every symbol with ≥5 rows has a 5-row average on its 5th row.
+    let first = &rows[0];
+    let same: Vec<_> = rows.iter().filter(|r| r.symbol == first.symbol).collect();
+    assert!(same.len() >= 5);
+    let want = same[..5].iter().map(|r| r.price).sum::<f64>() / 5.0;
+    assert!((same[4].moving_avg - want).abs() <= 1e-9 * want);
+
+    // The original project's Athena queries run as written.
+    let out = tickerlake(&lake, &["query", "SELECT * FROM processed LIMIT 10"], &[]).await;
+    out.ok();
+    assert!(out.stdout.contains("moving_avg") && out.stdout.contains("price_change_pct"), "{}", out.stdout);
+    let out = tickerlake(&lake, &["query", "--format", "json",
+        "SELECT symbol, STDDEV(price_change_pct) AS volatility FROM processed GROUP BY symbol ORDER BY volatility DESC LIMIT 10"], &[]).await;
+    out.ok();
+    let v: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    let arr = v.as_array().unwrap();
+    assert!(!arr.is_empty() && arr.len() <= 10);
+    assert!(arr[0]["volatility"].is_number(), "{}", out.stdout);
+    let out = tickerlake(&lake, &["query", "--format", "csv", "SELECT count(*) AS n, count(DISTINCT date) AS days FROM processed"], &[]).await;
+    out.ok();
+    assert_eq!(out.stdout.lines().next(), Some("n,days"));
+    assert_eq!(out.stdout.lines().nth(1).unwrap().split(',').next().unwrap().parse::<usize>().unwrap(), rows.len());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn collect_twice_in_an_hour_keeps_one_snapshot_and_spends_no_weight() {
+    let sim = sim().await;
+    let (_tmp, lake) = lake_dir();
+    tickerlake(&lake, &["collect", "--binance-url", &sim.url()], &[]).await.ok();
+    let requests = sim.requests();
+    let second = tickerlake(&lake, &["collect", "--binance-url", &sim.url()], &[]).await;
+    second.ok();
+    // Unless the hour turned between the two calls, the second is a no-op.
+    if raw_files(&lake).len() == 1 {
+        assert!(second.stdout.contains("already collected"), "{}", second.stdout);
+        assert_eq!(sim.requests(), requests, "the second collect must not call Binance");
+    }
+    let content = std::fs::read_to_string(format!("{lake}/raw/{}", raw_files(&lake)[0])).unwrap();
+    assert!(content.starts_with("symbol,price,timestamp\n"));
+    let line = content.lines().nth(1).unwrap();
+    let fields: Vec<&str> = line.split(',').collect();
+    assert_eq!(fields.len(), 3);
+    assert_eq!(fields[1].split('.').nth(1).map(str::len), Some(8), "prices kept as Binance sends them: {line}");
+    assert!(fields[2].ends_with("+00:00"), "{line}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_the_original_pipelines_raw_files_unchanged() {
+    let (_tmp, lake) = lake_dir();
+    let dir = std::path::Path::new(&lake);
+    write_raw(dir, "raw_crypto_prices_20250508T0316.csv", &csv(&[
+        ("BTCUSDT", "97000.50000000", "2025-05-08 03:16:32.801588+00:00"),
+        ("ETHBTC", "0.01900000", "2025-05-08 03:16:32.801588+00:00"),
+        ("DEADUSDT", "0.00000000", "2025-05-08 03:16:32.801588+00:00"),
+    ]));
+    // An older file without a UTC offset, and one with a non-UTC offset.
+    write_raw(dir, "raw_crypto_prices_20250507T2316.csv", &csv(&[("BTCUSDT", "96000.00000000", "2025-05-07 23:16:31.100000")]));
+    write_raw(dir, "raw_crypto_prices_20250508T0416.csv", &csv(&[("BTCUSDT", "98000.00000000", "2025-05-08 06:16:30+02:00")]));
+    let out = tickerlake(&lake, &["process"], &[]).await;
+    out.ok();
+    let rows = processed_rows(dir);
+    let got: Vec<(&str, &str, f64, Option<f64>)> = rows.iter().map(|r| (r.date.as_str(), r.symbol.as_str(), r.price, r.previous_price)).collect();
+    assert_eq!(got, vec![
+        ("2025-05-07", "BTCUSDT", 96000.0, None),
+        ("2025-05-08", "BTCUSDT", 97000.5, Some(96000.0)),
+        ("2025-05-08", "BTCUSDT", 98000.0, Some(97000.5)),
+    ]);
+    assert!((rows[2].price_change_pct.unwrap() - (98000.0 - 97000.5) / 97000.5 * 100.0).abs() < 1e-12);
+    assert!(out.stdout.contains("1 other quote") && out.stdout.contains("1 non-positive price"), "{}", out.stdout);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_rows_are_quarantined_with_reasons_and_counted() {
+    let (_tmp, lake) = lake_dir();
+    let dir = std::path::Path::new(&lake);
+    write_raw(dir, "raw_crypto_prices_20250508T0300.csv", concat!(
+        "symbol,price,timestamp\n",
+        "BTCUSDT,97000.00000000,2025-05-08 03:00:16.000000+00:00\n",
+        "ETHUSDT,abc,2025-05-08 03:00:16.000000+00:00\n",
+        "SOLUSDT,150.00000000,\n",
+        "XRPUSDT,2.00000000,not a time\n",
+        "ADAUSDT,0.7,2025-05-08 03:00:16+00:00,extra\n",
+        "DOGEUSDT,0.2\n",
+        "LTCUSDT,,2025-05-08 03:00:16+00:00\n",
+    ));
+    let out = tickerlake(&lake, &["process"], &[]).await;
+    out.ok();
+    for expected in ["1 kept", "5 quarantined", "1 non-numeric price", "1 missing timestamp", "1 unparsable timestamp", "2 wrong field count", "1 missing price"] {
+        assert!(out.stdout.contains(expected), "summary lacks {expected:?}: {}", out.stdout);
+    }
+    let q = std::fs::read_to_string(dir.join("quarantine/raw_crypto_prices_20250508T0300.csv")).unwrap();
+    assert!(q.starts_with("source_file,line,reason,record\n"), "{q}");
+    assert!(q.contains("raw/raw_crypto_prices_20250508T0300.csv,6,wrong field count,\"ADAUSDT,0.7,2025-05-08 03:00:16+00:00,extra\""), "{q}");
+    assert!(q.contains("non-numeric price,\"ETHUSDT,abc,"), "{q}");
+    assert_eq!(q.lines().count(), 6, "{q}");
+    let rows = processed_rows(dir);
+    assert_eq!(rows.iter().map(|r| r.symbol.as_str()).collect::<Vec<_>>(), vec!["BTCUSDT"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rerun_with_nothing_new_changes_nothing_and_late_data_matches_full() {
+    let (_tmp, lake) = lake_dir();
+    let dir = std::path::Path::new(&lake);
+    tickerlake(&lake, &["simulate-history", "--hours", "60", "--symbols", "12", "--until", "2025-05-10T12:00:00Z"], &[]).await.ok();
+    // Hold back one old hour to deliver it late.
+    let late = dir.join("raw/raw_crypto_prices_20250508T1500.csv");
+    let held = std::fs::read(&late).unwrap();
+    std::fs::remove_file(&late).unwrap();
+    tickerlake(&lake, &["process"], &[]).await.ok();
+    let before = tree(dir);
+    let again = tickerlake(&lake, &["process"], &[]).await;
+    again.ok();
+    assert!(again.stdout.contains("nothing new"), "{}", again.stdout);
+    assert!(before == tree(dir), "a no-op run changed the lake");
+
+    std::fs::write(&late, held).unwrap();
+    let out = tickerlake(&lake, &["process"], &[]).await;
+    out.ok();
+    assert!(out.stdout.contains("3 partitions written (2025-05-08 … 2025-05-10)"), "{}", out.stdout);
+    let incremental = processed_rows(dir);
+    tickerlake(&lake, &["process", "--full"], &[]).await.ok();
+    assert_eq!(incremental, processed_rows(dir));
+}
+
+/// Kill the run at each commit-critical point; the re-run must equal an uninterrupted run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crash_at_any_point_then_rerun_equals_uninterrupted_run() {
+    for failpoint in ["mid-publish", "before-commit"] {
+        let (_tmp, lake) = lake_dir();
+        let dir = std::path::Path::new(&lake);
+        tickerlake(&lake, &["simulate-history", "--hours", "30", "--symbols", "12", "--until", "2025-05-09T05:00:00Z"], &[]).await.ok();
+        tickerlake(&lake, &["process"], &[]).await.ok();
+        // New data for yesterday (late) and today, then a crash while publishing it.
+        tickerlake(&lake, &["simulate-history", "--hours", "40", "--symbols", "12", "--until", "2025-05-09T15:00:00Z"], &[]).await.ok();
+        let reference = tempfile::tempdir().unwrap();
+        common::copy_dir(dir, reference.path());
+        tickerlake(reference.path().to_str().unwrap(), &["process"], &[]).await.ok();
+
+        let crashed = tickerlake(&lake, &["process"], &[("TICKERLAKE_FAILPOINT", failpoint)]).await;
+        crashed.failed();
+        assert!(crashed.stderr.contains(&format!("failpoint {failpoint}")), "{}", crashed.stderr);
+        let rerun = tickerlake(&lake, &["process"], &[]).await;
+        rerun.ok();
+        assert_eq!(processed_rows(dir), processed_rows(reference.path()), "after a crash at {failpoint}");
+        // And the re-run's state is final: one more run finds nothing new.
+        assert!(tickerlake(&lake, &["process"], &[]).await.stdout.contains("nothing new"));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_once_collects_and_processes() {
+    let sim = sim().await;
+    let (_tmp, lake) = lake_dir();
+    let out = tickerlake(&lake, &["run", "--once", "--binance-url", &sim.url()], &[]).await;
+    out.ok();
+    assert_eq!(raw_files(&lake).len(), 1);
+    let rows = processed_rows(std::path::Path::new(&lake));
+    assert_eq!(rows.len(), 24 / 2 - 1, "12 USDT pairs of 24, one of them priced zero");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn service_retries_a_failed_tick_and_stops_cleanly_on_ctrl_c() {
+    let sim = sim().await;
+    let (_tmp, lake) = lake_dir();
+    sim.inject(tickerlake::simulator::Fault::Status { code: 503, retry_after: None }, 2);
+    let mut child = tokio::process::Command::new(common::BIN)
+        .args(["--lake", &lake, "run", "--retry-secs", "1", "--binance-url", &sim.url(), "--max-attempts", "1"])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while processed_rows(std::path::Path::new(&lake)).is_empty() {
+        assert!(std::time::Instant::now() < deadline, "the service never recovered from the failed tick");
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    // Ctrl-C: the service stops between steps with status 0.
+    let pid = child.id().unwrap() as i32;
+    assert!(std::process::Command::new("kill").args(["-INT", &pid.to_string()]).status().unwrap().success());
+    let out = tokio::time::timeout(std::time::Duration::from_secs(30), child.wait_with_output()).await.expect("service did not stop").unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("tick failed") && stderr.contains("retrying"), "{stderr}");
+    assert!(stderr.contains("stopped"), "{stderr}");
+}
+
+#[tokio::test]
+async fn bad_input_gets_a_clear_error_and_nonzero_exit() {
+    let out = tickerlake("ftp://nowhere/x", &["process"], &[]).await;
+    out.failed();
+    assert!(out.stderr.contains("not a supported location") && out.stderr.contains("s3://BUCKET"), "{}", out.stderr);
+
+    let (_tmp, lake) = lake_dir();
+    let out = tickerlake(&lake, &["query", "SELECT * FROM nosuchtable"], &[]).await;
+    out.failed();
+    assert!(out.stderr.contains("nosuchtable"), "{}", out.stderr);
+
+    let out = tickerlake(&lake, &["collect", "--binance-url", "api.binance.com"], &[]).await;
+    out.failed();
+    assert!(out.stderr.contains("must start with http"), "{}", out.stderr);
+}
