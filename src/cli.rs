@@ -31,18 +31,18 @@ pub struct Cli {
 #[derive(Debug, Args)]
 pub struct LakeArgs {
     /// Where the lake lives: a directory (the embedded default) or s3://BUCKET[/PREFIX].
-    #[arg(long, global = true, env = "TICKERLAKE_LAKE", default_value = "./lake")]
+    #[arg(long, global = true, hide_env_values = true, env = "TICKERLAKE_LAKE", default_value = "./lake")]
     pub lake: String,
     /// For s3:// lakes: aws (real S3), localstack (http://localhost:4566, path-style, dummy
     /// credentials if none), or s3-compatible (MinIO, SeaweedFS, Garage…: path-style, needs an endpoint).
-    #[arg(long, global = true, env = "TICKERLAKE_TARGET", value_enum, default_value_t = s3::Target::Aws)]
+    #[arg(long, global = true, hide_env_values = true, env = "TICKERLAKE_TARGET", value_enum, default_value_t = s3::Target::Aws)]
     pub target: s3::Target,
     /// S3 endpoint URL; otherwise AWS_ENDPOINT_URL_S3 / AWS_ENDPOINT_URL, else the target's default.
-    #[arg(long, global = true, env = "TICKERLAKE_ENDPOINT_URL")]
+    #[arg(long, global = true, hide_env_values = true, env = "TICKERLAKE_ENDPOINT_URL")]
     pub endpoint_url: Option<String>,
     /// Force path-style (true) or virtual-hosted (false) S3 addressing; default: path-style for
     /// any target other than aws or whenever a custom endpoint is set.
-    #[arg(long, global = true, env = "TICKERLAKE_PATH_STYLE")]
+    #[arg(long, global = true, hide_env_values = true, env = "TICKERLAKE_PATH_STYLE")]
     pub path_style: Option<bool>,
 }
 
@@ -50,16 +50,16 @@ pub struct LakeArgs {
 pub struct BinanceArgs {
     /// Binance REST base URL. Where api.binance.com answers 451 (restricted location), use
     /// https://data-api.binance.vision or https://api.binance.us.
-    #[arg(long, env = "TICKERLAKE_BINANCE_URL", default_value = binance::DEFAULT_BASE_URL)]
+    #[arg(long, hide_env_values = true, env = "TICKERLAKE_BINANCE_URL", default_value = binance::DEFAULT_BASE_URL)]
     pub binance_url: String,
     /// Attempts per request for 429s, 5xx answers and timeouts (never for 418 or 451).
-    #[arg(long, env = "TICKERLAKE_BINANCE_MAX_ATTEMPTS", default_value_t = 4)]
+    #[arg(long, hide_env_values = true, env = "TICKERLAKE_BINANCE_MAX_ATTEMPTS", default_value_t = 4)]
     pub max_attempts: u32,
     /// First retry delay in milliseconds; doubles each attempt (with jitter).
-    #[arg(long, env = "TICKERLAKE_BINANCE_RETRY_MS", default_value_t = 500)]
+    #[arg(long, hide_env_values = true, env = "TICKERLAKE_BINANCE_RETRY_MS", default_value_t = 500)]
     pub retry_ms: u64,
     /// Per-request timeout in seconds.
-    #[arg(long, env = "TICKERLAKE_BINANCE_TIMEOUT_SECS", default_value_t = 15)]
+    #[arg(long, hide_env_values = true, env = "TICKERLAKE_BINANCE_TIMEOUT_SECS", default_value_t = 15)]
     pub timeout_secs: u64,
 }
 

@@ -204,7 +204,7 @@ async fn service_retries_a_failed_tick_and_stops_cleanly_on_ctrl_c() {
     let sim = sim().await;
     let (_tmp, lake) = lake_dir();
     sim.inject(tickerlake::simulator::Fault::Status { code: 503, retry_after: None }, 2);
-    let mut child = tokio::process::Command::new(common::BIN)
+    let child = tokio::process::Command::new(common::BIN)
         .args(["--lake", &lake, "run", "--retry-secs", "1", "--binance-url", &sim.url(), "--max-attempts", "1"])
         .stderr(std::process::Stdio::piped())
         .spawn()
