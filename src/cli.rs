@@ -76,6 +76,10 @@ impl BinanceArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Create the lake if missing (S3: the bucket), check credentials and permissions, report.
+    Init,
+    /// Check the lake's configuration without changing anything; one line per problem.
+    Doctor,
     /// Fetch all spot prices once and store this hour's raw snapshot (at most one per hour).
     Collect(#[command(flatten)] BinanceArgs),
     /// Fill missing hourly snapshots of the last N hours from Binance's hourly klines.
@@ -143,13 +147,19 @@ pub enum Command {
     },
 }
 
+/// Tuning knobs kept out of --help: seconds from an environment variable.
+fn env_secs(name: &str) -> Option<Duration> {
+    std::env::var(name).ok().and_then(|s| s.parse().ok()).map(Duration::from_secs)
+}
+
 impl LakeArgs {
     pub fn s3_options(&self) -> s3::S3Options {
         s3::S3Options {
             target: self.target,
             endpoint_url: self.endpoint_url.clone(),
             path_style: self.path_style,
-            lock_ttl: std::env::var("TICKERLAKE_LOCK_TTL_SECS").ok().and_then(|s| s.parse().ok()).map(Duration::from_secs),
+            lock_ttl: env_secs("TICKERLAKE_LOCK_TTL_SECS"),
+            attempt_timeout: env_secs("TICKERLAKE_S3_TIMEOUT_SECS"),
         }
     }
 
@@ -161,6 +171,14 @@ impl LakeArgs {
 pub async fn execute(cli: Cli) -> Result<()> {
     let mut stdout = std::io::stdout().lock();
     match cli.command {
+        Command::Init | Command::Doctor => {
+            let create = matches!(cli.command, Command::Init);
+            let lake = cli.lake.open().await?;
+            for line in lake.check(create).await? {
+                writeln!(stdout, "ok: {line}")?;
+            }
+            writeln!(stdout, "{} is ready", lake.describe())?;
+        }
         Command::Collect(b) => {
             let lake = cli.lake.open().await?;
             match snapshot::collect(&lake, &b.client()?, Utc::now).await? {

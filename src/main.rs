@@ -8,8 +8,9 @@ use tracing_subscriber::EnvFilter;
 async fn main() -> ExitCode {
     let cli = tickerlake::cli::Cli::parse();
     let default = match cli.verbose {
-        0 => "tickerlake=info,warn",
-        1 => "tickerlake=debug,info",
+        // aws_config logs each credential provider it tries; its one-line errors reach us anyway.
+        0 => "tickerlake=info,aws_config=error,warn",
+        1 => "tickerlake=debug,aws_config=warn,info",
         _ => "trace",
     };
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));

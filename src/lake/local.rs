@@ -192,6 +192,19 @@ impl ObjectStore for LocalStore {
         Ok(())
     }
 
+    async fn check(&self, _create: bool) -> Result<Vec<String>> {
+        // open() already created the directory; prove it is writable the way runs write.
+        let probe = format!("{STATE_PREFIX}probe-{}", std::process::id());
+        self.put(&probe, Bytes::from_static(b"probe")).await?;
+        self.delete(&probe).await?;
+        let raw = self.list(super::RAW_PREFIX).await?.len();
+        let processed = self.list(super::PROCESSED_PREFIX).await?.len();
+        Ok(vec![
+            format!("local lake at {} is writable", self.root.display()),
+            format!("{raw} raw snapshot(s), {processed} processed partition file(s)"),
+        ])
+    }
+
     fn local_path(&self, key: &str) -> Option<PathBuf> {
         Some(self.path(key))
     }

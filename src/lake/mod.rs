@@ -88,6 +88,13 @@ pub trait ObjectStore: Send + Sync + std::fmt::Debug {
     }
     /// Take the single-writer lock for processing; released when the guard is dropped.
     async fn lock(&self, owner: &str) -> Result<LockGuard>;
+    /// Check that the lake is usable (create it first if `create`); one line per finding.
+    /// A misconfiguration is an error whose message says, in one line, what to fix.
+    async fn check(&self, create: bool) -> Result<Vec<String>>;
+    /// Requests sent to a remote store so far (retries included), if the backend counts them.
+    fn requests(&self) -> Option<u64> {
+        None
+    }
 }
 
 /// Held while a run writes to the lake. Call [`LockGuard::release`]; dropping it without releasing

@@ -10,11 +10,17 @@
 //! run that wrote it, so a stray write is detected and recomputed by the next run.
 
 use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow, bail};
 use async_trait::async_trait;
 use aws_sdk_s3::Client;
+use aws_sdk_s3::config::interceptors::BeforeTransmitInterceptorContextRef;
+use aws_sdk_s3::config::{ConfigBag, Intercept, RuntimeComponents, SharedCredentialsProvider};
+use aws_sdk_s3::error::BoxError;
+use aws_sdk_s3::types::{BucketLocationConstraint, CreateBucketConfiguration};
 use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::primitives::{ByteStream, Length};
 use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
@@ -50,6 +56,23 @@ pub struct S3Options {
     pub path_style: Option<bool>,
     /// How long a writer's lease lasts if the writer dies without releasing it.
     pub lock_ttl: Option<Duration>,
+    /// Limit for one attempt of one request (the SDK then retries); a hung endpoint fails, not blocks.
+    pub attempt_timeout: Option<Duration>,
+}
+
+/// Counts every request the SDK transmits (retries included), for run summaries and benchmarks.
+#[derive(Debug, Default, Clone)]
+struct RequestCounter(Arc<AtomicU64>);
+
+impl Intercept for RequestCounter {
+    fn name(&self) -> &'static str {
+        "tickerlake-request-counter"
+    }
+
+    fn read_before_transmit(&self, _: &BeforeTransmitInterceptorContextRef<'_>, _: &RuntimeComponents, _: &mut ConfigBag) -> Result<(), BoxError> {
+        self.0.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
 }
 
 #[derive(Debug)]
@@ -59,7 +82,11 @@ pub struct S3Store {
     /// Key prefix inside the bucket, empty or ending in '/'.
     prefix: String,
     endpoint: String,
+    path_style: bool,
+    region: Option<String>,
+    credentials: Option<SharedCredentialsProvider>,
     lock_ttl: Duration,
+    requests: RequestCounter,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -88,13 +115,18 @@ impl S3Store {
                 loader = loader.credentials_provider(aws_sdk_s3::config::Credentials::new("test", "test", None, None, "localstack-default"));
             }
         }
-        let sdk = loader.load().await;
+        let timeouts = aws_config::timeout::TimeoutConfig::builder()
+            .connect_timeout(Duration::from_secs(5))
+            .operation_attempt_timeout(opts.attempt_timeout.unwrap_or(Duration::from_secs(60)))
+            .build();
+        let sdk = loader.timeout_config(timeouts).load().await;
         let custom_endpoint = sdk.endpoint_url().map(str::to_owned);
         let path_style = opts.path_style.unwrap_or(opts.target != Target::Aws || custom_endpoint.is_some());
         if opts.target == Target::S3Compatible && custom_endpoint.is_none() {
             bail!("--target s3-compatible needs an endpoint: pass --endpoint-url http://HOST:PORT or set AWS_ENDPOINT_URL_S3");
         }
-        let conf = aws_sdk_s3::config::Builder::from(&sdk).force_path_style(path_style).build();
+        let requests = RequestCounter::default();
+        let conf = aws_sdk_s3::config::Builder::from(&sdk).force_path_style(path_style).interceptor(requests.clone()).build();
         let endpoint = custom_endpoint.unwrap_or_else(|| "AWS S3".to_owned());
         let prefix = match prefix.trim_matches('/') {
             "" => String::new(),
@@ -105,7 +137,11 @@ impl S3Store {
             bucket: bucket.to_owned(),
             prefix,
             endpoint,
+            path_style,
+            region: sdk.region().map(|r| r.to_string()),
+            credentials: sdk.credentials_provider(),
             lock_ttl: opts.lock_ttl.unwrap_or(Duration::from_secs(600)),
+            requests,
         })
     }
 
@@ -319,6 +355,60 @@ impl ObjectStore for S3Store {
         self.client.delete_object().bucket(&self.bucket).key(self.full_key(key)).send().await
             .map_err(|e| self.explain(e, "s3:DeleteObject", key))?;
         Ok(())
+    }
+
+    fn requests(&self) -> Option<u64> {
+        Some(self.requests.0.load(Ordering::Relaxed))
+    }
+
+    async fn check(&self, create: bool) -> Result<Vec<String>> {
+        use aws_sdk_s3::config::ProvideCredentials;
+        let mut found = vec![format!(
+            "endpoint {} ({} addressing), region {}",
+            self.endpoint,
+            if self.path_style { "path-style" } else { "virtual-hosted" },
+            self.region.as_deref().unwrap_or("unset")
+        )];
+        let Some(region) = self.region.clone() else {
+            bail!("no AWS region set: set AWS_REGION (or a profile's region), e.g. AWS_REGION=us-east-1");
+        };
+        let provider = self.credentials.clone().ok_or_else(|| anyhow!("no AWS credentials provider configured"))?;
+        match provider.provide_credentials().await {
+            Ok(creds) => {
+                let id = creds.access_key_id();
+                let tail = &id[id.len().saturating_sub(4)..];
+                found.push(format!("credentials found (access key …{tail})"));
+            }
+            Err(_) => bail!("no AWS credentials found: set AWS_PROFILE, or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or run with an instance/task role"),
+        }
+        match self.client.head_bucket().bucket(&self.bucket).send().await {
+            Ok(_) => found.push(format!("bucket {:?} exists", self.bucket)),
+            Err(e) if e.as_service_error().is_some_and(|s| s.is_not_found()) && create => {
+                let mut req = self.client.create_bucket().bucket(&self.bucket);
+                if region != "us-east-1" {
+                    req = req.create_bucket_configuration(
+                        CreateBucketConfiguration::builder().location_constraint(BucketLocationConstraint::from(region.as_str())).build(),
+                    );
+                }
+                req.send().await.map_err(|e| self.explain(e, "s3:CreateBucket", ""))?;
+                found.push(format!("bucket {:?} did not exist: created it in {region}", self.bucket));
+            }
+            Err(e) if e.as_service_error().is_some_and(|s| s.is_not_found()) => {
+                bail!("bucket {:?} does not exist at {}; create it with `tickerlake init`", self.bucket, self.endpoint)
+            }
+            Err(e) => return Err(self.explain(e, "s3:ListBucket", "")),
+        }
+        // Prove the permissions a run needs, on a throwaway key under the lake's prefix.
+        let probe = format!("{}probe-{}", super::STATE_PREFIX, std::process::id());
+        self.put(&probe, Bytes::from_static(b"probe")).await?;
+        self.get(&probe).await?;
+        self.list(super::STATE_PREFIX).await?;
+        self.delete(&probe).await?;
+        found.push("s3:PutObject, s3:GetObject, s3:ListBucket and s3:DeleteObject work".to_owned());
+        let raw = self.list(super::RAW_PREFIX).await?.len();
+        let processed = self.list(super::PROCESSED_PREFIX).await?.len();
+        found.push(format!("{raw} raw snapshot(s), {processed} processed partition file(s) under {}", self.describe()));
+        Ok(found)
     }
 
     async fn lock(&self, owner: &str) -> Result<LockGuard> {

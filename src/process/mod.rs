@@ -43,6 +43,8 @@ pub struct Summary {
     pub partitions_written: Vec<String>,
     pub partitions_deleted: Vec<String>,
     pub elapsed: Duration,
+    /// Requests sent to a remote lake during the run (None for the local lake).
+    pub requests: Option<u64>,
 }
 
 impl fmt::Display for Summary {
@@ -55,8 +57,9 @@ impl fmt::Display for Summary {
                 false => format!("{total} {what} ({})", parts.join(", ")),
             }
         }
+        let requests = self.requests.map(|n| format!(", {n} S3 requests")).unwrap_or_default();
         if self.snapshots_read == 0 {
-            return write!(f, "nothing new to process ({:.2} s)", self.elapsed.as_secs_f64());
+            return write!(f, "nothing new to process ({:.2} s{requests})", self.elapsed.as_secs_f64());
         }
         let parts = match self.partitions_written.as_slice() {
             [] => "no partitions written".to_owned(),
@@ -65,7 +68,7 @@ impl fmt::Display for Summary {
         };
         write!(
             f,
-            "{} snapshot(s) read, {} rows: {} kept, {}, {}; {parts}{} in {:.2} s",
+            "{} snapshot(s) read, {} rows: {} kept, {}, {}; {parts}{} in {:.2} s{requests}",
             self.snapshots_read,
             self.rows_read,
             self.rows_kept,
@@ -135,12 +138,20 @@ async fn fetch_optional(lake: &Lake, key: &str, dir: &Path) -> Result<Option<Pat
     }
 }
 
-/// Crash-test hook: `TICKERLAKE_FAILPOINT=<name>` aborts the process at that point, exactly like
-/// a kill -9 would, so tests can prove a re-run converges. Unset in normal use.
+/// Crash-test hooks, unset in normal use: `TICKERLAKE_FAILPOINT=<name>` aborts the process at
+/// that point exactly like a kill -9; `TICKERLAKE_PAUSEPOINT=<name>:<secs>` sleeps there once, so a
+/// test can take the S3 endpoint down mid-run. Tests use them to prove a re-run converges.
 fn failpoint(name: &str) {
     if std::env::var("TICKERLAKE_FAILPOINT").is_ok_and(|v| v == name) {
         eprintln!("failpoint {name}: aborting");
         std::process::abort();
+    }
+    static PAUSED: std::sync::Once = std::sync::Once::new();
+    if let Some(secs) = std::env::var("TICKERLAKE_PAUSEPOINT").ok().and_then(|v| v.strip_prefix(&format!("{name}:")).and_then(|s| s.parse().ok())) {
+        PAUSED.call_once(|| {
+            eprintln!("pausepoint {name}: sleeping {secs} s");
+            std::thread::sleep(Duration::from_secs(secs));
+        });
     }
 }
 
@@ -151,6 +162,7 @@ pub fn new_run_id() -> String {
 /// Process new raw snapshots (or all, with `full`) into the lake's processed partitions.
 pub async fn process(lake: &Lake, opts: &ProcessOptions) -> Result<Summary> {
     let started = Instant::now();
+    let requests_before = lake.requests();
     let run_id = new_run_id();
     let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "unknown host".into());
     let guard = lake.lock(&format!("run {run_id}, pid {} on {host}", std::process::id())).await?;
@@ -160,6 +172,7 @@ pub async fn process(lake: &Lake, opts: &ProcessOptions) -> Result<Summary> {
     }
     let mut summary = result?;
     summary.elapsed = started.elapsed();
+    summary.requests = lake.requests().zip(requests_before).map(|(after, before)| after - before);
     Ok(summary)
 }
 

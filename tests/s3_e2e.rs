@@ -1,0 +1,368 @@
+//! End to end against real S3 emulators started as local processes (ministack, LocalStack) on
+//! 127.0.0.1: the whole pipeline, the endpoint going down mid-run, concurrent writers, and the
+//! request count of an incremental run. The same scenarios run through testcontainers when a
+//! Docker engine is reachable (ignored tests; `./dev test` runs them when it finds one).
+//!
+//! The emulators come from `./dev emulators` (virtualenvs under $TICKERLAKE_VENV). A missing one
+//! fails the test with the command to run; TICKERLAKE_SKIP_EMULATORS=1 skips loudly, except in CI.
+
+mod common;
+
+use std::net::TcpStream;
+use std::io::{Read, Write};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{Out, tickerlake};
+use tickerlake::simulator::{SimConfig, Simulator};
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Kind {
+    Ministack,
+    Localstack,
+}
+
+struct Emulator {
+    kind: Kind,
+    port: u16,
+    data: tempfile::TempDir,
+    child: Option<Child>,
+}
+
+fn venv() -> PathBuf {
+    std::env::var_os("TICKERLAKE_VENV").map(PathBuf::from).unwrap_or_else(|| PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/tickerlake-venv"))
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// Plain HTTP GET status, without a client library (the emulators answer HTTP/1.1).
+fn http_status(port: u16, path: &str) -> Option<u16> {
+    let mut s = TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_millis(300)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    write!(s, "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n").ok()?;
+    let mut buf = [0u8; 32];
+    let n = s.read(&mut buf).ok()?;
+    std::str::from_utf8(&buf[..n]).ok()?.split_whitespace().nth(1)?.parse().ok()
+}
+
+impl Emulator {
+    /// Start the emulator, or None if it is not installed and skipping is allowed.
+    fn start(kind: Kind) -> Option<Self> {
+        let program = match kind {
+            Kind::Ministack => venv().join("ministack/bin/ministack"),
+            Kind::Localstack => venv().join("localstack/bin/python"),
+        };
+        if !program.exists() {
+            let msg = format!("{kind:?} is not installed at {}: run `./dev emulators` (or `./dev test`, which does)", program.display());
+            let ci = std::env::var("CI").is_ok_and(|v| v == "true" || v == "1");
+            if !ci && std::env::var("TICKERLAKE_SKIP_EMULATORS").is_ok_and(|v| v == "1") {
+                eprintln!("\n*** SKIPPED {kind:?} end-to-end test: {msg} ***\n");
+                return None;
+            }
+            panic!("{msg}");
+        }
+        let mut e = Emulator { kind, port: free_port(), data: tempfile::tempdir().unwrap(), child: None };
+        e.launch();
+        Some(e)
+    }
+
+    fn launch(&mut self) {
+        let (program, health) = match self.kind {
+            Kind::Ministack => (venv().join("ministack/bin/ministack"), "/_ministack/health"),
+            Kind::Localstack => (venv().join("localstack/bin/python"), "/_localstack/health"),
+        };
+        let mut cmd = Command::new(program);
+        let port = self.port.to_string();
+        let data = self.data.path().to_str().unwrap().to_owned();
+        match self.kind {
+            Kind::Ministack => {
+                cmd.env("GATEWAY_PORT", &port).env("BIND_HOST", "127.0.0.1").env("S3_DATA_DIR", &data).env("S3_PERSIST", "1");
+            }
+            Kind::Localstack => {
+                let listen = format!("127.0.0.1:{port}");
+                cmd.args(["-m", "localstack.runtime.main"])
+                    .env("GATEWAY_LISTEN", &listen).env("LOCALSTACK_HOST", &listen).env("FILESYSTEM_ROOT", &data)
+                    .env("SERVICES", "s3").env("DISABLE_EVENTS", "1").env("SKIP_SSL_CERT_DOWNLOAD", "1").env("DNS_ADDRESS", "0")
+                    .current_dir(self.data.path());
+            }
+        }
+        use std::os::unix::process::CommandExt;
+        cmd.stdout(Stdio::null()).stderr(Stdio::null()).process_group(0);
+        self.child = Some(cmd.spawn().expect("start emulator"));
+        let deadline = Instant::now() + Duration::from_secs(90);
+        while http_status(self.port, health) != Some(200) {
+            assert!(Instant::now() < deadline, "{:?} did not become healthy on port {}", self.kind, self.port);
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    fn signal(&self, sig: &str) {
+        let pid = self.child.as_ref().expect("running").id();
+        // The whole process group: the emulators may fork workers.
+        Command::new("kill").args([sig, "--", &format!("-{pid}")]).status().unwrap();
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = Command::new("kill").args(["-KILL", "--", &format!("-{}", c.id())]).status();
+            let _ = c.wait();
+        }
+    }
+
+    /// Same port, same data directory (ministack persists objects there).
+    fn restart(&mut self) {
+        self.kill();
+        self.launch();
+    }
+
+    /// The endpoint hangs (process stopped) until `thaw`: state survives, unlike a restart.
+    fn freeze(&self) {
+        self.signal("-STOP");
+    }
+
+    fn thaw(&self) {
+        self.signal("-CONT");
+    }
+
+    fn target(&self) -> &'static str {
+        match self.kind {
+            Kind::Ministack => "s3-compatible",
+            Kind::Localstack => "localstack",
+        }
+    }
+}
+
+impl Drop for Emulator {
+    fn drop(&mut self) {
+        if self.child.is_some() {
+            self.thaw();
+        }
+        self.kill();
+    }
+}
+
+/// Environment a user would set for this emulator: the standard AWS variables, no flags with secrets.
+fn aws_env(endpoint: &str, target: &str) -> Vec<(&'static str, String)> {
+    vec![
+        ("AWS_ACCESS_KEY_ID", "test".into()),
+        ("AWS_SECRET_ACCESS_KEY", "test".into()),
+        ("AWS_REGION", "us-east-1".into()),
+        ("TICKERLAKE_ENDPOINT_URL", endpoint.into()),
+        ("TICKERLAKE_TARGET", target.into()),
+        ("TICKERLAKE_S3_TIMEOUT_SECS", "3".into()),
+        ("TICKERLAKE_LOCK_TTL_SECS", "4".into()),
+    ]
+}
+
+async fn tl(lake: &str, args: &[&str], env: &[(&'static str, String)]) -> Out {
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    tickerlake(lake, args, &env).await
+}
+
+async fn s3_client(endpoint: &str) -> aws_sdk_s3::Client {
+    let conf = aws_sdk_s3::Config::builder()
+        .behavior_version(aws_sdk_s3::config::BehaviorVersion::latest())
+        .region(aws_sdk_s3::config::Region::new("us-east-1"))
+        .credentials_provider(aws_sdk_s3::config::Credentials::new("test", "test", None, None, "test"))
+        .endpoint_url(endpoint)
+        .force_path_style(true)
+        .build();
+    aws_sdk_s3::Client::from_conf(conf)
+}
+
+async fn keys(client: &aws_sdk_s3::Client, bucket: &str, prefix: &str) -> Vec<String> {
+    let out = client.list_objects_v2().bucket(bucket).prefix(prefix).send().await.unwrap();
+    out.contents().iter().filter_map(|o| o.key().map(str::to_owned)).collect()
+}
+
+const ROWS_SQL: &str = "SELECT symbol, timestamp, price, moving_avg, previous_price, price_change_pct, date FROM processed ORDER BY ALL";
+
+/// simulator → collect → S3 → process → query, plus a migrated bucket's raw files.
+async fn pipeline(endpoint: &str, target: &str) {
+    let env = aws_env(endpoint, target);
+    let sim = Simulator::start(SimConfig { symbols: 20, seed: 3 }, 0).await.unwrap();
+    let lake = "s3://tickerlake-e2e/prices";
+    let init = tl(lake, &["init"], &env).await;
+    init.ok();
+    assert!(init.stdout.contains("created it"), "{}", init.stdout);
+
+    tl(lake, &["collect", "--binance-url", &sim.url()], &env).await.ok();
+    tl(lake, &["backfill", "--hours", "6", "--binance-url", &sim.url()], &env).await.ok();
+    // A bucket migrated from the original pipeline: its file naming and timestamp format.
+    let client = s3_client(endpoint).await;
+    let seed = common::csv(&[("BTCUSDT", "97000.50000000", "2025-05-08 03:16:32.801588+00:00"), ("ETHBTC", "0.019", "2025-05-08 03:16:32.801588+00:00")]);
+    client.put_object().bucket("tickerlake-e2e").key("prices/raw/raw_crypto_prices_20250508T0316.csv").body(seed.into_bytes().into()).send().await.unwrap();
+
+    let out = tl(lake, &["process"], &env).await;
+    out.ok();
+    assert!(out.stdout.contains("S3 requests"), "{}", out.stdout);
+    let again = tl(lake, &["process"], &env).await;
+    again.ok();
+    assert!(again.stdout.contains("nothing new"), "{}", again.stdout);
+
+    let processed = keys(&client, "tickerlake-e2e", "prices/processed/").await;
+    assert!(processed.contains(&"prices/processed/date=2025-05-08/part-00000.parquet".to_owned()), "{processed:?}");
+    assert!(processed.iter().all(|k| k.ends_with("/part-00000.parquet")), "one file per partition: {processed:?}");
+    assert!(keys(&client, "tickerlake-e2e", "prices/_tickerlake/lock").await.is_empty(), "the lease is released");
+
+    let out = tl(lake, &["query", "--format", "csv", "SELECT symbol, price, previous_price FROM processed WHERE date = DATE '2025-05-08'"], &env).await;
+    out.ok();
+    assert_eq!(out.stdout.trim(), "symbol,price,previous_price\nBTCUSDT,97000.5,");
+    let out = tl(lake, &["query", "--format", "json", "SELECT symbol, STDDEV(price_change_pct) AS volatility FROM processed GROUP BY symbol ORDER BY volatility DESC LIMIT 10"], &env).await;
+    out.ok();
+    let v: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(v.as_array().unwrap().len(), 9, "10 USDT pairs, one priced zero: {}", out.stdout);
+}
+
+/// The endpoint dies (or hangs) while a run publishes; the run fails cleanly, the next run after
+/// recovery yields exactly what an uninterrupted run yields, and nothing is left half-done.
+async fn endpoint_down_mid_run(emu: &mut Emulator) {
+    let env = aws_env(&emu.endpoint(), emu.target());
+    let (lake, reference) = ("s3://tickerlake-fault/a", "s3://tickerlake-fault/b");
+    tl(lake, &["init"], &env).await.ok();
+    for l in [lake, reference] {
+        tl(l, &["simulate-history", "--hours", "30", "--symbols", "16", "--until", "2025-05-09T05:00:00Z"], &env).await.ok();
+        tl(l, &["process"], &env).await.ok();
+        // A late day and new hours, then the interrupted run.
+        tl(l, &["simulate-history", "--hours", "40", "--symbols", "16", "--until", "2025-05-09T15:00:00Z"], &env).await.ok();
+    }
+    tl(reference, &["process"], &env).await.ok();
+    let want = tl(reference, &["query", "--format", "csv", ROWS_SQL], &env).await;
+    want.ok();
+
+    let bin = common::BIN;
+    let child = tokio::process::Command::new(bin)
+        .args(["--lake", lake, "process"])
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+        .env("TICKERLAKE_PAUSEPOINT", "mid-publish:3")
+        .stderr(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Take the endpoint down while the run is paused between two uploads.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    match emu.kind {
+        Kind::Ministack => emu.kill(),
+        Kind::Localstack => emu.freeze(),
+    }
+    let out = tokio::time::timeout(Duration::from_secs(120), async { child.wait_with_output().await.unwrap() }).await.expect("the run hung on a dead endpoint");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "the run should fail: {stderr}");
+    assert!(stderr.contains("pausepoint mid-publish"), "{stderr}");
+    let last = stderr.lines().last().unwrap_or("");
+    assert!(last.starts_with("error: ") && (last.contains("cannot reach the S3 endpoint") || last.contains("timed out")), "one clear line: {stderr}");
+
+    match emu.kind {
+        Kind::Ministack => emu.restart(),
+        Kind::Localstack => emu.thaw(),
+    }
+    // The dead run could not release its lease; it expires (TTL 4 s here), then the re-run goes.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    tl(lake, &["process"], &env).await.ok();
+    let got = tl(lake, &["query", "--format", "csv", ROWS_SQL], &env).await;
+    got.ok();
+    assert!(got.stdout == want.stdout, "after recovery the lake differs from an uninterrupted run");
+    let again = tl(lake, &["process"], &env).await;
+    assert!(again.stdout.contains("nothing new"), "{}", again.stdout);
+}
+
+/// Two writers at once: one holds the lease, the other is refused with a clear message.
+async fn concurrent_writers(endpoint: &str, target: &str) {
+    let env = aws_env(endpoint, target);
+    let lake = "s3://tickerlake-lock/x";
+    tl(lake, &["init"], &env).await.ok();
+    tl(lake, &["simulate-history", "--hours", "6", "--symbols", "8", "--until", "2025-05-09T05:00:00Z"], &env).await.ok();
+    let first = tokio::process::Command::new(common::BIN)
+        .args(["--lake", lake, "process"])
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+        .env("TICKERLAKE_PAUSEPOINT", "mid-publish:3")
+        .stdout(Stdio::piped()).stderr(Stdio::piped())
+        .spawn().unwrap();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let second = tl(lake, &["process"], &env).await;
+    second.failed();
+    assert!(second.stderr.contains("another tickerlake run is writing"), "{}", second.stderr);
+    let first = first.wait_with_output().await.unwrap();
+    assert!(first.status.success(), "{}", String::from_utf8_lossy(&first.stderr));
+    let after = tl(lake, &["process"], &env).await;
+    after.ok();
+    assert!(after.stdout.contains("nothing new"), "{}", after.stdout);
+}
+
+/// An hourly run's S3 request count does not grow with the history it sits on.
+async fn incremental_requests_are_constant(endpoint: &str, target: &str) {
+    let env = aws_env(endpoint, target);
+    let mut counts = Vec::new();
+    for (lake, hours) in [("s3://tickerlake-req/day", 24), ("s3://tickerlake-req/week", 168)] {
+        tl(lake, &["init"], &env).await.ok();
+        tl(lake, &["simulate-history", "--hours", &hours.to_string(), "--symbols", "8", "--until", "2025-05-20T22:00:00Z"], &env).await.ok();
+        tl(lake, &["process"], &env).await.ok();
+        tl(lake, &["simulate-history", "--hours", "1", "--symbols", "8", "--until", "2025-05-20T23:00:00Z"], &env).await.ok();
+        let out = tl(lake, &["process"], &env).await;
+        out.ok();
+        let n: u64 = out.stdout.rsplit(", ").next().unwrap().split_whitespace().next().unwrap().parse().unwrap();
+        counts.push(n);
+    }
+    assert_eq!(counts[0], counts[1], "requests for one new snapshot on 24 h vs 168 h of history");
+}
+
+macro_rules! emulator_tests {
+    ($modname:ident, $kind:expr) => {
+        mod $modname {
+            use super::*;
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn pipeline_end_to_end() {
+                let Some(emu) = Emulator::start($kind) else { return };
+                pipeline(&emu.endpoint(), emu.target()).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn endpoint_down_mid_run_then_rerun_equals_uninterrupted() {
+                let Some(mut emu) = Emulator::start($kind) else { return };
+                endpoint_down_mid_run(&mut emu).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn concurrent_writers_are_serialised_by_the_lease() {
+                let Some(emu) = Emulator::start($kind) else { return };
+                concurrent_writers(&emu.endpoint(), emu.target()).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn incremental_run_request_count_is_constant() {
+                let Some(emu) = Emulator::start($kind) else { return };
+                incremental_requests_are_constant(&emu.endpoint(), emu.target()).await;
+            }
+        }
+    };
+}
+
+emulator_tests!(ministack, Kind::Ministack);
+emulator_tests!(localstack, Kind::Localstack);
+
+/// The same pipeline through testcontainers' LocalStack module. Ignored by default: there is no
+/// Docker engine on every machine; `./dev test` runs it when `docker info` answers, and the
+/// test summary counts it as ignored otherwise, never as passed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs a Docker engine; ./dev test runs it when one is reachable"]
+async fn testcontainers_localstack_pipeline() {
+    use testcontainers_modules::localstack::LocalStack;
+    use testcontainers_modules::testcontainers::ImageExt;
+    use testcontainers_modules::testcontainers::runners::AsyncRunner;
+    // 4.13.1 is the last LocalStack that starts without an auth token; a token, if set, is passed on.
+    let mut image = LocalStack::default().with_tag("4.13.1").with_env_var("SERVICES", "s3");
+    if let Ok(token) = std::env::var("LOCALSTACK_AUTH_TOKEN") {
+        image = image.with_env_var("LOCALSTACK_AUTH_TOKEN", token);
+    }
+    let container = image.start().await.expect("start LocalStack in Docker");
+    let port = container.get_host_port_ipv4(4566).await.unwrap();
+    pipeline(&format!("http://127.0.0.1:{port}"), "localstack").await;
+}
