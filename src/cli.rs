@@ -84,8 +84,8 @@ pub enum Command {
     Collect(#[command(flatten)] BinanceArgs),
     /// Fill missing hourly snapshots of the last N hours from Binance's hourly klines.
     Backfill {
-        /// How many complete hours back to fill.
-        #[arg(long, default_value_t = 48)]
+        /// How many complete hours back to fill (one klines page: at most 1000).
+        #[arg(long, default_value_t = 48, value_parser = clap::value_parser!(u32).range(1..=1000))]
         hours: u32,
         /// Quote asset whose trading pairs to fetch.
         #[arg(long, default_value = "USDT")]

@@ -27,17 +27,33 @@ pub struct LakeSession {
     _downloads: Option<tempfile::TempDir>,
 }
 
-/// Open DuckDB over the lake: local files in place, S3 objects downloaded to a temp dir first.
-pub async fn open_session(lake: &Lake) -> Result<LakeSession> {
-    let processed: Vec<String> = lake.list(PROCESSED_PREFIX).await?.into_iter().map(|o| o.key).filter(|k| k.ends_with(".parquet")).collect();
-    let raw: Vec<String> = lake.list(RAW_PREFIX).await?.into_iter().map(|o| o.key).filter(|k| k.ends_with(".csv")).collect();
+/// Whether `sql` mentions the identifier `name` (case-insensitive, whole word).
+fn mentions(sql: &str, name: &str) -> bool {
+    sql.split(|c: char| !(c.is_alphanumeric() || c == '_')).any(|w| w.eq_ignore_ascii_case(name))
+}
+
+/// Keys under `prefix` with the extension, if the SQL uses the view (remote lakes download them).
+async fn view_files(lake: &Lake, sql: &str, view: &str, prefix: &str, ext: &str) -> Result<Vec<String>> {
+    if !mentions(sql, view) {
+        return Ok(Vec::new());
+    }
+    Ok(lake.list(prefix).await?.into_iter().map(|o| o.key).filter(|k| k.ends_with(ext)).collect())
+}
+
+/// Open DuckDB over the lake for `sql`: local files in place; on S3, the objects of the views the
+/// SQL mentions are downloaded to a temp dir first (no httpfs: DuckDB extensions are not fetched).
+pub async fn open_session(lake: &Lake, sql: &str) -> Result<LakeSession> {
+    let processed = view_files(lake, sql, "processed", PROCESSED_PREFIX, ".parquet").await?;
+    let raw = view_files(lake, sql, "raw", RAW_PREFIX, ".csv").await?;
     let needs_download = processed.iter().chain(&raw).any(|k| lake.local_path(k).is_none());
     let tmp = if needs_download { Some(tempfile::Builder::new().prefix("tickerlake-query-").tempdir()?) } else { None };
     let processed_paths = local_paths(lake, &processed, tmp.as_ref()).await?;
     let raw_paths = local_paths(lake, &raw, tmp.as_ref()).await?;
     let conn = Connection::open_in_memory()?;
     if processed_paths.is_empty() {
-        tracing::warn!("{} has no processed partitions yet; run `tickerlake process` first", lake.describe());
+        if mentions(sql, "processed") {
+            tracing::warn!("{} has no processed partitions yet; run `tickerlake process` first", lake.describe());
+        }
         conn.execute_batch(
             "CREATE VIEW processed AS SELECT CAST(NULL AS VARCHAR) AS symbol, CAST(NULL AS DOUBLE) AS price,
                CAST(NULL AS TIMESTAMP) AS \"timestamp\", CAST(NULL AS DOUBLE) AS moving_avg, CAST(NULL AS DOUBLE) AS previous_price,
@@ -149,7 +165,7 @@ pub async fn query(lake: &Lake, sql: &str, format: OutputFormat, out: &mut dyn W
     if sql.trim().is_empty() {
         bail!("the query is empty; pass SQL such as \"SELECT * FROM processed LIMIT 10\"");
     }
-    let session = open_session(lake).await?;
+    let session = open_session(lake, sql).await?;
     let batches = run_sql(&session, sql)?;
     render(&batches, format, out)
 }

@@ -172,10 +172,6 @@ impl Simulator {
         format!("http://{}", self.addr)
     }
 
-    pub fn addr(&self) -> SocketAddr {
-        self.addr
-    }
-
     /// Queue `fault` for the next `times` API requests.
     pub fn inject(&self, fault: Fault, times: usize) {
         let mut q = self.shared.faults.lock().unwrap();

@@ -4,9 +4,6 @@
 /// Creates `ind_output` from `ind_input`; see the file for the contract.
 pub const SQL: &str = include_str!("indicators.sql");
 
-/// Rows a symbol's window looks back: the current row plus this many previous rows.
-pub const LOOKBACK: usize = 4;
-
 /// Compute the indicators for `ind_input` already loaded in `conn` into `ind_output`.
 pub fn compute(conn: &duckdb::Connection) -> duckdb::Result<()> {
     conn.execute_batch(SQL)

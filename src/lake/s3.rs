@@ -149,18 +149,6 @@ impl S3Store {
         format!("{}{key}", self.prefix)
     }
 
-    pub fn client(&self) -> &Client {
-        &self.client
-    }
-
-    pub fn bucket(&self) -> &str {
-        &self.bucket
-    }
-
-    pub fn endpoint(&self) -> &str {
-        &self.endpoint
-    }
-
     /// Turn an SDK failure into one line that says what is wrong and what to do.
     pub fn explain<E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static>(
         &self,
@@ -231,6 +219,7 @@ pub fn explain<E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'stat
 ) -> anyhow::Error {
     let status = err.raw_response().map(|r| r.status().as_u16());
     let code = err.code().map(str::to_owned);
+    let bucket_missing = code.as_deref() == Some("NoSuchBucket") || (status == Some(404) && code.is_none() && key.is_empty());
     let line = match (&err, status, code.as_deref()) {
         (SdkError::DispatchFailure(d), _, _) if d.is_io() || d.is_timeout() => {
             format!("cannot reach the S3 endpoint {endpoint}: is it running and is --endpoint-url right?")
@@ -239,10 +228,7 @@ pub fn explain<E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'stat
             "no AWS credentials found: set AWS_PROFILE, or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or run on a role".to_owned()
         }
         (SdkError::TimeoutError(_), _, _) => format!("the S3 endpoint {endpoint} timed out; check the network or retry later"),
-        (_, _, Some("NoSuchBucket")) | (_, Some(404), None) if key.is_empty() => {
-            format!("bucket {bucket:?} does not exist at {endpoint}; create it with `tickerlake init`")
-        }
-        (_, _, Some("NoSuchBucket")) => format!("bucket {bucket:?} does not exist at {endpoint}; create it with `tickerlake init`"),
+        _ if bucket_missing => format!("bucket {bucket:?} does not exist at {endpoint}; create it with `tickerlake init`"),
         (_, _, Some("AccessDenied")) | (_, Some(403), _) => format!(
             "access denied for {action} on arn:aws:s3:::{bucket}/{key}: grant the credentials {action} on that resource (and check the bucket policy)"
         ),
@@ -250,8 +236,7 @@ pub fn explain<E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'stat
             "the AWS credentials were rejected (unknown key or wrong secret): check AWS_PROFILE / AWS_ACCESS_KEY_ID".to_owned()
         }
         (_, _, Some("PermanentRedirect" | "AuthorizationHeaderMalformed" | "IllegalLocationConstraintException")) | (_, Some(301), _) => {
-            let hint = err.raw_response().and_then(|r| r.headers().get("x-amz-bucket-region")).map(str::to_owned);
-            match hint {
+            match err.raw_response().and_then(|r| r.headers().get("x-amz-bucket-region")) {
                 Some(region) => format!("bucket {bucket:?} is in region {region}: set AWS_REGION={region}"),
                 None => format!("bucket {bucket:?} is in another region: set AWS_REGION to the bucket's region"),
             }
@@ -269,6 +254,31 @@ pub fn explain<E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'stat
         }
     };
     anyhow!(line)
+}
+
+/// A response body that broke off or stalled mid-download. The SDK retries requests, not body
+/// reads, so these are retried here (a stalled stream is usually a briefly overloaded endpoint).
+#[derive(Debug, thiserror::Error)]
+#[error("download interrupted: {0}")]
+struct BodyError(String);
+
+async fn with_body_retries<T, F, Fut>(key: &str, mut attempt: F) -> Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T>>,
+{
+    const ATTEMPTS: u32 = 3;
+    let mut n = 0;
+    loop {
+        n += 1;
+        match attempt().await {
+            Err(e) if n < ATTEMPTS && e.downcast_ref::<BodyError>().is_some() => {
+                tracing::warn!(key, attempt = n, "{e}; retrying");
+                tokio::time::sleep(Duration::from_millis(500 * u64::from(n))).await;
+            }
+            other => return other.with_context(|| format!("reading {key}")),
+        }
+    }
 }
 
 fn is_precondition_failed<E>(err: &SdkError<E>) -> bool {
@@ -300,23 +310,29 @@ impl ObjectStore for S3Store {
     }
 
     async fn get(&self, key: &str) -> Result<Option<Bytes>> {
-        match self.client.get_object().bucket(&self.bucket).key(self.full_key(key)).send().await {
-            Ok(out) => Ok(Some(out.body.collect().await.with_context(|| format!("reading s3://{}/{}", self.bucket, self.full_key(key)))?.into_bytes())),
-            Err(e) if e.as_service_error().is_some_and(|s| s.is_no_such_key()) => Ok(None),
-            Err(e) => Err(self.explain(e, "s3:GetObject", key)),
-        }
+        with_body_retries(key, || async {
+            match self.client.get_object().bucket(&self.bucket).key(self.full_key(key)).send().await {
+                Ok(out) => Ok(Some(out.body.collect().await.map_err(|e| BodyError(e.to_string()))?.into_bytes())),
+                Err(e) if e.as_service_error().is_some_and(|s| s.is_no_such_key()) => Ok(None),
+                Err(e) => Err(self.explain(e, "s3:GetObject", key)),
+            }
+        })
+        .await
     }
 
     async fn get_to_file(&self, key: &str, dest: &Path) -> Result<()> {
-        let out = self.client.get_object().bucket(&self.bucket).key(self.full_key(key)).send().await
-            .map_err(|e| self.explain(e, "s3:GetObject", key))?;
-        let mut body = out.body;
-        let mut file = tokio::fs::File::create(dest).await.with_context(|| format!("cannot create {}", dest.display()))?;
-        while let Some(chunk) = body.try_next().await.with_context(|| format!("downloading {key}"))? {
-            file.write_all(&chunk).await?;
-        }
-        file.flush().await?;
-        Ok(())
+        with_body_retries(key, || async {
+            let out = self.client.get_object().bucket(&self.bucket).key(self.full_key(key)).send().await
+                .map_err(|e| self.explain(e, "s3:GetObject", key))?;
+            let mut body = out.body;
+            let mut file = tokio::fs::File::create(dest).await.with_context(|| format!("cannot create {}", dest.display()))?;
+            while let Some(chunk) = body.try_next().await.map_err(|e| BodyError(e.to_string()))? {
+                file.write_all(&chunk).await?;
+            }
+            file.flush().await?;
+            Ok(())
+        })
+        .await
     }
 
     async fn put(&self, key: &str, data: Bytes) -> Result<()> {

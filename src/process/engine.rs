@@ -68,10 +68,6 @@ impl Engine {
         Ok(Self { conn, stage: stage.to_path_buf(), loads: 0 })
     }
 
-    pub fn conn(&self) -> &Connection {
-        &self.conn
-    }
-
     /// Parse raw CSV files (local path, lake key) into table `table` (see validate.sql) and count.
     pub fn load_raw(&mut self, table: &str, files: &[(PathBuf, String)]) -> Result<LoadStats> {
         self.loads += 1;

@@ -122,20 +122,17 @@ async fn materialize(lake: &Lake, keys: &[String], dir: &Path, what: &'static st
     Ok(out)
 }
 
-/// A local copy of an optional lake object (None if it does not exist).
+/// A local copy of an optional lake object (None if it does not exist): one GET on S3.
+/// Only for small objects (carry state, one day's partition), which are read into memory.
 async fn fetch_optional(lake: &Lake, key: &str, dir: &Path) -> Result<Option<PathBuf>> {
     if let Some(p) = lake.local_path(key) {
         return Ok(p.exists().then_some(p));
     }
-    match lake.list(key).await?.iter().any(|o| o.key == key) {
-        true => {
-            std::fs::create_dir_all(dir)?;
-            let p = dir.join(key.replace('/', "_"));
-            lake.get_to_file(key, &p).await?;
-            Ok(Some(p))
-        }
-        false => Ok(None),
-    }
+    let Some(bytes) = lake.get(key).await? else { return Ok(None) };
+    std::fs::create_dir_all(dir)?;
+    let p = dir.join(key.replace('/', "_"));
+    std::fs::write(&p, bytes).with_context(|| format!("cannot write {}", p.display()))?;
+    Ok(Some(p))
 }
 
 /// Crash-test hooks, unset in normal use: `TICKERLAKE_FAILPOINT=<name>` aborts the process at
