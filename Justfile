@@ -14,3 +14,8 @@ bench:
 
 emulators:
     ./dev emulators
+
+# The demo against LocalStack from compose.yaml (needs Docker).
+localstack-demo:
+    docker compose up -d --wait localstack
+    TICKERLAKE_TARGET=localstack TICKERLAKE_LAKE=s3://tickerlake/demo ./dev demo
