@@ -80,11 +80,12 @@ pub async fn collect(lake: &Lake, client: &BinanceClient, now: impl Fn() -> Date
     }
 }
 
-/// Fill missing hour snapshots of the last `hours` complete hours from hourly klines of the
-/// symbols quoted in `quote`: each snapshot holds the hour's closing prices, stamped at the hour.
-/// Returns the keys written; hours that already have a snapshot are left alone.
+/// Fill missing hour snapshots of the last `hours` complete hours (the current hour is left to
+/// `collect`) from hourly klines of the symbols quoted in `quote`: each snapshot holds the
+/// previous hour's closing prices, stamped at the top of its hour. Returns the keys written;
+/// hours that already have a snapshot are left alone.
 pub async fn backfill(lake: &Lake, client: &BinanceClient, now: DateTime<Utc>, hours: u32, quote: &str) -> Result<Vec<String>> {
-    let end = hour_slot(now);
+    let end = hour_slot(now) - TimeDelta::hours(1);
     let start = end - TimeDelta::hours(i64::from(hours));
     let mut missing = Vec::new();
     let mut slot = start + TimeDelta::hours(1);
@@ -100,7 +101,7 @@ pub async fn backfill(lake: &Lake, client: &BinanceClient, now: DateTime<Utc>, h
     let symbols = client.trading_symbols(quote).await?;
     // A kline opening at h closes just before h+1: its close is the price at slot h+1.
     let from_ms = (missing[0] - TimeDelta::hours(1)).timestamp_millis();
-    let to_ms = end.timestamp_millis() - 1;
+    let to_ms = end.timestamp_millis();
     let mut by_slot: std::collections::BTreeMap<DateTime<Utc>, Vec<TickerPrice>> = missing.iter().map(|s| (*s, Vec::new())).collect();
     for symbol in &symbols {
         for (close_ms, close) in client.hourly_closes(symbol, from_ms, to_ms).await? {
