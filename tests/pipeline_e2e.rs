@@ -239,3 +239,26 @@ async fn bad_input_gets_a_clear_error_and_nonzero_exit() {
     out.failed();
     assert!(out.stderr.contains("must start with http"), "{}", out.stderr);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_with_another_header_is_quarantined_whole_not_misread() {
+    let (_tmp, lake) = lake_dir();
+    let dir = std::path::Path::new(&lake);
+    // Columns reordered: read positionally this would put timestamps into prices.
+    write_raw(dir, "raw_crypto_prices_20250508T0300.csv", "price,symbol,timestamp\n97000.0,BTCUSDT,2025-05-08 03:00:16+00:00\n");
+    write_raw(dir, "raw_crypto_prices_20250508T0400.csv", &csv(&[("BTCUSDT", "97100.00000000", "2025-05-08 04:00:16+00:00")]));
+    let out = tickerlake(&lake, &["process"], &[]).await;
+    out.ok();
+    assert!(out.stdout.contains("1 quarantined (1 unexpected header"), "{}", out.stdout);
+    let q = std::fs::read_to_string(dir.join("quarantine/raw_crypto_prices_20250508T0300.csv")).unwrap();
+    assert!(q.contains("raw_crypto_prices_20250508T0300.csv,1,\"unexpected header (expected symbol,price,timestamp)\",\"price,symbol,timestamp\""), "{q}");
+    let rows = processed_rows(dir);
+    assert_eq!(rows.iter().map(|r| r.price).collect::<Vec<_>>(), vec![97100.0]);
+
+    // Only bad files in a run: still a clean run that records them.
+    write_raw(dir, "raw_crypto_prices_20250508T0500.csv", "sym;price;time\n");
+    let out = tickerlake(&lake, &["process"], &[]).await;
+    out.ok();
+    assert!(out.stdout.contains("1 unexpected header"), "{}", out.stdout);
+    assert!(tickerlake(&lake, &["process"], &[]).await.stdout.contains("nothing new"));
+}

@@ -73,18 +73,42 @@ impl Engine {
         self.loads += 1;
         let keys_table = format!("{table}_keys");
         self.conn.execute_batch(&format!("CREATE OR REPLACE TEMP TABLE {keys_table} (path VARCHAR, key VARCHAR)"))?;
+        let mut readable = Vec::new();
+        let mut bad_headers = Vec::new();
         {
             let mut app = self.conn.appender(&keys_table)?;
             for (path, key) in files {
-                app.append_row([path.to_string_lossy().as_ref(), key.as_str()])?;
+                let path = path.to_string_lossy();
+                app.append_row([path.as_ref(), key.as_str()])?;
+                match header_problem(Path::new(path.as_ref()))? {
+                    None => readable.push(path.into_owned()),
+                    Some(first_line) => bad_headers.push((path.into_owned(), first_line)),
+                }
             }
         }
-        let paths: Vec<String> = files.iter().map(|(p, _)| p.to_string_lossy().into_owned()).collect();
+        let rejects = format!("rejects_{}", self.loads);
         let sql = VALIDATE_SQL
-            .replace("{files}", &list_lit(paths.iter().map(String::as_str)))
-            .replace("{rejects}", &format!("rejects_{}", self.loads))
+            .replace("{files}", &list_lit(readable.iter().map(String::as_str)))
+            .replace("{rejects}", &rejects)
             .replace("{out}", table);
+        let sql = if readable.is_empty() {
+            // Nothing for read_csv (it needs a file): same tables, empty.
+            self.conn.execute_batch(&format!(
+                "CREATE OR REPLACE TEMP TABLE {table}_text (path VARCHAR, symbol VARCHAR, price_text VARCHAR, ts_text VARCHAR);
+                 CREATE OR REPLACE TEMP TABLE {rejects}_errors (scan_id UBIGINT, file_id UBIGINT, line UBIGINT, error_type VARCHAR, csv_line VARCHAR);
+                 CREATE OR REPLACE TEMP TABLE {rejects}_scans (scan_id UBIGINT, file_id UBIGINT, file_path VARCHAR);"
+            ))?;
+            sql[sql.find("-- classify").expect("validate.sql has the classify marker")..].to_owned()
+        } else {
+            sql
+        };
         self.conn.execute_batch(&sql).with_context(|| format!("DuckDB could not read the raw files ({} files)", files.len()))?;
+        for (path, first_line) in &bad_headers {
+            self.conn.execute(
+                &format!("INSERT INTO {table}_rejects VALUES (?, 1, 'unexpected header (expected symbol,price,timestamp)', ?)"),
+                [path.as_str(), first_line.as_str()],
+            )?;
+        }
 
         let mut stats = LoadStats::default();
         let mut stmt = self.conn.prepare(&format!(
@@ -227,6 +251,17 @@ impl Engine {
         }
         Ok(files)
     }
+}
+
+/// The first line of a raw file if it is not the expected header (None when it is, or the file is empty).
+fn header_problem(path: &Path) -> Result<Option<String>> {
+    use std::io::{BufRead, Read};
+    let file = std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+    let mut first = Vec::new();
+    std::io::BufReader::new(file).take(4096).read_until(b'\n', &mut first)?;
+    let first = String::from_utf8_lossy(&first);
+    let norm = first.trim_start_matches('\u{feff}').trim_end_matches(['\r', '\n']).replace('"', "").to_ascii_lowercase();
+    Ok((!norm.is_empty() && norm != "symbol,price,timestamp").then(|| first.trim_end_matches(['\r', '\n']).to_owned()))
 }
 
 /// `dir/date=YYYY-MM-DD/<file>.parquet` as written by COPY … PARTITION_BY (date), by date.

@@ -95,6 +95,14 @@ fn progress(len: u64, what: &'static str) -> ProgressBar {
     bar
 }
 
+/// A spinner with elapsed time for a phase whose length is unknown (DuckDB work); hidden off a terminal.
+fn spinner(what: &'static str) -> ProgressBar {
+    let bar = ProgressBar::new_spinner().with_message(what);
+    bar.set_style(ProgressStyle::with_template("{spinner} {msg} {elapsed}").unwrap());
+    bar.enable_steady_tick(Duration::from_millis(120));
+    bar
+}
+
 /// Local paths for lake objects: in place when the lake is local, else downloaded to `dir`.
 async fn materialize(lake: &Lake, keys: &[String], dir: &Path, what: &'static str) -> Result<Vec<(PathBuf, String)>> {
     std::fs::create_dir_all(dir)?;
@@ -189,7 +197,9 @@ async fn process_locked(lake: &Lake, opts: &ProcessOptions, run_id: &str) -> Res
     let new_files = materialize(lake, &new_keys, &stage.path().join("raw"), "raw").await?;
 
     let mut engine = Engine::new(stage.path())?;
+    let phase = spinner("reading raw CSV");
     let loaded = blocking(|| engine.load_raw("new_rows", &new_files))?;
+    phase.finish_and_clear();
     summary.snapshots_read = new.len();
     summary.rows_read = loaded.per_file.values().map(|s| s.rows).sum();
     summary.rows_kept = loaded.per_file.values().map(|s| s.kept).sum();
@@ -208,7 +218,8 @@ async fn process_locked(lake: &Lake, opts: &ProcessOptions, run_id: &str) -> Res
                     .collect();
                 materialize(lake, &keys.into_iter().collect::<Vec<_>>(), &stage.path().join("reread"), "re-read").await?
             };
-            blocking(|| -> Result<StagedOutputs> {
+            let phase = spinner("computing indicators");
+            let staged = blocking(|| -> Result<StagedOutputs> {
                 let mut loaded_tables: Vec<(&str, Option<&[String]>)> = vec![("new_rows", None)];
                 if !dirty_files.is_empty() {
                     engine.load_raw("reread_rows", &dirty_files)?;
@@ -216,7 +227,9 @@ async fn process_locked(lake: &Lake, opts: &ProcessOptions, run_id: &str) -> Res
                 }
                 engine.build_input(&loaded_tables, &window.clean_partitions, window.carry.as_deref())?;
                 engine.write_outputs(run_id, Some("new_rows"))
-            })?
+            })?;
+            phase.finish_and_clear();
+            staged
         }
         // Nothing kept (all rows dropped or quarantined): only quarantine and the manifest change.
         None => blocking(|| -> Result<StagedOutputs> {
