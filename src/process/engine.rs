@@ -98,7 +98,7 @@ impl Engine {
                  CREATE OR REPLACE TEMP TABLE {rejects}_errors (scan_id UBIGINT, file_id UBIGINT, line UBIGINT, error_type VARCHAR, csv_line VARCHAR);
                  CREATE OR REPLACE TEMP TABLE {rejects}_scans (scan_id UBIGINT, file_id UBIGINT, file_path VARCHAR);"
             ))?;
-            sql[sql.find("-- classify").expect("validate.sql has the classify marker")..].to_owned()
+            sql[sql.find("\n-- @classify\n").expect("validate.sql has the classify marker")..].to_owned()
         } else {
             sql
         };

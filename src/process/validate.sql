@@ -2,7 +2,7 @@
 --   {files}  list literal of local CSV paths     {rejects} name for this scan's reject tables
 --   {out}    table to create
 -- Files whose first line is not the `symbol,price,timestamp` header never get here: the engine
--- quarantines them whole, and runs only the part after the `-- classify` marker when no file is left.
+-- quarantines them whole, and runs only the part from the classify marker on when no file is left.
 -- A row is either KEPT, DROPPED (the original job's filters: other quote, price missing or <= 0),
 -- or QUARANTINED with a reason (malformed data the original job would have crashed on or kept).
 CREATE OR REPLACE TEMP TABLE {out}_text AS
@@ -13,7 +13,7 @@ FROM read_csv({files},
     filename = true, strict_mode = true, null_padding = false,
     store_rejects = true, rejects_table = '{rejects}_errors', rejects_scan = '{rejects}_scans');
 
--- classify
+-- @classify
 CREATE OR REPLACE TEMP TABLE {out} AS
 WITH parsed AS (
     SELECT path, symbol, price_text, ts_text,
