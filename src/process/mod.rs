@@ -185,6 +185,7 @@ async fn process_locked(lake: &Lake, opts: &ProcessOptions, run_id: &str) -> Res
     let mut manifest = if opts.full { Manifest::empty() } else { Manifest::load(lake).await? };
     let listing: Vec<ObjectMeta> = lake.list(RAW_PREFIX).await?.into_iter().filter(|o| o.key.ends_with(".csv")).collect();
     report_drift(&manifest, &listing);
+    let present: BTreeSet<String> = listing.iter().map(|o| o.key.clone()).collect();
     let new: Vec<ObjectMeta> = listing.into_iter().filter(|o| !manifest.raw.contains_key(&o.key)).collect();
     let mut summary = Summary::default();
     if new.is_empty() {
@@ -207,14 +208,18 @@ async fn process_locked(lake: &Lake, opts: &ProcessOptions, run_id: &str) -> Res
     summary.quarantined = loaded.quarantined.clone();
 
     let earliest_new = loaded.per_file.values().filter_map(|s| s.first_date.clone()).min();
+    let mut dirty_dates = Vec::new();
     let staged = match earliest_new {
         Some(date) => {
             let window = plan_window(lake, &manifest, &engine, date, stage.path()).await?;
+            dirty_dates.clone_from(&window.dirty_dates);
             let dirty_files = if window.dirty_dates.is_empty() {
                 Vec::new()
             } else {
+                // Only raw files still there: a removed one's rows are gone from the rebuilt dates.
                 let keys: BTreeSet<String> = window.dirty_dates.iter()
                     .flat_map(|d| manifest.raw_files_for(d).map(str::to_owned).collect::<Vec<_>>())
+                    .filter(|k| present.contains(k))
                     .collect();
                 materialize(lake, &keys.into_iter().collect::<Vec<_>>(), &stage.path().join("reread"), "re-read").await?
             };
@@ -248,6 +253,10 @@ async fn process_locked(lake: &Lake, opts: &ProcessOptions, run_id: &str) -> Res
     failpoint("before-commit");
     // Commit: from here on the run's output is what the lake says was processed.
     record(&mut manifest, &new, &loaded, &staged, run_id);
+    for date in dirty_dates.iter().filter(|d| !staged.partitions.contains_key(*d)) {
+        // Rebuilt from raw and nothing was left: the date no longer has a partition.
+        manifest.partitions.remove(date);
+    }
     manifest.commit(lake).await?;
     tracing::info!(run_id, partitions = staged.partitions.len(), "committed");
     Ok(summary)
