@@ -1,6 +1,6 @@
 # Recipes for Nix users (`nix develop` provides just); each delegates to ./dev, which works without just.
 
-# Offline demo on the embedded lake, then the hourly service against the simulator.
+# Offline demo on the embedded lake: simulator, backfill, collect, process, query.
 up: demo
 
 demo:
@@ -11,6 +11,9 @@ test *ARGS:
 
 bench:
     ./dev bench
+
+bench-s3:
+    ./dev bench-s3
 
 emulators:
     ./dev emulators
