@@ -52,7 +52,7 @@ fn bench(c: &mut Criterion) {
     generate(month_dir.path(), &config, start(), month);
     let lake: Lake = Arc::new(LocalStore::open(month_dir.path()).unwrap());
     group.bench_function(format!("full/{}x{month}h", config.symbols), |b| {
-        b.iter(|| rt.block_on(process(&lake, &ProcessOptions { full: true })).unwrap())
+        b.iter(|| rt.block_on(process(&lake, &ProcessOptions { full: true, ..ProcessOptions::default() })).unwrap())
     });
 
     for history in [month, year] {

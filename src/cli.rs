@@ -98,6 +98,9 @@ pub enum Command {
         /// Rebuild every partition from all raw snapshots instead of only what is new.
         #[arg(long)]
         full: bool,
+        /// DuckDB memory budget; beyond it work spills to a temp directory (e.g. 256MB, 2GB).
+        #[arg(long, hide_env_values = true, env = "TICKERLAKE_MEMORY_LIMIT", default_value = process::DEFAULT_MEMORY_LIMIT)]
+        memory_limit: String,
     },
     /// Run SQL over the lake: views `processed` and `raw`, as the original Athena tables.
     Query {
@@ -117,6 +120,9 @@ pub enum Command {
         /// First retry delay in seconds after a failed tick (doubles, up to 10 minutes).
         #[arg(long, default_value_t = 60)]
         retry_secs: u64,
+        /// DuckDB memory budget for each tick's processing (e.g. 256MB, 2GB).
+        #[arg(long, hide_env_values = true, env = "TICKERLAKE_MEMORY_LIMIT", default_value = process::DEFAULT_MEMORY_LIMIT)]
+        memory_limit: String,
         #[command(flatten)]
         binance: BinanceArgs,
     },
@@ -191,18 +197,23 @@ pub async fn execute(cli: Cli) -> Result<()> {
             let written = snapshot::backfill(&lake, &binance.client()?, Utc::now(), hours, &quote).await?;
             writeln!(stdout, "backfilled {} hourly snapshot(s) of {quote} pairs", written.len())?;
         }
-        Command::Process { full } => {
+        Command::Process { full, memory_limit } => {
             let lake = cli.lake.open().await?;
-            let summary = process::process(&lake, &ProcessOptions { full }).await?;
+            let summary = process::process(&lake, &ProcessOptions { full, memory_limit }).await?;
             writeln!(stdout, "{summary}")?;
         }
         Command::Query { sql, format } => {
             let lake = cli.lake.open().await?;
             query::query(&lake, &sql, format, &mut stdout).await?;
         }
-        Command::Run { once, offset_secs, retry_secs, binance } => {
+        Command::Run { once, offset_secs, retry_secs, memory_limit, binance } => {
             let lake = cli.lake.open().await?;
-            let opts = ServiceOptions { once, offset: Duration::from_secs(offset_secs), retry_delay: Duration::from_secs(retry_secs.max(1)) };
+            let opts = ServiceOptions {
+                once,
+                offset: Duration::from_secs(offset_secs),
+                retry_delay: Duration::from_secs(retry_secs.max(1)),
+                process: ProcessOptions { full: false, memory_limit },
+            };
             service::run(&lake, &binance.client()?, &opts, Shutdown::on_signals()).await?;
         }
         Command::SimulateHistory { hours, symbols, seed, until } => {

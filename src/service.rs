@@ -24,6 +24,7 @@ pub struct ServiceOptions {
     pub offset: Duration,
     /// First retry delay after a failed tick; doubles up to 10 minutes.
     pub retry_delay: Duration,
+    pub process: ProcessOptions,
 }
 
 /// Set once a stop was requested; woken waiters re-check it.
@@ -90,7 +91,7 @@ pub fn next_tick(now: DateTime<Utc>, offset: Duration) -> DateTime<Utc> {
 }
 
 /// One tick: collect this hour's snapshot, then process whatever is new.
-pub async fn tick(lake: &Lake, client: &BinanceClient, shutdown: &Shutdown) -> Result<()> {
+pub async fn tick(lake: &Lake, client: &BinanceClient, process_opts: &ProcessOptions, shutdown: &Shutdown) -> Result<()> {
     match snapshot::collect(lake, client, Utc::now).await? {
         CollectOutcome::Written { key, symbols } => tracing::info!(%key, symbols, "collected"),
         CollectOutcome::AlreadyCollected { key } => tracing::info!(%key, "this hour is already collected"),
@@ -98,14 +99,14 @@ pub async fn tick(lake: &Lake, client: &BinanceClient, shutdown: &Shutdown) -> R
     if shutdown.is_requested() {
         return Ok(());
     }
-    let summary = process::process(lake, &ProcessOptions::default()).await?;
+    let summary = process::process(lake, process_opts).await?;
     tracing::info!("processed: {summary}");
     Ok(())
 }
 
 pub async fn run(lake: &Lake, client: &BinanceClient, opts: &ServiceOptions, shutdown: Shutdown) -> Result<()> {
     if opts.once {
-        return tick(lake, client, &shutdown).await;
+        return tick(lake, client, &opts.process, &shutdown).await;
     }
     tracing::info!(lake = %lake.describe(), binance = client.base_url(), "hourly service started; Ctrl-C stops it");
     // First tick right away (catches up the current hour), then aligned to the clock.
@@ -113,7 +114,7 @@ pub async fn run(lake: &Lake, client: &BinanceClient, opts: &ServiceOptions, shu
         let deadline = next_tick(Utc::now(), opts.offset);
         let mut delay = opts.retry_delay;
         loop {
-            match tick(lake, client, &shutdown).await {
+            match tick(lake, client, &opts.process, &shutdown).await {
                 Ok(()) => break,
                 Err(e) => {
                     let retry_at = Utc::now() + TimeDelta::from_std(delay).unwrap_or_default();

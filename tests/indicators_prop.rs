@@ -106,7 +106,7 @@ proptest! {
         for (n, b) in batches.iter().enumerate() {
             add_file(dir.path(), n, b);
         }
-        RT.block_on(process(&lake, &ProcessOptions { full: true })).unwrap();
+        RT.block_on(process(&lake, &ProcessOptions { full: true, ..ProcessOptions::default() })).unwrap();
         let got = processed_rows(dir.path());
         let want = reference(&batches.concat());
         prop_assert_eq!(got.len(), want.len());
@@ -139,7 +139,7 @@ proptest! {
         for (n, b) in batches.iter().enumerate() {
             add_file(full_dir.path(), n, b);
         }
-        RT.block_on(process(&full_lake, &ProcessOptions { full: true })).unwrap();
+        RT.block_on(process(&full_lake, &ProcessOptions { full: true, ..ProcessOptions::default() })).unwrap();
         let inc = processed_rows(inc_dir.path());
         let full = processed_rows(full_dir.path());
         // Bit-identical values (f64 PartialEq, no NaNs are produced), same rows, same partitions.

@@ -57,7 +57,8 @@ fn list_lit<'a>(items: impl IntoIterator<Item = &'a str>) -> String {
 }
 
 impl Engine {
-    pub fn new(stage: &Path) -> Result<Self> {
+    /// A session spilling to `stage` beyond `memory_limit` (DuckDB syntax, e.g. "256MB").
+    pub fn new(stage: &Path, memory_limit: &str) -> Result<Self> {
         let conn = Connection::open_in_memory().context("cannot start DuckDB")?;
         let spill = stage.join("duckdb-spill");
         std::fs::create_dir_all(&spill)?;
@@ -65,6 +66,8 @@ impl Engine {
             "SET temp_directory = {}; SET preserve_insertion_order = false;",
             lit(&spill.to_string_lossy())
         ))?;
+        conn.execute_batch(&format!("SET memory_limit = {}", lit(memory_limit)))
+            .with_context(|| format!("--memory-limit {memory_limit:?} is not a size DuckDB accepts; use e.g. 256MB or 2GB"))?;
         Ok(Self { conn, stage: stage.to_path_buf(), loads: 0 })
     }
 
@@ -72,29 +75,33 @@ impl Engine {
     pub fn load_raw(&mut self, table: &str, files: &[(PathBuf, String)]) -> Result<LoadStats> {
         self.loads += 1;
         let keys_table = format!("{table}_keys");
-        self.conn.execute_batch(&format!("CREATE OR REPLACE TEMP TABLE {keys_table} (path VARCHAR, key VARCHAR)"))?;
+        // Readable files first: their position is DuckDB's file_index in the scan.
         let mut readable = Vec::new();
         let mut bad_headers = Vec::new();
+        for (path, key) in files {
+            match header_problem(path)? {
+                None => readable.push((path.to_string_lossy().into_owned(), key.as_str())),
+                Some(first_line) => bad_headers.push((path.to_string_lossy().into_owned(), key.as_str(), first_line)),
+            }
+        }
+        self.conn.execute_batch(&format!("CREATE OR REPLACE TEMP TABLE {keys_table} (file_index INTEGER, path VARCHAR, key VARCHAR)"))?;
         {
             let mut app = self.conn.appender(&keys_table)?;
-            for (path, key) in files {
-                let path = path.to_string_lossy();
-                app.append_row([path.as_ref(), key.as_str()])?;
-                match header_problem(Path::new(path.as_ref()))? {
-                    None => readable.push(path.into_owned()),
-                    Some(first_line) => bad_headers.push((path.into_owned(), first_line)),
-                }
+            let all = readable.iter().map(|(p, k)| (p, *k)).chain(bad_headers.iter().map(|(p, k, _)| (p, *k)));
+            for (i, (path, key)) in all.enumerate() {
+                app.append_row(duckdb::params![i as i32, path, key])?;
             }
         }
         let rejects = format!("rejects_{}", self.loads);
         let sql = VALIDATE_SQL
-            .replace("{files}", &list_lit(readable.iter().map(String::as_str)))
+            .replace("{files}", &list_lit(readable.iter().map(|(p, _)| p.as_str())))
             .replace("{rejects}", &rejects)
             .replace("{out}", table);
         let sql = if readable.is_empty() {
-            // Nothing for read_csv (it needs a file): same tables, empty.
+            // Nothing for read_csv (it needs a file): the same relations, empty.
             self.conn.execute_batch(&format!(
-                "CREATE OR REPLACE TEMP TABLE {table}_text (path VARCHAR, symbol VARCHAR, price_text VARCHAR, ts_text VARCHAR);
+                "CREATE OR REPLACE TEMP VIEW {table}_scan AS SELECT CAST(NULL AS INTEGER) AS file_index, CAST(NULL AS VARCHAR) AS symbol,
+                        CAST(NULL AS VARCHAR) AS price_text, CAST(NULL AS VARCHAR) AS ts_text WHERE false;
                  CREATE OR REPLACE TEMP TABLE {rejects}_errors (scan_id UBIGINT, file_id UBIGINT, line UBIGINT, error_type VARCHAR, csv_line VARCHAR);
                  CREATE OR REPLACE TEMP TABLE {rejects}_scans (scan_id UBIGINT, file_id UBIGINT, file_path VARCHAR);"
             ))?;
@@ -103,24 +110,27 @@ impl Engine {
             sql
         };
         self.conn.execute_batch(&sql).with_context(|| format!("DuckDB could not read the raw files ({} files)", files.len()))?;
-        for (path, first_line) in &bad_headers {
+        for (i, (_, _, first_line)) in bad_headers.iter().enumerate() {
             self.conn.execute(
                 &format!("INSERT INTO {table}_rejects VALUES (?, 1, 'unexpected header (expected symbol,price,timestamp)', ?)"),
-                [path.as_str(), first_line.as_str()],
+                duckdb::params![(readable.len() + i) as i32, first_line],
             )?;
         }
 
         let mut stats = LoadStats::default();
         let mut stmt = self.conn.prepare(&format!(
-            "SELECT k.key,
-                    count(t.path),
-                    count(t.path) FILTER (t.quarantine_reason IS NULL AND t.drop_reason IS NULL),
-                    count(t.path) FILTER (t.quarantine_reason IS NOT NULL),
-                    CAST(min(CAST(t.timestamp AS DATE)) FILTER (t.quarantine_reason IS NULL AND t.drop_reason IS NULL) AS VARCHAR),
-                    CAST(max(CAST(t.timestamp AS DATE)) FILTER (t.quarantine_reason IS NULL AND t.drop_reason IS NULL) AS VARCHAR),
-                    (SELECT count(*) FROM {table}_rejects r WHERE r.path = k.path)
-             FROM {keys_table} k LEFT JOIN {table} t ON t.path = k.path
-             GROUP BY k.key, k.path"
+            "WITH rows AS (
+                 SELECT file_index,
+                        count(*) AS n,
+                        count(*) FILTER (quarantine_reason IS NULL AND drop_reason IS NULL) AS kept,
+                        count(*) FILTER (quarantine_reason IS NOT NULL) AS quarantined,
+                        min(CAST(\"timestamp\" AS DATE)) AS first_date,
+                        max(CAST(\"timestamp\" AS DATE)) AS last_date
+                 FROM {table} GROUP BY file_index),
+             rejected AS (SELECT file_index, count(*) AS n FROM {table}_rejects GROUP BY file_index)
+             SELECT k.key, coalesce(r.n, 0), coalesce(r.kept, 0), coalesce(r.quarantined, 0),
+                    CAST(r.first_date AS VARCHAR), CAST(r.last_date AS VARCHAR), coalesce(x.n, 0)
+             FROM {keys_table} k LEFT JOIN rows r USING (file_index) LEFT JOIN rejected x USING (file_index)"
         ))?;
         let rows = stmt.query_map([], |r| {
             Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?, r.get::<_, i64>(2)?, r.get::<_, i64>(3)?,
@@ -224,28 +234,27 @@ impl Engine {
         let mut files = BTreeMap::new();
         let sources = {
             let mut stmt = self.conn.prepare(&format!(
-                "SELECT DISTINCT k.key, k.path FROM {table}_keys k
-                 WHERE EXISTS (SELECT 1 FROM {table} t WHERE t.path = k.path AND t.quarantine_reason IS NOT NULL)
-                    OR EXISTS (SELECT 1 FROM {table}_rejects r WHERE r.path = k.path)
-                 ORDER BY 1"
+                "SELECT k.file_index, k.key FROM {table}_keys k
+                 WHERE EXISTS (SELECT 1 FROM {table} t WHERE t.file_index = k.file_index AND t.quarantine_reason IS NOT NULL)
+                    OR EXISTS (SELECT 1 FROM {table}_rejects r WHERE r.file_index = k.file_index)
+                 ORDER BY k.key"
             ))?;
-            stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?.collect::<Result<Vec<_>, _>>()?
+            stmt.query_map([], |r| Ok((r.get::<_, i32>(0)?, r.get::<_, String>(1)?)))?.collect::<Result<Vec<_>, _>>()?
         };
         std::fs::create_dir_all(dir)?;
-        for (i, (key, path)) in sources.iter().enumerate() {
-            let dest = dir.join(format!("{i}.csv"));
+        for (index, key) in &sources {
+            let dest = dir.join(format!("{index}.csv"));
             self.conn.execute_batch(&format!(
                 "COPY (SELECT {key} AS source_file, line, reason, record FROM (
-                         SELECT line, reason, record FROM {table}_rejects WHERE path = {path}
+                         SELECT line, reason, record FROM {table}_rejects WHERE file_index = {index}
                          UNION ALL
                          SELECT NULL, quarantine_reason,
                                 concat_ws(',', coalesce(symbol, ''), coalesce(price_text, ''), coalesce(ts_text, ''))
-                         FROM {table} WHERE path = {path} AND quarantine_reason IS NOT NULL)
+                         FROM {table} WHERE file_index = {index} AND quarantine_reason IS NOT NULL)
                        ORDER BY line NULLS LAST, reason, record)
                  TO {} (FORMAT csv, HEADER true)",
                 lit(&dest.to_string_lossy()),
                 key = lit(key),
-                path = lit(path),
             ))?;
             files.insert(key.clone(), dest);
         }
@@ -255,6 +264,7 @@ impl Engine {
 
 /// The first line of a raw file if it is not the expected header (None when it is, or the file is empty).
 fn header_problem(path: &Path) -> Result<Option<String>> {
+    // Read as bytes: the file may not be UTF-8 (DuckDB then quarantines its bad lines).
     use std::io::{BufRead, Read};
     let file = std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
     let mut first = Vec::new();

@@ -26,10 +26,22 @@ use manifest::{Manifest, PartitionEntry, RawEntry};
 
 const IO_CONCURRENCY: usize = 16;
 
-#[derive(Debug, Clone, Default)]
+/// DuckDB's memory budget for a run unless told otherwise: a month of 3,000 symbols fits in it;
+/// larger rebuilds spill to the run's stage directory instead of growing the process.
+pub const DEFAULT_MEMORY_LIMIT: &str = "256MB";
+
+#[derive(Debug, Clone)]
 pub struct ProcessOptions {
     /// Ignore the manifest and rebuild every partition from all raw files.
     pub full: bool,
+    /// DuckDB memory limit (e.g. "256MB", "2GB").
+    pub memory_limit: String,
+}
+
+impl Default for ProcessOptions {
+    fn default() -> Self {
+        Self { full: false, memory_limit: DEFAULT_MEMORY_LIMIT.to_owned() }
+    }
 }
 
 /// What a run did, printed at its end.
@@ -197,7 +209,7 @@ async fn process_locked(lake: &Lake, opts: &ProcessOptions, run_id: &str) -> Res
     let new_keys: Vec<String> = new.iter().map(|o| o.key.clone()).collect();
     let new_files = materialize(lake, &new_keys, &stage.path().join("raw"), "raw").await?;
 
-    let mut engine = Engine::new(stage.path())?;
+    let mut engine = Engine::new(stage.path(), &opts.memory_limit)?;
     let phase = spinner("reading raw CSV");
     let loaded = blocking(|| engine.load_raw("new_rows", &new_files))?;
     phase.finish_and_clear();

@@ -1,50 +1,62 @@
 -- Parse and classify raw snapshot rows. Placeholders filled in by process::engine:
---   {files}  list literal of local CSV paths     {rejects} name for this scan's reject tables
---   {out}    table to create
--- Files whose first line is not the `symbol,price,timestamp` header never get here: the engine
--- quarantines them whole, and runs only the part from the classify marker on when no file is left.
+--   {files}    list literal of local CSV paths, in the order of {out}_keys.file_index
+--   {rejects}  name for this scan's reject tables        {out}  table to create
 -- A row is either KEPT, DROPPED (the original job's filters: other quote, price missing or <= 0),
 -- or QUARANTINED with a reason (malformed data the original job would have crashed on or kept).
-CREATE OR REPLACE TEMP TABLE {out}_text AS
-SELECT filename AS path, symbol, price AS price_text, "timestamp" AS ts_text
+-- Files whose first line is not the `symbol,price,timestamp` header never get here: the engine
+-- quarantines them whole, and replaces the scan view with an empty one when no file is left.
+CREATE OR REPLACE TEMP VIEW {out}_scan AS
+SELECT CAST(file_index AS INTEGER) AS file_index, symbol, price AS price_text, "timestamp" AS ts_text
 FROM read_csv({files},
     columns = {'symbol': 'VARCHAR', 'price': 'VARCHAR', 'timestamp': 'VARCHAR'},
     header = true, auto_detect = false, delim = ',', quote = '"', escape = '"',
-    filename = true, strict_mode = true, null_padding = false,
+    strict_mode = true, null_padding = false,
     store_rejects = true, rejects_table = '{rejects}_errors', rejects_scan = '{rejects}_scans');
 
 -- @classify
 CREATE OR REPLACE TEMP TABLE {out} AS
 WITH parsed AS (
-    SELECT path, symbol, price_text, ts_text,
+    SELECT file_index, symbol, price_text, ts_text,
            TRY_CAST(price_text AS DOUBLE) AS price,
            -- Offsets are honoured; a timestamp without one (older original files) is UTC.
            TRY_CAST(TRY_CAST(ts_text AS TIMESTAMPTZ) AS TIMESTAMP) AS "timestamp"
-    FROM {out}_text
+    FROM {out}_scan
+), classified AS (
+    SELECT *,
+        CASE
+            WHEN symbol IS NULL OR trim(symbol) = '' THEN 'missing symbol'
+            WHEN ts_text IS NULL THEN 'missing timestamp'
+            WHEN "timestamp" IS NULL THEN 'unparsable timestamp'
+            WHEN price_text IS NOT NULL AND price IS NULL THEN 'non-numeric price'
+            WHEN isnan(price) OR isinf(price) THEN 'non-finite price'
+        END AS quarantine_reason,
+        CASE
+            WHEN NOT symbol LIKE '%USDT' THEN 'other quote'
+            WHEN price IS NULL THEN 'missing price'
+            WHEN price <= 0 THEN 'non-positive price'
+        END AS drop_reason
+    FROM parsed
 )
-SELECT path, symbol, price_text, ts_text, price, "timestamp",
-    CASE
-        WHEN symbol IS NULL OR trim(symbol) = '' THEN 'missing symbol'
-        WHEN ts_text IS NULL THEN 'missing timestamp'
-        WHEN "timestamp" IS NULL THEN 'unparsable timestamp'
-        WHEN price_text IS NOT NULL AND price IS NULL THEN 'non-numeric price'
-        WHEN isnan(price) OR isinf(price) THEN 'non-finite price'
-    END AS quarantine_reason,
-    CASE
-        WHEN NOT symbol LIKE '%USDT' THEN 'other quote'
-        WHEN price IS NULL THEN 'missing price'
-        WHEN price <= 0 THEN 'non-positive price'
-    END AS drop_reason
-FROM parsed;
+-- Each row keeps only what later steps read: parsed values if kept, text if quarantined, just
+-- the reason if dropped (half of a snapshot is other quotes; this halves the run's memory).
+SELECT file_index, quarantine_reason, drop_reason,
+       CASE WHEN quarantine_reason IS NOT NULL OR drop_reason IS NULL THEN symbol END AS symbol,
+       CASE WHEN quarantine_reason IS NULL AND drop_reason IS NULL THEN price END AS price,
+       CASE WHEN quarantine_reason IS NULL AND drop_reason IS NULL THEN "timestamp" END AS "timestamp",
+       CASE WHEN quarantine_reason IS NOT NULL THEN price_text END AS price_text,
+       CASE WHEN quarantine_reason IS NOT NULL THEN ts_text END AS ts_text
+FROM classified;
 
 -- Structural errors (wrong field count, bad quoting, invalid UTF-8) never reach {out}; they are
 -- read back from the reject tables with their line number.
 CREATE OR REPLACE TEMP TABLE {out}_rejects AS
-SELECT s.file_path AS path, e.line,
-       CASE e.error_type
+SELECT k.file_index, e.line,
+       CASE CAST(e.error_type AS VARCHAR)
            WHEN 'MISSING COLUMNS' THEN 'wrong field count'
            WHEN 'TOO MANY COLUMNS' THEN 'wrong field count'
            ELSE lower(CAST(e.error_type AS VARCHAR))
        END AS reason,
        e.csv_line AS record
-FROM {rejects}_errors e JOIN {rejects}_scans s USING (scan_id, file_id);
+FROM {rejects}_errors e
+JOIN {rejects}_scans s USING (scan_id, file_id)
+JOIN {out}_keys k ON k.path = s.file_path;
