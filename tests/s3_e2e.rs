@@ -103,12 +103,6 @@ impl Emulator {
         format!("http://127.0.0.1:{}", self.port)
     }
 
-    fn signal(&self, sig: &str) {
-        let pid = self.child.as_ref().expect("running").id();
-        // The whole process group: the emulators may fork workers.
-        Command::new("kill").args([sig, "--", &format!("-{pid}")]).status().unwrap();
-    }
-
     fn kill(&mut self) {
         if let Some(mut c) = self.child.take() {
             let _ = Command::new("kill").args(["-KILL", "--", &format!("-{}", c.id())]).status();
@@ -122,15 +116,6 @@ impl Emulator {
         self.launch();
     }
 
-    /// The endpoint hangs (process stopped) until `thaw`: state survives, unlike a restart.
-    fn freeze(&self) {
-        self.signal("-STOP");
-    }
-
-    fn thaw(&self) {
-        self.signal("-CONT");
-    }
-
     fn target(&self) -> &'static str {
         match self.kind {
             Kind::Ministack => "s3-compatible",
@@ -141,10 +126,50 @@ impl Emulator {
 
 impl Drop for Emulator {
     fn drop(&mut self) {
-        if self.child.is_some() {
-            self.thaw();
-        }
         self.kill();
+    }
+}
+
+/// A TCP proxy in front of an emulator: stopping it is a network outage (listener gone, live
+/// connections cut) while the emulator keeps its in-memory state; starting it again on the same
+/// port ends the outage. Used where the emulator cannot persist across a restart (LocalStack).
+struct Proxy {
+    port: u16,
+    upstream: u16,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Proxy {
+    async fn start(upstream: u16) -> Self {
+        let mut p = Proxy { port: free_port(), upstream, task: None };
+        p.resume().await;
+        p
+    }
+
+    async fn resume(&mut self) {
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", self.port)).await.expect("bind proxy");
+        let upstream = self.upstream;
+        self.task = Some(tokio::spawn(async move {
+            // Connections live in this set: aborting the accept task drops it and cuts them all.
+            let mut conns = tokio::task::JoinSet::new();
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                conns.spawn(async move {
+                    if let Ok(mut up) = tokio::net::TcpStream::connect(("127.0.0.1", upstream)).await {
+                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut up).await;
+                    }
+                });
+            }
+        }));
+    }
+
+    fn cut(&mut self) {
+        if let Some(t) = self.task.take() {
+            t.abort();
+        }
+    }
+
+    fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
     }
 }
 
@@ -221,10 +246,17 @@ async fn pipeline(endpoint: &str, target: &str) {
     assert_eq!(v.as_array().unwrap().len(), 9, "10 USDT pairs, one priced zero: {}", out.stdout);
 }
 
-/// The endpoint dies (or hangs) while a run publishes; the run fails cleanly, the next run after
-/// recovery yields exactly what an uninterrupted run yields, and nothing is left half-done.
+/// The endpoint goes down while a run publishes; the run fails cleanly, and the next run after
+/// recovery yields exactly what an uninterrupted run yields, with nothing left half-done.
+/// ministack: kill -9 and restart on its persisted data. LocalStack (no persistence in the
+/// community edition): a network outage through a proxy, the emulator keeping its state.
 async fn endpoint_down_mid_run(emu: &mut Emulator) {
-    let env = aws_env(&emu.endpoint(), emu.target());
+    let mut proxy = match emu.kind {
+        Kind::Localstack => Some(Proxy::start(emu.port).await),
+        Kind::Ministack => None,
+    };
+    let endpoint = proxy.as_ref().map(Proxy::endpoint).unwrap_or_else(|| emu.endpoint());
+    let env = aws_env(&endpoint, emu.target());
     let (lake, reference) = ("s3://tickerlake-fault/a", "s3://tickerlake-fault/b");
     tl(lake, &["init"], &env).await.ok();
     for l in [lake, reference] {
@@ -237,8 +269,7 @@ async fn endpoint_down_mid_run(emu: &mut Emulator) {
     let want = tl(reference, &["query", "--format", "csv", ROWS_SQL], &env).await;
     want.ok();
 
-    let bin = common::BIN;
-    let child = tokio::process::Command::new(bin)
+    let child = tokio::process::Command::new(common::BIN)
         .args(["--lake", lake, "process"])
         .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
         .env("TICKERLAKE_PAUSEPOINT", "mid-publish:3")
@@ -248,20 +279,20 @@ async fn endpoint_down_mid_run(emu: &mut Emulator) {
         .unwrap();
     // Take the endpoint down while the run is paused between two uploads.
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    match emu.kind {
-        Kind::Ministack => emu.kill(),
-        Kind::Localstack => emu.freeze(),
+    match proxy.as_mut() {
+        Some(p) => p.cut(),
+        None => emu.kill(),
     }
-    let out = tokio::time::timeout(Duration::from_secs(120), async { child.wait_with_output().await.unwrap() }).await.expect("the run hung on a dead endpoint");
+    let out = tokio::time::timeout(Duration::from_secs(120), child.wait_with_output()).await.expect("the run hung on a dead endpoint").unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "the run should fail: {stderr}");
     assert!(stderr.contains("pausepoint mid-publish"), "{stderr}");
     let last = stderr.lines().last().unwrap_or("");
     assert!(last.starts_with("error: ") && (last.contains("cannot reach the S3 endpoint") || last.contains("timed out")), "one clear line: {stderr}");
 
-    match emu.kind {
-        Kind::Ministack => emu.restart(),
-        Kind::Localstack => emu.thaw(),
+    match proxy.as_mut() {
+        Some(p) => p.resume().await,
+        None => emu.restart(),
     }
     // The dead run could not release its lease; it expires (TTL 4 s here), then the re-run goes.
     tokio::time::sleep(Duration::from_secs(5)).await;
