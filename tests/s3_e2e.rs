@@ -380,6 +380,20 @@ async fn incremental_requests_are_constant(endpoint: &str, target: &str) {
     assert_eq!(counts[0], counts[1], "requests for one new snapshot on 24 h vs 168 h of history");
 }
 
+/// The endpoint from the standard AWS variables alone (no tickerlake flag or variable): the
+/// service-specific one with an explicit target, and the global one with the default target.
+async fn endpoint_from_aws_env_vars(endpoint: &str) {
+    let base: Vec<(&'static str, String)> = aws_env(endpoint, "aws").into_iter().filter(|(k, _)| !k.starts_with("TICKERLAKE_")).collect();
+    for (var, target) in [("AWS_ENDPOINT_URL_S3", "s3-compatible"), ("AWS_ENDPOINT_URL", "aws")] {
+        let mut env = base.clone();
+        env.push((var, endpoint.to_owned()));
+        env.push(("TICKERLAKE_TARGET", target.to_owned()));
+        let out = tl("s3://tickerlake-envvars/x", &["init"], &env).await;
+        out.ok();
+        assert!(out.stdout.contains(&format!("endpoint {endpoint} (path-style addressing)")), "{var}: {}", out.stdout);
+    }
+}
+
 macro_rules! emulator_tests {
     ($modname:ident, $kind:expr) => {
         mod $modname {
@@ -401,6 +415,12 @@ macro_rules! emulator_tests {
             async fn concurrent_writers_are_serialised_by_the_lease() {
                 let Some(emu) = Emulator::start($kind) else { return };
                 concurrent_writers(&emu.endpoint(), emu.target()).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn endpoint_from_standard_aws_env_vars() {
+                let Some(emu) = Emulator::start($kind) else { return };
+                endpoint_from_aws_env_vars(&emu.endpoint()).await;
             }
 
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

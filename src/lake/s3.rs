@@ -98,13 +98,18 @@ struct Lease {
 impl S3Store {
     pub async fn connect(bucket: &str, prefix: &str, opts: &S3Options) -> Result<Self> {
         let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest());
-        if let Some(url) = &opts.endpoint_url {
+        // Resolved here, in the documented order, rather than left to the SDK: the SDK applies
+        // AWS_ENDPOINT_URL_S3 only when building the client, too late to choose the addressing.
+        let env_url = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+        let custom_endpoint = opts.endpoint_url.clone()
+            .or_else(|| env_url("AWS_ENDPOINT_URL_S3"))
+            .or_else(|| env_url("AWS_ENDPOINT_URL"))
+            .or_else(|| (opts.target == Target::Localstack).then(|| "http://localhost:4566".to_owned()));
+        if let Some(url) = &custom_endpoint {
             loader = loader.endpoint_url(url);
-        } else if opts.target == Target::Localstack
-            && std::env::var_os("AWS_ENDPOINT_URL_S3").is_none()
-            && std::env::var_os("AWS_ENDPOINT_URL").is_none()
-        {
-            loader = loader.endpoint_url("http://localhost:4566");
+        }
+        if opts.target == Target::S3Compatible && custom_endpoint.is_none() {
+            bail!("--target s3-compatible needs an endpoint: pass --endpoint-url http://HOST:PORT or set AWS_ENDPOINT_URL_S3");
         }
         if opts.target == Target::Localstack {
             if std::env::var_os("AWS_REGION").is_none() && std::env::var_os("AWS_DEFAULT_REGION").is_none() {
@@ -120,11 +125,7 @@ impl S3Store {
             .operation_attempt_timeout(opts.attempt_timeout.unwrap_or(Duration::from_secs(60)))
             .build();
         let sdk = loader.timeout_config(timeouts).load().await;
-        let custom_endpoint = sdk.endpoint_url().map(str::to_owned);
         let path_style = opts.path_style.unwrap_or(opts.target != Target::Aws || custom_endpoint.is_some());
-        if opts.target == Target::S3Compatible && custom_endpoint.is_none() {
-            bail!("--target s3-compatible needs an endpoint: pass --endpoint-url http://HOST:PORT or set AWS_ENDPOINT_URL_S3");
-        }
         let requests = RequestCounter::default();
         let conf = aws_sdk_s3::config::Builder::from(&sdk).force_path_style(path_style).interceptor(requests.clone()).build();
         let endpoint = custom_endpoint.unwrap_or_else(|| "AWS S3".to_owned());
