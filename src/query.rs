@@ -10,7 +10,7 @@ use duckdb::Connection;
 use duckdb::arrow::array::RecordBatch;
 use duckdb::arrow::util::display::{ArrayFormatter, FormatOptions};
 
-use crate::lake::{Lake, PROCESSED_PREFIX, RAW_PREFIX};
+use crate::lake::{self, Lake, PROCESSED_PREFIX, RAW_PREFIX};
 use crate::process::engine::lit;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
@@ -24,7 +24,7 @@ pub enum OutputFormat {
 /// A DuckDB connection with the lake's views defined. Keeps downloaded copies alive (S3 lakes).
 pub struct LakeSession {
     pub conn: Connection,
-    _downloads: Option<tempfile::TempDir>,
+    _downloads: tempfile::TempDir,
 }
 
 /// Whether `sql` mentions the identifier `name` (case-insensitive, whole word).
@@ -45,10 +45,11 @@ async fn view_files(lake: &Lake, sql: &str, view: &str, prefix: &str, ext: &str)
 pub async fn open_session(lake: &Lake, sql: &str) -> Result<LakeSession> {
     let processed = view_files(lake, sql, "processed", PROCESSED_PREFIX, ".parquet").await?;
     let raw = view_files(lake, sql, "raw", RAW_PREFIX, ".csv").await?;
-    let needs_download = processed.iter().chain(&raw).any(|k| lake.local_path(k).is_none());
-    let tmp = if needs_download { Some(tempfile::Builder::new().prefix("tickerlake-query-").tempdir()?) } else { None };
-    let processed_paths = local_paths(lake, &processed, tmp.as_ref()).await?;
-    let raw_paths = local_paths(lake, &raw, tmp.as_ref()).await?;
+    // Where remote objects are downloaded (a local lake is read in place and leaves it empty).
+    let tmp = tempfile::Builder::new().prefix("tickerlake-query-").tempdir()?;
+    let sql_paths = |files: Vec<(PathBuf, String)>| -> Vec<String> { files.iter().map(|(p, _)| lit(&p.to_string_lossy())).collect() };
+    let processed_paths = sql_paths(lake::materialize(lake, &processed, tmp.path(), "download").await?);
+    let raw_paths = sql_paths(lake::materialize(lake, &raw, tmp.path(), "download").await?);
     let conn = Connection::open_in_memory()?;
     if processed_paths.is_empty() {
         if mentions(sql, "processed") {
@@ -77,25 +78,6 @@ pub async fn open_session(lake: &Lake, sql: &str) -> Result<LakeSession> {
         ))?;
     }
     Ok(LakeSession { conn, _downloads: tmp })
-}
-
-/// SQL literals of local paths for the keys: in place, or downloaded into `tmp` keeping the
-/// hive layout (so `date` still comes from the path).
-async fn local_paths(lake: &Lake, keys: &[String], tmp: Option<&tempfile::TempDir>) -> Result<Vec<String>> {
-    let mut out = Vec::with_capacity(keys.len());
-    for key in keys {
-        let path = match lake.local_path(key) {
-            Some(p) => p,
-            None => {
-                let dest: PathBuf = tmp.expect("a temp dir whenever the lake is not local").path().join(key);
-                std::fs::create_dir_all(dest.parent().unwrap())?;
-                lake.get_to_file(key, &dest).await?;
-                dest
-            }
-        };
-        out.push(lit(&path.to_string_lossy()));
-    }
-    Ok(out)
 }
 
 /// Run `sql` and return the Arrow batches.

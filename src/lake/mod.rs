@@ -132,6 +132,47 @@ impl Drop for LockGuard {
 
 pub type Lake = Arc<dyn ObjectStore>;
 
+/// Requests in flight at once when copying many objects.
+pub const IO_CONCURRENCY: usize = 16;
+
+/// A progress bar for `len` steps; indicatif draws nothing when stderr is not a terminal, so
+/// logs stay clean under cron.
+pub fn progress(len: u64, what: &'static str) -> indicatif::ProgressBar {
+    let bar = indicatif::ProgressBar::new(len).with_message(what);
+    bar.set_style(indicatif::ProgressStyle::with_template("{msg:>12} [{bar:30}] {pos}/{len} {elapsed}").unwrap().progress_chars("=> "));
+    bar
+}
+
+/// Local paths (with their keys) at which DuckDB can read the objects: in place when the lake is
+/// local, else downloaded concurrently under `dir`, keeping the key's layout (hive `date=` paths
+/// stay meaningful).
+pub async fn materialize(lake: &Lake, keys: &[String], dir: &Path, what: &'static str) -> Result<Vec<(PathBuf, String)>> {
+    use futures::{StreamExt, TryStreamExt};
+    let bar = progress(keys.len() as u64, what);
+    let out = futures::stream::iter(keys.iter().map(|key| {
+        let bar = bar.clone();
+        async move {
+            let path = match lake.local_path(key) {
+                Some(p) => p,
+                None => {
+                    let p = dir.join(key);
+                    std::fs::create_dir_all(p.parent().expect("keys have a parent"))
+                        .with_context(|| format!("cannot create a directory under {}", dir.display()))?;
+                    lake.get_to_file(key, &p).await?;
+                    p
+                }
+            };
+            bar.inc(1);
+            anyhow::Ok((path, key.clone()))
+        }
+    }))
+    .buffered(IO_CONCURRENCY)
+    .try_collect::<Vec<_>>()
+    .await?;
+    bar.finish_and_clear();
+    Ok(out)
+}
+
 /// Open the lake named by `--lake`: a directory path, or `s3://bucket[/prefix]`.
 pub async fn open(location: &str, s3: &s3::S3Options) -> Result<Lake> {
     if let Some(rest) = location.strip_prefix("s3://") {

@@ -196,22 +196,15 @@ impl S3Store {
         }
     }
 
-    async fn read_lease(&self) -> Result<Option<(Lease, Option<String>)>> {
-        match self.client.get_object().bucket(&self.bucket).key(self.full_key(LOCK_KEY)).send().await {
-            Ok(out) => {
-                let etag = out.e_tag().map(str::to_owned);
-                let body = out.body.collect().await.context("reading the lock object")?.into_bytes();
-                let lease = serde_json::from_slice(&body).unwrap_or(Lease { owner: "unreadable lock".into(), expires_at: DateTime::<Utc>::MIN_UTC });
-                Ok(Some((lease, etag)))
-            }
-            Err(e) if e.as_service_error().is_some_and(|s| s.is_no_such_key()) => Ok(None),
-            Err(e) => Err(self.explain(e, "s3:GetObject", LOCK_KEY)),
-        }
+    async fn read_lease(&self) -> Result<Option<Lease>> {
+        Ok(self.get(LOCK_KEY).await?.map(|body| {
+            serde_json::from_slice(&body).unwrap_or(Lease { owner: "unreadable lock".into(), expires_at: DateTime::<Utc>::MIN_UTC })
+        }))
     }
 }
 
 /// One line per misconfiguration: unreachable endpoint, credentials, region, bucket, permissions.
-pub fn explain<E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static>(
+fn explain<E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static>(
     err: SdkError<E>,
     bucket: &str,
     endpoint: &str,
@@ -441,11 +434,11 @@ impl ObjectStore for S3Store {
                 }));
             }
             match self.read_lease().await? {
-                Some((held, _)) if held.expires_at > Utc::now() => bail!(
+                Some(held) if held.expires_at > Utc::now() => bail!(
                     "another tickerlake run is writing to {} ({}, lease until {}); wait for it, or for the lease to expire, then re-run",
                     self.describe(), held.owner, held.expires_at.format("%Y-%m-%d %H:%M:%S UTC")
                 ),
-                Some((held, _)) => {
+                Some(held) => {
                     tracing::warn!(owner = %held.owner, "taking over an expired lake lease (its run must have died)");
                     self.delete(LOCK_KEY).await?;
                 }

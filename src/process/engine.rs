@@ -197,7 +197,8 @@ impl Engine {
     }
 
     /// Compute indicators and write partitions, carry state and quarantine files to the stage.
-    pub fn write_outputs(&self, run_id: &str, quarantine_from: Option<&str>) -> Result<StagedOutputs> {
+    /// `quarantine_from` is the loaded table of this run's new raw files.
+    pub fn write_outputs(&self, run_id: &str, quarantine_from: &str) -> Result<StagedOutputs> {
         indicators::compute(&self.conn).context("computing indicators")?;
         let out = self.stage.join("out");
         std::fs::create_dir_all(&out)?;
@@ -223,9 +224,7 @@ impl Engine {
             staged.partitions.insert(date, (path, rows));
         }
         staged.carries = partition_files(&carry_dir)?;
-        if let Some(table) = quarantine_from {
-            staged.quarantine = self.write_quarantine(table, &out.join("quarantine"))?;
-        }
+        staged.quarantine = self.write_quarantine(quarantine_from, &out.join("quarantine"))?;
         Ok(staged)
     }
 

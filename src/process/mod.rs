@@ -24,8 +24,6 @@ use crate::lake::{self, CARRY_PREFIX, Lake, ObjectMeta, PROCESSED_PREFIX, QUARAN
 use engine::{Engine, LoadStats, StagedOutputs};
 use manifest::{Manifest, PartitionEntry, RawEntry};
 
-const IO_CONCURRENCY: usize = 16;
-
 /// DuckDB's memory budget for a run unless told otherwise: a month of 3,000 symbols fits in it;
 /// larger rebuilds spill to the run's stage directory instead of growing the process.
 pub const DEFAULT_MEMORY_LIMIT: &str = "256MB";
@@ -100,46 +98,12 @@ fn blocking<T>(f: impl FnOnce() -> T) -> T {
     }
 }
 
-fn progress(len: u64, what: &'static str) -> ProgressBar {
-    // indicatif draws nothing when stderr is not a terminal, so logs stay clean under cron.
-    let bar = ProgressBar::new(len).with_message(what);
-    bar.set_style(ProgressStyle::with_template("{msg:>12} [{bar:30}] {pos}/{len} {elapsed}").unwrap().progress_chars("=> "));
-    bar
-}
-
 /// A spinner with elapsed time for a phase whose length is unknown (DuckDB work); hidden off a terminal.
 fn spinner(what: &'static str) -> ProgressBar {
     let bar = ProgressBar::new_spinner().with_message(what);
     bar.set_style(ProgressStyle::with_template("{spinner} {msg} {elapsed}").unwrap());
     bar.enable_steady_tick(Duration::from_millis(120));
     bar
-}
-
-/// Local paths for lake objects: in place when the lake is local, else downloaded to `dir`.
-async fn materialize(lake: &Lake, keys: &[String], dir: &Path, what: &'static str) -> Result<Vec<(PathBuf, String)>> {
-    std::fs::create_dir_all(dir)?;
-    let bar = progress(keys.len() as u64, what);
-    let out = futures::stream::iter(keys.iter().enumerate().map(|(i, key)| {
-        let bar = bar.clone();
-        async move {
-            let path = match lake.local_path(key) {
-                Some(p) => p,
-                None => {
-                    let ext = Path::new(key).extension().and_then(|e| e.to_str()).unwrap_or("bin");
-                    let p = dir.join(format!("{i}.{ext}"));
-                    lake.get_to_file(key, &p).await?;
-                    p
-                }
-            };
-            bar.inc(1);
-            anyhow::Ok((path, key.clone()))
-        }
-    }))
-    .buffered(IO_CONCURRENCY)
-    .try_collect::<Vec<_>>()
-    .await?;
-    bar.finish_and_clear();
-    Ok(out)
 }
 
 /// A local copy of an optional lake object (None if it does not exist): one GET on S3.
@@ -196,9 +160,9 @@ pub async fn process(lake: &Lake, opts: &ProcessOptions) -> Result<Summary> {
 async fn process_locked(lake: &Lake, opts: &ProcessOptions, run_id: &str) -> Result<Summary> {
     let mut manifest = if opts.full { Manifest::empty() } else { Manifest::load(lake).await? };
     let listing: Vec<ObjectMeta> = lake.list(RAW_PREFIX).await?.into_iter().filter(|o| o.key.ends_with(".csv")).collect();
-    report_drift(&manifest, &listing);
-    let present: BTreeSet<String> = listing.iter().map(|o| o.key.clone()).collect();
-    let new: Vec<ObjectMeta> = listing.into_iter().filter(|o| !manifest.raw.contains_key(&o.key)).collect();
+    let present: BTreeMap<String, ObjectMeta> = listing.into_iter().map(|o| (o.key.clone(), o)).collect();
+    report_drift(&manifest, &present);
+    let new: Vec<ObjectMeta> = present.values().filter(|o| !manifest.raw.contains_key(&o.key)).cloned().collect();
     let mut summary = Summary::default();
     if new.is_empty() {
         tracing::info!("no new raw snapshots in {}", lake.describe());
@@ -207,7 +171,7 @@ async fn process_locked(lake: &Lake, opts: &ProcessOptions, run_id: &str) -> Res
     tracing::info!(new = new.len(), run_id, full = opts.full, "processing raw snapshots");
     let stage = tempfile::Builder::new().prefix("tickerlake-run-").tempdir().context("cannot create a stage directory")?;
     let new_keys: Vec<String> = new.iter().map(|o| o.key.clone()).collect();
-    let new_files = materialize(lake, &new_keys, &stage.path().join("raw"), "raw").await?;
+    let new_files = lake::materialize(lake, &new_keys, &stage.path().join("raw"), "raw").await?;
 
     let mut engine = Engine::new(stage.path(), &opts.memory_limit)?;
     let phase = spinner("reading raw CSV");
@@ -231,9 +195,9 @@ async fn process_locked(lake: &Lake, opts: &ProcessOptions, run_id: &str) -> Res
                 // Only raw files still there: a removed one's rows are gone from the rebuilt dates.
                 let keys: BTreeSet<String> = window.dirty_dates.iter()
                     .flat_map(|d| manifest.raw_files_for(d).map(str::to_owned).collect::<Vec<_>>())
-                    .filter(|k| present.contains(k))
+                    .filter(|k| present.contains_key(k))
                     .collect();
-                materialize(lake, &keys.into_iter().collect::<Vec<_>>(), &stage.path().join("reread"), "re-read").await?
+                lake::materialize(lake, &keys.into_iter().collect::<Vec<_>>(), &stage.path().join("reread"), "re-read").await?
             };
             let phase = spinner("computing indicators");
             let staged = blocking(|| -> Result<StagedOutputs> {
@@ -243,7 +207,7 @@ async fn process_locked(lake: &Lake, opts: &ProcessOptions, run_id: &str) -> Res
                     loaded_tables.push(("reread_rows", Some(&window.dirty_dates)));
                 }
                 engine.build_input(&loaded_tables, &window.clean_partitions, window.carry.as_deref())?;
-                engine.write_outputs(run_id, Some("new_rows"))
+                engine.write_outputs(run_id, "new_rows")
             })?;
             phase.finish_and_clear();
             staged
@@ -251,7 +215,7 @@ async fn process_locked(lake: &Lake, opts: &ProcessOptions, run_id: &str) -> Res
         // Nothing kept (all rows dropped or quarantined): only quarantine and the manifest change.
         None => blocking(|| -> Result<StagedOutputs> {
             engine.build_input(&[], &[], None)?;
-            engine.write_outputs(run_id, Some("new_rows"))
+            engine.write_outputs(run_id, "new_rows")
         })?,
     };
     drop(engine);
@@ -264,11 +228,7 @@ async fn process_locked(lake: &Lake, opts: &ProcessOptions, run_id: &str) -> Res
 
     failpoint("before-commit");
     // Commit: from here on the run's output is what the lake says was processed.
-    record(&mut manifest, &new, &loaded, &staged, run_id);
-    for date in dirty_dates.iter().filter(|d| !staged.partitions.contains_key(*d)) {
-        // Rebuilt from raw and nothing was left: the date no longer has a partition.
-        manifest.partitions.remove(date);
-    }
+    record(&mut manifest, &new, &loaded, &staged, &dirty_dates, run_id);
     manifest.commit(lake).await?;
     tracing::info!(run_id, partitions = staged.partitions.len(), "committed");
     Ok(summary)
@@ -325,7 +285,7 @@ async fn publish(lake: &Lake, staged: &StagedOutputs) -> Result<()> {
     for (raw_key, path) in &staged.quarantine {
         uploads.push((quarantine_key(raw_key), path));
     }
-    let bar = progress(uploads.len() as u64, "publish");
+    let bar = lake::progress(uploads.len() as u64, "publish");
     futures::stream::iter(uploads.iter().map(|(key, path)| {
         let bar = bar.clone();
         async move {
@@ -335,7 +295,7 @@ async fn publish(lake: &Lake, staged: &StagedOutputs) -> Result<()> {
             anyhow::Ok(())
         }
     }))
-    .buffer_unordered(IO_CONCURRENCY)
+    .buffer_unordered(lake::IO_CONCURRENCY)
     .try_collect::<Vec<_>>()
     .await?;
     bar.finish_and_clear();
@@ -368,7 +328,8 @@ async fn remove_stale(lake: &Lake, staged: &StagedOutputs) -> Result<Vec<String>
     Ok(removed)
 }
 
-fn record(manifest: &mut Manifest, new: &[ObjectMeta], loaded: &LoadStats, staged: &StagedOutputs, run_id: &str) {
+/// The manifest after this run: its new raw files, and its partitions as the committed ones.
+fn record(manifest: &mut Manifest, new: &[ObjectMeta], loaded: &LoadStats, staged: &StagedOutputs, dirty_dates: &[String], run_id: &str) {
     for obj in new {
         let s = loaded.per_file.get(&obj.key).cloned().unwrap_or_default();
         manifest.raw.insert(obj.key.clone(), RawEntry {
@@ -383,13 +344,16 @@ fn record(manifest: &mut Manifest, new: &[ObjectMeta], loaded: &LoadStats, stage
     for (date, (_, rows)) in &staged.partitions {
         manifest.partitions.insert(date.clone(), PartitionEntry { run_id: run_id.to_owned(), rows: *rows });
     }
+    for date in dirty_dates.iter().filter(|d| !staged.partitions.contains_key(*d)) {
+        // Rebuilt from raw and nothing was left: the date no longer has a partition.
+        manifest.partitions.remove(date);
+    }
 }
 
 /// Warn about raw files changed or removed after processing: incremental runs cannot undo rows.
-fn report_drift(manifest: &Manifest, listing: &[ObjectMeta]) {
-    let present: BTreeMap<&str, &ObjectMeta> = listing.iter().map(|o| (o.key.as_str(), o)).collect();
+fn report_drift(manifest: &Manifest, present: &BTreeMap<String, ObjectMeta>) {
     for (key, entry) in &manifest.raw {
-        match present.get(key.as_str()) {
+        match present.get(key) {
             None => tracing::warn!(%key, "raw file was processed but is gone; its rows stay in processed/ until `tickerlake process --full`"),
             Some(o) if o.version != entry.version => {
                 tracing::warn!(%key, "raw file changed after it was processed; run `tickerlake process --full` to rebuild from the new contents")
