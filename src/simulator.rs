@@ -116,12 +116,11 @@ impl Shared {
         Self { symbols: universe(&config), config, faults: Mutex::new(VecDeque::new()), requests: Mutex::new(0) }
     }
 
-    /// Price of symbol `i` at the start of hour `hour` (hours since the Unix epoch): a walk of
-    /// ±1% hourly steps from a fixed origin, memoised per symbol in blocks so lookups stay cheap.
+    /// Price of symbol `i` at the start of hour `hour` (hours since the Unix epoch): a log-walk of
+    /// ±1% hourly steps. Each 64-hour block starts from its own hashed level, so any hour costs at
+    /// most 64 steps with no cache; neighbouring hours differ by one step (except at block edges).
     fn price_at_hour(&self, i: usize, hour: i64) -> f64 {
         let s = &self.symbols[i];
-        // Deterministic log-walk: sum of steps over 64-hour blocks is itself hashed, so any hour
-        // is O(64) to evaluate without a cache, and neighbouring hours differ by one step.
         let key = self.config.seed ^ ((i as u64) << 40);
         let block = hour.div_euclid(64);
         let block_level = (unit(key ^ (block as u64).wrapping_mul(0x9E37)) - 0.5) * 0.4;
