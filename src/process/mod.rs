@@ -131,7 +131,9 @@ fn failpoint(name: &str) {
     if let Some(secs) = std::env::var("TICKERLAKE_PAUSEPOINT").ok().and_then(|v| v.strip_prefix(&format!("{name}:")).and_then(|s| s.parse().ok())) {
         PAUSED.call_once(|| {
             eprintln!("pausepoint {name}: sleeping {secs} s");
-            std::thread::sleep(Duration::from_secs(secs));
+            // Pause this step only: a plain sleep would also freeze the tasks queued on this
+            // worker (in-flight uploads among them) for the whole pause.
+            blocking(|| std::thread::sleep(Duration::from_secs(secs)));
         });
     }
 }
@@ -290,7 +292,10 @@ async fn publish(lake: &Lake, staged: &StagedOutputs) -> Result<()> {
         let bar = bar.clone();
         async move {
             lake.put_file(key, path).await?;
-            failpoint("mid-publish");
+            if key.starts_with(PROCESSED_PREFIX) {
+                // An uncommitted partition is now visible: the state a crash here must recover from.
+                failpoint("mid-publish");
+            }
             bar.inc(1);
             anyhow::Ok(())
         }
