@@ -285,3 +285,17 @@ async fn a_lost_partition_or_carry_file_is_rebuilt_from_raw() {
     tickerlake(&lake, &["process", "--full"], &[]).await.ok();
     assert_eq!(got, processed_rows(dir), "equals a full rebuild");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_writer_is_refused_while_the_first_holds_the_lock() {
+    let (_tmp, lake) = lake_dir();
+    tickerlake(&lake, &["simulate-history", "--hours", "6", "--symbols", "8", "--until", "2025-05-09T05:00:00Z"], &[]).await.ok();
+    let first = common::PausedRun::start(&lake, &[]).await;
+    let second = tickerlake(&lake, &["process"], &[]).await;
+    second.failed();
+    assert!(second.stderr.contains("another tickerlake run is writing"), "{}", second.stderr);
+    let (status, stderr) = first.finish().await;
+    assert!(status.success(), "{stderr}");
+    // The lock went with the first run: the next one proceeds (and finds nothing new).
+    assert!(tickerlake(&lake, &["process"], &[]).await.stdout.contains("nothing new"));
+}

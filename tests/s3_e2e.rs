@@ -14,7 +14,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{Out, tickerlake};
+use common::{Out, PausedRun, tickerlake};
 use tickerlake::simulator::{SimConfig, Simulator};
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -186,9 +186,12 @@ fn aws_env(endpoint: &str, target: &str) -> Vec<(&'static str, String)> {
     ]
 }
 
+fn str_env<'a>(env: &'a [(&'static str, String)]) -> Vec<(&'static str, &'a str)> {
+    env.iter().map(|(k, v)| (*k, v.as_str())).collect()
+}
+
 async fn tl(lake: &str, args: &[&str], env: &[(&'static str, String)]) -> Out {
-    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    tickerlake(lake, args, &env).await
+    tickerlake(lake, args, &str_env(env)).await
 }
 
 async fn s3_client(endpoint: &str) -> aws_sdk_s3::Client {
@@ -246,58 +249,6 @@ async fn pipeline(endpoint: &str, target: &str) {
     assert_eq!(v.as_array().unwrap().len(), 9, "10 USDT pairs, one priced zero: {}", out.stdout);
 }
 
-/// A `process` run paused for 3 s after its first upload; the caller acts during the pause.
-struct PausedRun {
-    child: tokio::process::Child,
-    /// stderr up to the pause, then the rest (drained in the background so the pipe never fills).
-    head: String,
-    tail: tokio::task::JoinHandle<String>,
-}
-
-impl PausedRun {
-    /// Start the run and return once its stderr says it is paused.
-    async fn start(lake: &str, env: &[(&'static str, String)]) -> Self {
-        use tokio::io::AsyncBufReadExt;
-        let mut child = tokio::process::Command::new(common::BIN)
-            .args(["--lake", lake, "process"])
-            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
-            .env("TICKERLAKE_PAUSEPOINT", "mid-publish:3")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut lines = tokio::io::BufReader::new(child.stderr.take().unwrap()).lines();
-        let mut head = String::new();
-        let paused = tokio::time::timeout(Duration::from_secs(60), async {
-            while let Ok(Some(line)) = lines.next_line().await {
-                head.push_str(&line);
-                head.push('\n');
-                if line.contains("pausepoint mid-publish") {
-                    return true;
-                }
-            }
-            false
-        })
-        .await;
-        assert_eq!(paused.ok(), Some(true), "the run never reached its pause point: {head}");
-        let tail = tokio::spawn(async move {
-            let mut rest = String::new();
-            while let Ok(Some(line)) = lines.next_line().await {
-                rest.push_str(&line);
-                rest.push('\n');
-            }
-            rest
-        });
-        Self { child, head, tail }
-    }
-
-    /// Wait for the run; its exit status and whole stderr.
-    async fn finish(mut self) -> (std::process::ExitStatus, String) {
-        let status = tokio::time::timeout(Duration::from_secs(120), self.child.wait()).await.expect("the run hung").unwrap();
-        (status, self.head + &self.tail.await.unwrap())
-    }
-}
-
 /// The endpoint goes down while a run publishes; the run fails cleanly, and the next run after
 /// recovery yields exactly what an uninterrupted run yields, with nothing left half-done.
 /// ministack: kill -9 and restart on its persisted data. LocalStack (no persistence in the
@@ -321,7 +272,7 @@ async fn endpoint_down_mid_run(emu: &mut Emulator) {
     let want = tl(reference, &["query", "--format", "csv", ROWS_SQL], &env).await;
     want.ok();
 
-    let run = PausedRun::start(lake, &env).await;
+    let run = PausedRun::start(lake, &str_env(&env)).await;
     // Take the endpoint down while the run is paused between two uploads.
     match proxy.as_mut() {
         Some(p) => p.cut(),
@@ -352,7 +303,7 @@ async fn concurrent_writers(endpoint: &str, target: &str) {
     let lake = "s3://tickerlake-lock/x";
     tl(lake, &["init"], &env).await.ok();
     tl(lake, &["simulate-history", "--hours", "6", "--symbols", "8", "--until", "2025-05-09T05:00:00Z"], &env).await.ok();
-    let first = PausedRun::start(lake, &env).await;
+    let first = PausedRun::start(lake, &str_env(&env)).await;
     let second = tl(lake, &["process"], &env).await;
     second.failed();
     assert!(second.stderr.contains("another tickerlake run is writing"), "{}", second.stderr);

@@ -145,3 +145,55 @@ pub fn csv(rows: &[(&str, &str, &str)]) -> String {
     }
     s
 }
+
+/// A `process` run paused for 3 s after its first upload; the caller acts during the pause.
+pub struct PausedRun {
+    child: tokio::process::Child,
+    /// stderr up to the pause, then the rest (drained in the background so the pipe never fills).
+    head: String,
+    tail: tokio::task::JoinHandle<String>,
+}
+
+impl PausedRun {
+    /// Start the run and return once its stderr says it is paused.
+    pub async fn start(lake: &str, env: &[(&str, &str)]) -> Self {
+        use tokio::io::AsyncBufReadExt;
+        let mut child = tokio::process::Command::new(BIN)
+            .args(["--lake", lake, "process"])
+            .envs(env.iter().copied())
+            .env("TICKERLAKE_PAUSEPOINT", "mid-publish:3")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut lines = tokio::io::BufReader::new(child.stderr.take().unwrap()).lines();
+        let mut head = String::new();
+        let paused = tokio::time::timeout(std::time::Duration::from_secs(60), async {
+            while let Ok(Some(line)) = lines.next_line().await {
+                head.push_str(&line);
+                head.push('\n');
+                if line.contains("pausepoint mid-publish") {
+                    return true;
+                }
+            }
+            false
+        })
+        .await;
+        assert_eq!(paused.ok(), Some(true), "the run never reached its pause point: {head}");
+        let tail = tokio::spawn(async move {
+            let mut rest = String::new();
+            while let Ok(Some(line)) = lines.next_line().await {
+                rest.push_str(&line);
+                rest.push('\n');
+            }
+            rest
+        });
+        Self { child, head, tail }
+    }
+
+    /// Wait for the run; its exit status and whole stderr.
+    pub async fn finish(mut self) -> (std::process::ExitStatus, String) {
+        let status = tokio::time::timeout(std::time::Duration::from_secs(120), self.child.wait()).await.expect("the run hung").unwrap();
+        (status, self.head + &self.tail.await.unwrap())
+    }
+}
