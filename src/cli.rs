@@ -1,4 +1,5 @@
-//! The `tickerlake` command line: argument definitions and dispatch to the pipeline stages.
+//! The `tickerlake` command line: argument definitions, the one-time resolution of every setting
+//! (`config`), dispatch to the pipeline stages, and the exit status of a failure.
 
 use std::io::Write;
 use std::time::Duration;
@@ -7,6 +8,7 @@ use anyhow::Result;
 use chrono::Utc;
 use clap::{Args, Parser, Subcommand};
 
+use crate::config;
 use crate::lake::{self, s3};
 use crate::process::{self, ProcessOptions};
 use crate::query::{self, OutputFormat};
@@ -65,12 +67,12 @@ pub struct BinanceArgs {
 
 impl BinanceArgs {
     fn client(&self) -> Result<BinanceClient> {
-        BinanceClient::new(&self.binance_url, RetryPolicy {
+        Ok(BinanceClient::new(&self.binance_url, RetryPolicy {
             max_attempts: self.max_attempts.max(1),
             base_delay: Duration::from_millis(self.retry_ms),
             timeout: Duration::from_secs(self.timeout_secs.max(1)),
             ..RetryPolicy::default()
-        })
+        })?)
     }
 }
 
@@ -153,61 +155,64 @@ pub enum Command {
     },
 }
 
-/// Tuning knobs kept out of --help: seconds from an environment variable.
-fn env_secs(name: &str) -> Option<Duration> {
-    std::env::var(name).ok().and_then(|s| s.parse().ok()).map(Duration::from_secs)
+/// Exit status of a run that failed because of configuration or permissions: retrying cannot
+/// help, a person must act (cron wrappers and the service tell it from a transient failure, 1).
+pub const EXIT_PERMANENT: u8 = 3;
+
+/// The error as one line (see `report::one_line`).
+pub fn one_line(err: &anyhow::Error) -> String {
+    crate::report::one_line(err.as_ref())
+}
+
+/// The exit status for a failed command.
+pub fn exit_code(err: &anyhow::Error) -> u8 {
+    if crate::report::is_permanent(err.as_ref()) { EXIT_PERMANENT } else { 1 }
 }
 
 impl LakeArgs {
-    pub fn s3_options(&self) -> s3::S3Options {
-        s3::S3Options {
-            target: self.target,
-            endpoint_url: self.endpoint_url.clone(),
-            path_style: self.path_style,
-            lock_ttl: env_secs("TICKERLAKE_LOCK_TTL_SECS"),
-            attempt_timeout: env_secs("TICKERLAKE_S3_TIMEOUT_SECS"),
-        }
-    }
-
-    pub async fn open(&self) -> Result<lake::Lake> {
-        lake::open(&self.lake, &self.s3_options()).await
+    /// Resolve the lake's settings (flags and environment) once, failing on any bad value.
+    pub fn s3_options(&self) -> Result<s3::S3Options, config::ConfigError> {
+        config::s3_options(self.target, self.endpoint_url.as_deref(), self.path_style, &config::process_env)
     }
 }
 
+/// Run the parsed command line.
 pub async fn execute(cli: Cli) -> Result<()> {
+    let s3_options = cli.lake.s3_options()?;
+    let open = || lake::open(&cli.lake.lake, &s3_options);
     let mut stdout = std::io::stdout().lock();
     match cli.command {
         Command::Init | Command::Doctor => {
             let create = matches!(cli.command, Command::Init);
-            let lake = cli.lake.open().await?;
+            let lake = open().await?;
             for line in lake.check(create).await? {
                 writeln!(stdout, "ok: {line}")?;
             }
             writeln!(stdout, "{} is ready", lake.describe())?;
         }
         Command::Collect(b) => {
-            let lake = cli.lake.open().await?;
+            let lake = open().await?;
             match snapshot::collect(&lake, &b.client()?, Utc::now).await? {
                 CollectOutcome::Written { key, symbols } => writeln!(stdout, "collected {symbols} prices into {key}")?,
                 CollectOutcome::AlreadyCollected { key } => writeln!(stdout, "this hour is already collected ({key}); nothing fetched")?,
             }
         }
         Command::Backfill { hours, quote, binance } => {
-            let lake = cli.lake.open().await?;
+            let lake = open().await?;
             let written = snapshot::backfill(&lake, &binance.client()?, Utc::now(), hours, &quote).await?;
             writeln!(stdout, "backfilled {} hourly snapshot(s) of {quote} pairs", written.len())?;
         }
         Command::Process { full, memory_limit } => {
-            let lake = cli.lake.open().await?;
+            let lake = open().await?;
             let summary = process::process(&lake, &ProcessOptions { full, memory_limit }).await?;
             writeln!(stdout, "{summary}")?;
         }
         Command::Query { sql, format } => {
-            let lake = cli.lake.open().await?;
+            let lake = open().await?;
             query::query(&lake, &sql, format, &mut stdout).await?;
         }
         Command::Run { once, offset_secs, retry_secs, memory_limit, binance } => {
-            let lake = cli.lake.open().await?;
+            let lake = open().await?;
             let opts = ServiceOptions {
                 once,
                 offset: Duration::from_secs(offset_secs),
@@ -217,7 +222,7 @@ pub async fn execute(cli: Cli) -> Result<()> {
             service::run(&lake, &binance.client()?, &opts, Shutdown::on_signals()).await?;
         }
         Command::SimulateHistory { hours, symbols, seed, until } => {
-            let lake = cli.lake.open().await?;
+            let lake = open().await?;
             let config = SimConfig { symbols, seed };
             let last = snapshot::hour_slot(until.unwrap_or_else(|| Utc::now() - chrono::TimeDelta::hours(1)));
             let mut written = 0;

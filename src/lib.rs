@@ -5,10 +5,14 @@
 //! `service` runs the hourly loop, `simulator` stands in for Binance offline.
 
 pub mod cli;
+pub mod config;
+pub mod faults;
 pub mod indicators;
 pub mod lake;
 pub mod process;
 pub mod query;
+pub mod report;
 pub mod service;
 pub mod simulator;
 pub mod source;
+pub mod sql;

@@ -1,3 +1,5 @@
+//! The `tickerlake` binary: logging set-up, then the command line (`tickerlake::cli`).
+
 use std::io::IsTerminal;
 use std::process::ExitCode;
 
@@ -18,9 +20,9 @@ async fn main() -> ExitCode {
     match tickerlake::cli::execute(cli).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            // One line with the whole context chain: what failed, why, what to do.
-            eprintln!("error: {e:#}");
-            ExitCode::FAILURE
+            // One line with the context chain: what failed, why, what to do.
+            eprintln!("error: {}", tickerlake::cli::one_line(&e));
+            ExitCode::from(tickerlake::cli::exit_code(&e))
         }
     }
 }

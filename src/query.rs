@@ -1,6 +1,8 @@
 //! `query`: SQL over the lake in DuckDB, with views named like the original Athena tables:
 //! `processed` (partitioned Parquet, `date` from the partition path) and `raw` (the CSV snapshots,
 //! typed like a Glue crawler would type them), so the original project's queries run as written.
+//! `processed` is exactly the committed state: the partition files the manifest names, never a
+//! file a run is still writing or left behind.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -10,8 +12,9 @@ use duckdb::Connection;
 use duckdb::arrow::array::RecordBatch;
 use duckdb::arrow::util::display::{ArrayFormatter, FormatOptions};
 
-use crate::lake::{self, Lake, PROCESSED_PREFIX, RAW_PREFIX};
-use crate::process::engine::lit;
+use crate::lake::{self, Lake, RAW_PREFIX};
+use crate::process::manifest::Manifest;
+use crate::sql::lit;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
 pub enum OutputFormat {
@@ -43,7 +46,11 @@ async fn view_files(lake: &Lake, sql: &str, view: &str, prefix: &str, ext: &str)
 /// Open DuckDB over the lake for `sql`: local files in place; on S3, the objects of the views the
 /// SQL mentions are downloaded to a temp dir first (no httpfs: DuckDB extensions are not fetched).
 pub async fn open_session(lake: &Lake, sql: &str) -> Result<LakeSession> {
-    let processed = view_files(lake, sql, "processed", PROCESSED_PREFIX, ".parquet").await?;
+    let processed: Vec<String> = if mentions(sql, "processed") {
+        Manifest::load(lake).await?.committed_partitions().into_iter().map(|p| p.key).collect()
+    } else {
+        Vec::new()
+    };
     let raw = view_files(lake, sql, "raw", RAW_PREFIX, ".csv").await?;
     // Where remote objects are downloaded (a local lake is read in place and leaves it empty).
     let tmp = tempfile::Builder::new().prefix("tickerlake-query-").tempdir()?;

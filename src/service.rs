@@ -1,21 +1,46 @@
 //! `run`: the hourly service. Each tick collects a snapshot, then processes; ticks are aligned to
-//! the clock (the top of each UTC hour plus an offset). A failed tick is logged and retried with
-//! backoff until the next tick is due; later ticks go on regardless. Ctrl-C or SIGTERM stops the
-//! service between steps, never in the middle of a write.
+//! the clock (the top of each UTC hour plus an offset). A tick that failed for a transient reason
+//! (network, throttling, a lost commit race) is retried with backoff until the next tick is due; one
+//! that failed for a permanent reason (credentials, permissions, a missing bucket, a Binance ban) is
+//! not retried: it is logged once and the service waits for the next tick. Later ticks go on
+//! regardless. Ctrl-C or SIGTERM stops the service between steps, never in the middle of a write.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use anyhow::Result;
 use chrono::{DateTime, TimeDelta, Utc};
 use tokio::sync::Notify;
 
 use crate::lake::Lake;
-use crate::process::{self, ProcessOptions};
+use crate::process::{self, ProcessError, ProcessOptions};
 use crate::source::binance::BinanceClient;
-use crate::source::snapshot::{self, CollectOutcome};
+use crate::source::snapshot::{self, CollectError, CollectOutcome};
 
+/// A failed tick.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum TickError {
+    /// Collecting the hour's snapshot failed.
+    #[error(transparent)]
+    Collect(#[from] CollectError),
+    /// Processing failed.
+    #[error(transparent)]
+    Process(#[from] ProcessError),
+}
+
+impl TickError {
+    /// Whether retrying cannot help (configuration, permissions, a ban): fail the tick at once.
+    pub fn is_permanent(&self) -> bool {
+        match self {
+            Self::Collect(CollectError::Lake(e)) | Self::Process(ProcessError::Lake(e)) => e.is_permanent(),
+            Self::Collect(CollectError::Binance(e)) => e.is_permanent(),
+            _ => false,
+        }
+    }
+}
+
+/// How to run the service.
 #[derive(Debug, Clone)]
 pub struct ServiceOptions {
     /// Run one tick now and exit (for cron); its failure is the exit status.
@@ -24,6 +49,7 @@ pub struct ServiceOptions {
     pub offset: Duration,
     /// First retry delay after a failed tick; doubles up to 10 minutes.
     pub retry_delay: Duration,
+    /// Options of each tick's processing.
     pub process: ProcessOptions,
 }
 
@@ -59,11 +85,13 @@ impl Shutdown {
         s
     }
 
+    /// Ask the service to stop.
     pub fn request(&self) {
         self.requested.store(true, Ordering::SeqCst);
         self.notify.notify_waiters();
     }
 
+    /// Whether a stop was asked for.
     pub fn is_requested(&self) -> bool {
         self.requested.load(Ordering::SeqCst)
     }
@@ -91,7 +119,7 @@ pub fn next_tick(now: DateTime<Utc>, offset: Duration) -> DateTime<Utc> {
 }
 
 /// One tick: collect this hour's snapshot, then process whatever is new.
-pub async fn tick(lake: &Lake, client: &BinanceClient, process_opts: &ProcessOptions, shutdown: &Shutdown) -> Result<()> {
+pub async fn tick(lake: &Lake, client: &BinanceClient, process_opts: &ProcessOptions, shutdown: &Shutdown) -> Result<(), TickError> {
     match snapshot::collect(lake, client, Utc::now).await? {
         CollectOutcome::Written { key, symbols } => tracing::info!(%key, symbols, "collected"),
         CollectOutcome::AlreadyCollected { key } => tracing::info!(%key, "this hour is already collected"),
@@ -104,7 +132,8 @@ pub async fn tick(lake: &Lake, client: &BinanceClient, process_opts: &ProcessOpt
     Ok(())
 }
 
-pub async fn run(lake: &Lake, client: &BinanceClient, opts: &ServiceOptions, shutdown: Shutdown) -> Result<()> {
+/// Run ticks until stopped (or one, with `once`, whose failure is returned).
+pub async fn run(lake: &Lake, client: &BinanceClient, opts: &ServiceOptions, shutdown: Shutdown) -> Result<(), TickError> {
     if opts.once {
         return tick(lake, client, &opts.process, &shutdown).await;
     }
@@ -116,13 +145,17 @@ pub async fn run(lake: &Lake, client: &BinanceClient, opts: &ServiceOptions, shu
         loop {
             match tick(lake, client, &opts.process, &shutdown).await {
                 Ok(()) => break,
+                Err(e) if e.is_permanent() => {
+                    tracing::error!("tick failed: {}; not retrying (this needs a fix, not a retry), the next tick is at {deadline}", crate::report::one_line(&e));
+                    break;
+                }
                 Err(e) => {
                     let retry_at = Utc::now() + TimeDelta::from_std(delay).unwrap_or_default();
                     if retry_at >= deadline {
-                        tracing::error!("tick failed: {e:#}; giving up on this tick, the next one is at {deadline}");
+                        tracing::error!("tick failed: {}; giving up on this tick, the next one is at {deadline}", crate::report::one_line(&e));
                         break;
                     }
-                    tracing::error!("tick failed: {e:#}; retrying in {delay:?}");
+                    tracing::error!("tick failed: {}; retrying in {delay:?}", crate::report::one_line(&e));
                     if !shutdown.sleep(delay).await {
                         return Ok(());
                     }

@@ -11,7 +11,6 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use anyhow::{Context, Result};
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -149,7 +148,7 @@ fn fmt_price(p: Option<f64>) -> String {
 
 impl Simulator {
     /// Start on 127.0.0.1 (`port` 0 picks a free port).
-    pub async fn start(config: SimConfig, port: u16) -> Result<Self> {
+    pub async fn start(config: SimConfig, port: u16) -> std::io::Result<Self> {
         let shared = Arc::new(Shared::new(config));
         let app = Router::new()
             .route("/api/v3/ticker/price", get(ticker_price))
@@ -159,7 +158,9 @@ impl Simulator {
             .route("/_sim/fault", post(add_fault))
             .route("/_sim/stats", get(stats))
             .with_state(shared.clone());
-        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await.with_context(|| format!("cannot listen on 127.0.0.1:{port}"))?;
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+            .await
+            .map_err(|e| std::io::Error::new(e.kind(), format!("cannot listen on 127.0.0.1:{port}: {e}")))?;
         let addr = listener.local_addr()?;
         let task = tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
@@ -321,5 +322,5 @@ pub fn snapshot_for_hour(config: &SimConfig, hour: DateTime<Utc>) -> bytes::Byte
     let prices: Vec<crate::source::binance::TickerPrice> = (0..shared.symbols.len())
         .map(|i| crate::source::binance::TickerPrice { symbol: shared.symbols[i].name.clone(), price: fmt_price(shared.price_now(i, at)) })
         .collect();
-    crate::source::snapshot::encode(&prices, at).expect("encoding in-memory CSV cannot fail")
+    crate::source::snapshot::encode(&prices, at)
 }

@@ -163,29 +163,82 @@ async fn rerun_with_nothing_new_changes_nothing_and_late_data_matches_full() {
     assert_eq!(incremental, processed_rows(dir));
 }
 
-/// Kill the run at each commit-critical point; the re-run must equal an uninterrupted run.
+/// Kill the run at each point of the commit protocol. Readers see exactly the committed state
+/// meanwhile (the old rows before the commit, the new ones after it), and the re-run equals an
+/// uninterrupted run.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn crash_at_any_point_then_rerun_equals_uninterrupted_run() {
-    for failpoint in ["mid-publish", "before-commit"] {
+    common::require_fault_injection();
+    for (failpoint, committed) in [("mid-stage", false), ("before-commit", false), ("after-commit", true), ("mid-publish", true)] {
         let (_tmp, lake) = lake_dir();
         let dir = std::path::Path::new(&lake);
         tickerlake(&lake, &["simulate-history", "--hours", "30", "--symbols", "12", "--until", "2025-05-09T05:00:00Z"], &[]).await.ok();
         tickerlake(&lake, &["process"], &[]).await.ok();
-        // New data for yesterday (late) and today, then a crash while publishing it.
+        let before = tickerlake(&lake, &["query", "--format", "csv", common::ROWS_SQL], &[]).await.ok().stdout.clone();
+        // New data for yesterday (late) and today, then a crash while committing it.
         tickerlake(&lake, &["simulate-history", "--hours", "40", "--symbols", "12", "--until", "2025-05-09T15:00:00Z"], &[]).await.ok();
         let reference = tempfile::tempdir().unwrap();
         common::copy_dir(dir, reference.path());
-        tickerlake(reference.path().to_str().unwrap(), &["process"], &[]).await.ok();
+        let reference = reference.path().to_str().unwrap().to_owned();
+        tickerlake(&reference, &["process"], &[]).await.ok();
+        let after = tickerlake(&reference, &["query", "--format", "csv", common::ROWS_SQL], &[]).await.ok().stdout.clone();
+        assert_ne!(before, after);
 
         let crashed = tickerlake(&lake, &["process"], &[("TICKERLAKE_FAILPOINT", failpoint)]).await;
         crashed.failed();
         assert!(crashed.stderr.contains(&format!("failpoint {failpoint}")), "{}", crashed.stderr);
+        let seen = tickerlake(&lake, &["query", "--format", "csv", common::ROWS_SQL], &[]).await.ok().stdout.clone();
+        assert!(&seen == if committed { &after } else { &before }, "a reader after a crash at {failpoint} sees the committed state");
+
         let rerun = tickerlake(&lake, &["process"], &[]).await;
         rerun.ok();
-        assert_eq!(processed_rows(dir), processed_rows(reference.path()), "after a crash at {failpoint}");
+        assert_eq!(processed_rows(dir), processed_rows(std::path::Path::new(&reference)), "after a crash at {failpoint}");
         // And the re-run's state is final: one more run finds nothing new.
         assert!(tickerlake(&lake, &["process"], &[]).await.stdout.contains("nothing new"));
     }
+}
+
+/// Two writers forced past the lock: the conditional commit alone keeps the lake exact.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_writers_forced_past_the_lock_process_each_raw_file_once() {
+    let (_a, lake) = lake_dir();
+    let (_b, reference) = lake_dir();
+    common::two_writers_past_the_lock(&lake, &reference, &[]).await;
+}
+
+/// Configuration or permission failures are not retried: `run --once` exits 3 at once, and the
+/// service logs the reason once and waits for the next tick instead of retrying.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn permanent_failures_are_not_retried() {
+    let sim = sim().await;
+    let (_tmp, lake) = lake_dir();
+    sim.inject(tickerlake::simulator::Fault::Status { code: 451, retry_after: None }, 100);
+    let out = tickerlake(&lake, &["run", "--once", "--binance-url", &sim.url()], &[]).await;
+    assert_eq!(out.code, Some(3), "{}", out.stderr);
+    assert!(out.stderr.contains("restricted location"), "{}", out.stderr);
+
+    let child = tokio::process::Command::new(common::BIN)
+        .args(["--lake", &lake, "run", "--retry-secs", "1", "--binance-url", &sim.url()])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    tokio::time::sleep(std::time::Duration::from_secs(4)).await;
+    let pid = child.id().unwrap() as i32;
+    assert!(std::process::Command::new("kill").args(["-TERM", &pid.to_string()]).status().unwrap().success());
+    let out = tokio::time::timeout(std::time::Duration::from_secs(30), child.wait_with_output()).await.expect("service did not stop").unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert_eq!(stderr.matches("tick failed").count(), 1, "one failed tick, no retries within 4 s: {stderr}");
+    assert!(stderr.contains("not retrying"), "{stderr}");
+}
+
+/// Settings outside clap are validated at start-up, naming the setting.
+#[tokio::test]
+async fn a_malformed_setting_is_an_error_naming_it() {
+    let (_tmp, lake) = lake_dir();
+    let out = tickerlake(&lake, &["process"], &[("TICKERLAKE_LOCK_TTL_SECS", "ten minutes")]).await;
+    assert_eq!(out.code, Some(3), "{}", out.stderr);
+    assert!(out.stderr.contains("TICKERLAKE_LOCK_TTL_SECS=\"ten minutes\" is not valid"), "{}", out.stderr);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

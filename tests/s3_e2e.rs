@@ -8,170 +8,11 @@
 
 mod common;
 
-use std::net::TcpStream;
-use std::io::{Read, Write};
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::{Out, PausedRun, tickerlake};
+use common::emulator::{Emulator, Kind, Proxy};
+use common::{Out, PausedRun, ROWS_SQL, tickerlake};
 use tickerlake::simulator::{SimConfig, Simulator};
-
-#[derive(Debug, Clone, Copy, PartialEq)]
-enum Kind {
-    Ministack,
-    Localstack,
-}
-
-struct Emulator {
-    kind: Kind,
-    port: u16,
-    data: tempfile::TempDir,
-    child: Option<Child>,
-}
-
-fn venv() -> PathBuf {
-    std::env::var_os("TICKERLAKE_VENV").map(PathBuf::from).unwrap_or_else(|| PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/tickerlake-venv"))
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-/// Plain HTTP GET status, without a client library (the emulators answer HTTP/1.1).
-fn http_status(port: u16, path: &str) -> Option<u16> {
-    let mut s = TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_millis(300)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
-    write!(s, "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n").ok()?;
-    let mut buf = [0u8; 32];
-    let n = s.read(&mut buf).ok()?;
-    std::str::from_utf8(&buf[..n]).ok()?.split_whitespace().nth(1)?.parse().ok()
-}
-
-impl Emulator {
-    /// Start the emulator, or None if it is not installed and skipping is allowed.
-    fn start(kind: Kind) -> Option<Self> {
-        let program = match kind {
-            Kind::Ministack => venv().join("ministack/bin/ministack"),
-            Kind::Localstack => venv().join("localstack/bin/python"),
-        };
-        if !program.exists() {
-            let msg = format!("{kind:?} is not installed at {}: run `./dev emulators` (or `./dev test`, which does)", program.display());
-            let ci = std::env::var("CI").is_ok_and(|v| v == "true" || v == "1");
-            if !ci && std::env::var("TICKERLAKE_SKIP_EMULATORS").is_ok_and(|v| v == "1") {
-                eprintln!("\n*** SKIPPED {kind:?} end-to-end test: {msg} ***\n");
-                return None;
-            }
-            panic!("{msg}");
-        }
-        let mut e = Emulator { kind, port: free_port(), data: tempfile::tempdir().unwrap(), child: None };
-        e.launch();
-        Some(e)
-    }
-
-    fn launch(&mut self) {
-        let (program, health) = match self.kind {
-            Kind::Ministack => (venv().join("ministack/bin/ministack"), "/_ministack/health"),
-            Kind::Localstack => (venv().join("localstack/bin/python"), "/_localstack/health"),
-        };
-        let mut cmd = Command::new(program);
-        let port = self.port.to_string();
-        let data = self.data.path().to_str().unwrap().to_owned();
-        match self.kind {
-            Kind::Ministack => {
-                cmd.env("GATEWAY_PORT", &port).env("BIND_HOST", "127.0.0.1").env("S3_DATA_DIR", &data).env("S3_PERSIST", "1");
-            }
-            Kind::Localstack => {
-                let listen = format!("127.0.0.1:{port}");
-                cmd.args(["-m", "localstack.runtime.main"])
-                    .env("GATEWAY_LISTEN", &listen).env("LOCALSTACK_HOST", &listen).env("FILESYSTEM_ROOT", &data)
-                    .env("SERVICES", "s3").env("DISABLE_EVENTS", "1").env("SKIP_SSL_CERT_DOWNLOAD", "1").env("DNS_ADDRESS", "0")
-                    .current_dir(self.data.path());
-            }
-        }
-        use std::os::unix::process::CommandExt;
-        cmd.stdout(Stdio::null()).stderr(Stdio::null()).process_group(0);
-        self.child = Some(cmd.spawn().expect("start emulator"));
-        let deadline = Instant::now() + Duration::from_secs(90);
-        while http_status(self.port, health) != Some(200) {
-            assert!(Instant::now() < deadline, "{:?} did not become healthy on port {}", self.kind, self.port);
-            std::thread::sleep(Duration::from_millis(200));
-        }
-    }
-
-    fn endpoint(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
-    }
-
-    fn kill(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = Command::new("kill").args(["-KILL", "--", &format!("-{}", c.id())]).status();
-            let _ = c.wait();
-        }
-    }
-
-    /// Same port, same data directory (ministack persists objects there).
-    fn restart(&mut self) {
-        self.kill();
-        self.launch();
-    }
-
-    fn target(&self) -> &'static str {
-        match self.kind {
-            Kind::Ministack => "s3-compatible",
-            Kind::Localstack => "localstack",
-        }
-    }
-}
-
-impl Drop for Emulator {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
-/// A TCP proxy in front of an emulator: stopping it is a network outage (listener gone, live
-/// connections cut) while the emulator keeps its in-memory state; starting it again on the same
-/// port ends the outage. Used where the emulator cannot persist across a restart (LocalStack).
-struct Proxy {
-    port: u16,
-    upstream: u16,
-    task: Option<tokio::task::JoinHandle<()>>,
-}
-
-impl Proxy {
-    async fn start(upstream: u16) -> Self {
-        let mut p = Proxy { port: free_port(), upstream, task: None };
-        p.resume().await;
-        p
-    }
-
-    async fn resume(&mut self) {
-        let listener = tokio::net::TcpListener::bind(("127.0.0.1", self.port)).await.expect("bind proxy");
-        let upstream = self.upstream;
-        self.task = Some(tokio::spawn(async move {
-            // Connections live in this set: aborting the accept task drops it and cuts them all.
-            let mut conns = tokio::task::JoinSet::new();
-            while let Ok((mut inbound, _)) = listener.accept().await {
-                conns.spawn(async move {
-                    if let Ok(mut up) = tokio::net::TcpStream::connect(("127.0.0.1", upstream)).await {
-                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut up).await;
-                    }
-                });
-            }
-        }));
-    }
-
-    fn cut(&mut self) {
-        if let Some(t) = self.task.take() {
-            t.abort();
-        }
-    }
-
-    fn endpoint(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
-    }
-}
 
 /// Environment a user would set for this emulator: the standard AWS variables, no flags with secrets.
 fn aws_env(endpoint: &str, target: &str) -> Vec<(&'static str, String)> {
@@ -210,7 +51,6 @@ async fn keys(client: &aws_sdk_s3::Client, bucket: &str, prefix: &str) -> Vec<St
     out.contents().iter().filter_map(|o| o.key().map(str::to_owned)).collect()
 }
 
-const ROWS_SQL: &str = "SELECT symbol, timestamp, price, moving_avg, previous_price, price_change_pct, date FROM processed ORDER BY ALL";
 
 /// simulator → collect → S3 → process → query, plus a migrated bucket's raw files.
 async fn pipeline(endpoint: &str, target: &str) {
@@ -255,7 +95,7 @@ async fn pipeline(endpoint: &str, target: &str) {
 /// community edition): a network outage through a proxy, the emulator keeping its state.
 async fn endpoint_down_mid_run(emu: &mut Emulator) {
     let mut proxy = match emu.kind {
-        Kind::Localstack => Some(Proxy::start(emu.port).await),
+        Kind::Localstack | Kind::Moto => Some(Proxy::start(emu.port).await),
         Kind::Ministack => None,
     };
     let endpoint = proxy.as_ref().map(Proxy::endpoint).unwrap_or_else(|| emu.endpoint());
@@ -314,6 +154,39 @@ async fn concurrent_writers(endpoint: &str, target: &str) {
     assert!(after.stdout.contains("nothing new"), "{}", after.stdout);
 }
 
+/// A run that works longer than its lease's TTL keeps renewing it: a second writer is still
+/// refused after several TTLs.
+async fn lease_is_renewed_during_a_long_run(endpoint: &str, target: &str) {
+    let env = aws_env(endpoint, target);
+    let lake = "s3://tickerlake-renew/x";
+    tl(lake, &["init"], &env).await.ok();
+    tl(lake, &["simulate-history", "--hours", "6", "--symbols", "8", "--until", "2025-05-09T05:00:00Z"], &env).await.ok();
+    // TTL 4 s (aws_env); the run pauses 12 s.
+    let first = PausedRun::start_at(lake, &str_env(&env), "mid-stage", 12).await;
+    tokio::time::sleep(Duration::from_secs(9)).await;
+    let second = tl(lake, &["process"], &env).await;
+    second.failed();
+    assert!(second.stderr.contains("another tickerlake run is writing"), "the lease was renewed: {}", second.stderr);
+    let (status, stderr) = first.finish().await;
+    assert!(status.success(), "{stderr}");
+    assert!(tl(lake, &["process"], &env).await.stdout.contains("nothing new"));
+}
+
+/// Writers forced past the lease: the conditional manifest commit alone keeps the lake exact.
+async fn writers_past_the_lease(endpoint: &str, target: &str) {
+    let env = aws_env(endpoint, target);
+    tl("s3://tickerlake-cas/a", &["init"], &env).await.ok();
+    common::two_writers_past_the_lock("s3://tickerlake-cas/a", "s3://tickerlake-cas/b", &str_env(&env)).await;
+}
+
+/// A missing bucket is a configuration problem: `run --once` fails at once with exit status 3.
+async fn missing_bucket_is_permanent(endpoint: &str, target: &str) {
+    let env = aws_env(endpoint, target);
+    let out = tl("s3://tickerlake-no-such-bucket/x", &["process"], &env).await;
+    assert_eq!(out.code, Some(3), "{}", out.stderr);
+    assert!(out.stderr.contains("does not exist") && out.stderr.contains("tickerlake init"), "{}", out.stderr);
+}
+
 /// An hourly run's S3 request count does not grow with the history it sits on.
 async fn incremental_requests_are_constant(endpoint: &str, target: &str) {
     let env = aws_env(endpoint, target);
@@ -366,6 +239,24 @@ macro_rules! emulator_tests {
             async fn concurrent_writers_are_serialised_by_the_lease() {
                 let Some(emu) = Emulator::start($kind) else { return };
                 concurrent_writers(&emu.endpoint(), emu.target()).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn the_lease_is_renewed_during_a_long_run() {
+                let Some(emu) = Emulator::start($kind) else { return };
+                lease_is_renewed_during_a_long_run(&emu.endpoint(), emu.target()).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn writers_forced_past_the_lease_process_each_raw_file_once() {
+                let Some(emu) = Emulator::start($kind) else { return };
+                writers_past_the_lease(&emu.endpoint(), emu.target()).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn a_missing_bucket_fails_at_once_with_status_3() {
+                let Some(emu) = Emulator::start($kind) else { return };
+                missing_bucket_is_permanent(&emu.endpoint(), emu.target()).await;
             }
 
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

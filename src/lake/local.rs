@@ -1,8 +1,10 @@
 //! The embedded default lake: a plain directory on the local filesystem.
 //!
 //! Atomic writes are a temp file in the same filesystem, fsync, then `rename` (replace) or
-//! `hard_link` (create-if-absent, fails if the key exists). The single-writer lock is an OS file
-//! lock, so it disappears with a crashed process instead of needing an expiry.
+//! `hard_link` (create-if-absent, fails if the key exists). Conditional writes compare a content
+//! hash under a short OS lock on `_tickerlake/cas.lock`, so check-and-replace is one step for every
+//! process on the machine. The single-writer lock is an OS file lock, so it disappears with a
+//! crashed process instead of needing an expiry (and needs no renewal).
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{ErrorKind, Write};
@@ -10,26 +12,39 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
-use anyhow::{Context, Result, bail};
 use async_trait::async_trait;
 use bytes::Bytes;
 
-use super::{LOCK_KEY, LockGuard, ObjectMeta, ObjectStore, PutOutcome, STATE_PREFIX};
+use super::error::IoContext;
+use super::{LOCK_KEY, LakeError, LakeResult, LockGuard, ObjectMeta, ObjectStore, PutMode, STATE_PREFIX, Versioned};
 
 const TMP_DIR: &str = "_tickerlake/tmp";
+const CAS_LOCK: &str = "_tickerlake/cas.lock";
 
+/// The version of local content: FNV-1a of the bytes (stable across processes and builds, unlike
+/// inode/mtime, which a fast rewrite can repeat).
+fn content_version(data: &[u8]) -> String {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in data {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    format!("{h:016x}-{}", data.len())
+}
+
+/// A lake in a local directory.
 #[derive(Debug)]
 pub struct LocalStore {
     root: PathBuf,
 }
 
 impl LocalStore {
-    pub fn open(root: &Path) -> Result<Self> {
+    /// Open (creating if missing) the lake at `root`.
+    pub fn open(root: &Path) -> LakeResult<Self> {
         if root.exists() && !root.is_dir() {
-            bail!("{} exists and is not a directory; point --lake at a directory", root.display());
+            return Err(LakeError::Location(format!("{} exists and is not a directory; point --lake at a directory", root.display())));
         }
-        fs::create_dir_all(root.join(TMP_DIR))
-            .with_context(|| format!("cannot create {}", root.join(TMP_DIR).display()))?;
+        fs::create_dir_all(root.join(TMP_DIR)).io_context(|| format!("cannot create {}", root.join(TMP_DIR).display()))?;
         Ok(Self { root: root.to_path_buf() })
     }
 
@@ -45,23 +60,66 @@ impl LocalStore {
         self.root.join(TMP_DIR).join(format!(".tmp-{}-{nanos}-{n}", std::process::id()))
     }
 
-    fn write_tmp(&self, data: &[u8]) -> Result<PathBuf> {
+    fn write_tmp(&self, data: &[u8]) -> LakeResult<PathBuf> {
         let tmp = self.tmp_path();
-        let mut f = File::create(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
-        f.write_all(data).and_then(|_| f.sync_all()).with_context(|| format!("cannot write {}", tmp.display()))?;
+        let mut f = File::create(&tmp).io_context(|| format!("cannot create {}", tmp.display()))?;
+        f.write_all(data).and_then(|_| f.sync_all()).io_context(|| format!("cannot write {}", tmp.display()))?;
         Ok(tmp)
     }
 
-    fn ensure_parent(&self, dest: &Path) -> Result<()> {
+    fn ensure_parent(&self, dest: &Path) -> LakeResult<()> {
         let parent = dest.parent().expect("lake keys always have a parent directory");
-        fs::create_dir_all(parent).with_context(|| format!("cannot create {}", parent.display()))
+        fs::create_dir_all(parent).io_context(|| format!("cannot create {}", parent.display()))
     }
 
-    fn publish(&self, tmp: &Path, key: &str) -> Result<()> {
+    fn publish(&self, tmp: &Path, key: &str) -> LakeResult<()> {
         let dest = self.path(key);
         self.ensure_parent(&dest)?;
-        fs::rename(tmp, &dest).with_context(|| format!("cannot move {} into place at {}", tmp.display(), dest.display()))?;
+        fs::rename(tmp, &dest).io_context(|| format!("cannot move {} into place at {}", tmp.display(), dest.display()))?;
         sync_dir(dest.parent().unwrap());
+        Ok(())
+    }
+
+    fn read(&self, key: &str) -> LakeResult<Option<Vec<u8>>> {
+        match fs::read(self.path(key)) {
+            Ok(b) => Ok(Some(b)),
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(LakeError::io(format!("cannot read {}", self.path(key).display()), e)),
+        }
+    }
+
+    /// Run `f` holding the lake's conditional-write lock (blocking: it is held for one write).
+    fn with_cas_lock<T>(&self, f: impl FnOnce() -> LakeResult<T>) -> LakeResult<T> {
+        let path = self.path(CAS_LOCK);
+        self.ensure_parent(&path)?;
+        let file = OpenOptions::new().create(true).truncate(false).write(true).open(&path)
+            .io_context(|| format!("cannot open {}", path.display()))?;
+        file.lock().io_context(|| format!("cannot lock {}", path.display()))?;
+        let out = f();
+        drop(file);
+        out
+    }
+
+    /// Whether `key` holds the content of `version` (call under the CAS lock).
+    fn is_at(&self, key: &str, version: &str) -> LakeResult<bool> {
+        Ok(self.read(key)?.is_some_and(|cur| content_version(&cur) == version))
+    }
+
+    fn remove(&self, key: &str) -> LakeResult<()> {
+        let path = self.path(key);
+        match fs::remove_file(&path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(LakeError::io(format!("cannot delete {}", path.display()), e)),
+        }
+        // Drop now-empty partition directories so listings and globs stay clean.
+        let mut dir = path.parent();
+        while let Some(d) = dir {
+            if d == self.root || fs::remove_dir(d).is_err() {
+                break;
+            }
+            dir = d.parent();
+        }
         Ok(())
     }
 
@@ -86,16 +144,16 @@ fn sync_dir(dir: &Path) {
     }
 }
 
-fn walk(dir: &Path, root: &Path, prefix: &str, out: &mut Vec<ObjectMeta>) -> Result<()> {
+fn walk(dir: &Path, root: &Path, prefix: &str, out: &mut Vec<ObjectMeta>) -> LakeResult<()> {
     let entries = match fs::read_dir(dir) {
         Ok(e) => e,
         Err(e) if e.kind() == ErrorKind::NotFound => return Ok(()),
-        Err(e) => return Err(e).with_context(|| format!("cannot list {}", dir.display())),
+        Err(e) => return Err(LakeError::io(format!("cannot list {}", dir.display()), e)),
     };
     for entry in entries {
-        let entry = entry?;
+        let entry = entry.io_context(|| format!("cannot list {}", dir.display()))?;
         let path = entry.path();
-        let meta = entry.metadata()?;
+        let meta = entry.metadata().io_context(|| format!("cannot stat {}", path.display()))?;
         let rel = path.strip_prefix(root).expect("walk stays under root");
         let key = rel.to_string_lossy().replace(std::path::MAIN_SEPARATOR, "/");
         if key.starts_with(TMP_DIR) {
@@ -124,75 +182,85 @@ impl ObjectStore for LocalStore {
         self.root.display().to_string()
     }
 
-    async fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>> {
+    async fn list(&self, prefix: &str) -> LakeResult<Vec<ObjectMeta>> {
         let mut out = Vec::new();
         walk(&self.root, &self.root, prefix, &mut out)?;
         out.sort_by(|a, b| a.key.cmp(&b.key));
         Ok(out)
     }
 
-    async fn get(&self, key: &str) -> Result<Option<Bytes>> {
-        match fs::read(self.path(key)) {
-            Ok(b) => Ok(Some(Bytes::from(b))),
-            Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(e).with_context(|| format!("cannot read {}", self.path(key).display())),
-        }
+    async fn get_versioned(&self, key: &str) -> LakeResult<Option<Versioned>> {
+        Ok(self.read(key)?.map(|b| Versioned { version: content_version(&b), data: Bytes::from(b) }))
     }
 
-    async fn get_to_file(&self, key: &str, dest: &Path) -> Result<()> {
-        fs::copy(self.path(key), dest).with_context(|| format!("cannot copy {} to {}", self.path(key).display(), dest.display()))?;
+    async fn get_to_file(&self, key: &str, dest: &Path) -> LakeResult<()> {
+        fs::copy(self.path(key), dest).io_context(|| format!("cannot copy {} to {}", self.path(key).display(), dest.display()))?;
         Ok(())
     }
 
-    async fn put(&self, key: &str, data: Bytes) -> Result<()> {
+    async fn put_opts(&self, key: &str, data: Bytes, mode: PutMode<'_>) -> LakeResult<String> {
+        let version = content_version(&data);
         let tmp = self.write_tmp(&data)?;
-        self.publish(&tmp, key)
-    }
-
-    async fn put_file(&self, key: &str, src: &Path) -> Result<()> {
-        let tmp = self.tmp_path();
-        fs::copy(src, &tmp).with_context(|| format!("cannot copy {} into the lake", src.display()))?;
-        File::open(&tmp).and_then(|f| f.sync_all())?;
-        self.publish(&tmp, key)
-    }
-
-    async fn put_if_absent(&self, key: &str, data: Bytes) -> Result<PutOutcome> {
-        let tmp = self.write_tmp(&data)?;
-        let dest = self.path(key);
-        self.ensure_parent(&dest)?;
-        // link(2) fails with EEXIST instead of replacing: the existence check and the create are one step.
-        let outcome = match fs::hard_link(&tmp, &dest) {
-            Ok(()) => PutOutcome::Created,
-            Err(e) if e.kind() == ErrorKind::AlreadyExists => PutOutcome::AlreadyExists,
-            Err(e) => {
-                let _ = fs::remove_file(&tmp);
-                return Err(e).with_context(|| format!("cannot create {}", dest.display()));
+        let result = match mode {
+            PutMode::Overwrite => self.publish(&tmp, key),
+            // link(2) fails with EEXIST instead of replacing: the existence check and the create
+            // are one step, even against writers that do not take the CAS lock.
+            PutMode::Create => {
+                let dest = self.path(key);
+                self.ensure_parent(&dest)?;
+                let linked = match fs::hard_link(&tmp, &dest) {
+                    Ok(()) => Ok(()),
+                    Err(e) if e.kind() == ErrorKind::AlreadyExists => Err(LakeError::Conflict { key: key.to_owned() }),
+                    Err(e) => Err(LakeError::io(format!("cannot create {}", dest.display()), e)),
+                };
+                if linked.is_ok() {
+                    sync_dir(dest.parent().unwrap());
+                }
+                linked
             }
+            PutMode::Update(version) => self.with_cas_lock(|| {
+                if !self.is_at(key, version)? {
+                    return Err(LakeError::Conflict { key: key.to_owned() });
+                }
+                self.publish(&tmp, key)
+            }),
         };
         let _ = fs::remove_file(&tmp);
-        sync_dir(dest.parent().unwrap());
-        Ok(outcome)
+        result.map(|()| version)
     }
 
-    async fn delete(&self, key: &str) -> Result<()> {
-        let path = self.path(key);
-        match fs::remove_file(&path) {
-            Ok(()) => {}
-            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(()),
-            Err(e) => return Err(e).with_context(|| format!("cannot delete {}", path.display())),
-        }
-        // Drop now-empty partition directories so listings and globs stay clean.
-        let mut dir = path.parent();
-        while let Some(d) = dir {
-            if d == self.root || fs::remove_dir(d).is_err() {
-                break;
+    async fn put_file(&self, key: &str, src: &Path) -> LakeResult<()> {
+        let tmp = self.tmp_path();
+        fs::copy(src, &tmp).io_context(|| format!("cannot copy {} into the lake", src.display()))?;
+        File::open(&tmp).and_then(|f| f.sync_all()).io_context(|| format!("cannot sync {}", tmp.display()))?;
+        self.publish(&tmp, key)
+    }
+
+    async fn copy(&self, from: &str, to: &str) -> LakeResult<()> {
+        // Lake files are never modified in place (every write is a new file renamed over the
+        // key), so a second link to the same inode is a copy that costs no bytes.
+        let tmp = self.tmp_path();
+        fs::hard_link(self.path(from), &tmp).io_context(|| format!("cannot link {} into the lake", self.path(from).display()))?;
+        self.publish(&tmp, to)
+    }
+
+    async fn delete_if(&self, key: &str, version: &str) -> LakeResult<()> {
+        self.with_cas_lock(|| {
+            if !self.path(key).exists() {
+                Ok(())
+            } else if self.is_at(key, version)? {
+                self.remove(key)
+            } else {
+                Err(LakeError::Conflict { key: key.to_owned() })
             }
-            dir = d.parent();
-        }
-        Ok(())
+        })
     }
 
-    async fn check(&self, _create: bool) -> Result<Vec<String>> {
+    async fn delete(&self, key: &str) -> LakeResult<()> {
+        self.remove(key)
+    }
+
+    async fn check(&self, _create: bool) -> LakeResult<Vec<String>> {
         // open() already created the directory; prove it is writable the way runs write.
         let probe = format!("{STATE_PREFIX}probe-{}", std::process::id());
         self.put(&probe, Bytes::from_static(b"probe")).await?;
@@ -209,28 +277,25 @@ impl ObjectStore for LocalStore {
         Some(self.path(key))
     }
 
-    async fn lock(&self, owner: &str) -> Result<LockGuard> {
+    async fn lock(&self, owner: &str) -> LakeResult<LockGuard> {
         let path = self.path(LOCK_KEY);
-        fs::create_dir_all(self.root.join(STATE_PREFIX))?;
+        self.ensure_parent(&path)?;
         let mut file = OpenOptions::new().create(true).truncate(false).read(true).write(true).open(&path)
-            .with_context(|| format!("cannot open lock file {}", path.display()))?;
+            .io_context(|| format!("cannot open lock file {}", path.display()))?;
         match file.try_lock() {
             Ok(()) => {}
             Err(fs::TryLockError::WouldBlock) => {
                 let holder = fs::read_to_string(&path).unwrap_or_default();
-                bail!(
-                    "another tickerlake run is writing to {} ({}); wait for it to finish, then re-run",
-                    self.root.display(),
-                    holder.trim()
-                );
+                return Err(LakeError::Locked { lake: self.root.display().to_string(), holder: holder.trim().to_owned() });
             }
-            Err(fs::TryLockError::Error(e)) => return Err(e).with_context(|| format!("cannot lock {}", path.display())),
+            Err(fs::TryLockError::Error(e)) => return Err(LakeError::io(format!("cannot lock {}", path.display()), e)),
         }
-        file.set_len(0)?;
+        let _ = file.set_len(0);
         let _ = write!(file, "{owner}");
         self.sweep_tmp();
-        // The OS lock lives as long as the file handle; dropping the guard closes it.
-        Ok(LockGuard::new(async move {
+        // The OS lock lives as long as the file handle (and dies with the process): it is ours
+        // until dropped, so it can be neither lost nor need renewal.
+        Ok(LockGuard::new(Default::default(), async move {
             drop(file);
             Ok(())
         }))

@@ -11,104 +11,179 @@
 //! quarantine/<raw file stem>.csv                rows rejected from that raw file, with the reason
 //! _tickerlake/manifest.json                     what has been processed (the commit point of a run)
 //! _tickerlake/carry/date=YYYY-MM-DD/part-00000.parquet  window state carried into the next date
+//! _tickerlake/runs/<run id>/…                   a run's outputs until they are committed and published
 //! _tickerlake/lock                              one writer at a time
 //! ```
+//!
+//! Conditional writes ([`PutMode`]) are the primitive the commit protocol (`process::commit`) and
+//! the S3 lease ([`lease`]) are built on; `tests/store_conformance.rs` holds every store to them.
 
+pub mod error;
+pub mod lease;
 pub mod local;
 pub mod s3;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
-use anyhow::{Context, Result, bail};
 use async_trait::async_trait;
 use bytes::Bytes;
 
+pub use error::{LakeError, LakeResult};
+
+/// Prefix of the raw snapshots.
 pub const RAW_PREFIX: &str = "raw/";
+/// Prefix of the published (Hive-readable) processed partitions.
 pub const PROCESSED_PREFIX: &str = "processed/";
+/// Prefix of the per-raw-file quarantine CSVs.
 pub const QUARANTINE_PREFIX: &str = "quarantine/";
+/// Prefix of tickerlake's own state (manifest, carry, staging, lock).
 pub const STATE_PREFIX: &str = "_tickerlake/";
+/// The manifest: the commit point (see `process::commit`).
 pub const MANIFEST_KEY: &str = "_tickerlake/manifest.json";
+/// Prefix of the published window-state files.
 pub const CARRY_PREFIX: &str = "_tickerlake/carry/";
+/// Prefix under which each run stages its outputs before it commits.
+pub const RUNS_PREFIX: &str = "_tickerlake/runs/";
+/// The writer lock (an OS lock locally, a lease object on S3).
 pub const LOCK_KEY: &str = "_tickerlake/lock";
 /// The single file name inside every partition directory: a fixed name is what makes
 /// replacing a partition one atomic write instead of a delete + add that readers could observe.
 pub const PART_FILE: &str = "part-00000.parquet";
 
-/// Key of the one Parquet file of a processed date partition.
+/// Key of the one Parquet file of a published processed date partition.
 pub fn processed_key(date: &str) -> String {
     format!("{PROCESSED_PREFIX}date={date}/{PART_FILE}")
 }
 
-/// Key of the window-state file written alongside a processed partition.
+/// Key of the published window-state file of a date.
 pub fn carry_key(date: &str) -> String {
     format!("{CARRY_PREFIX}date={date}/{PART_FILE}")
+}
+
+/// Where run `run_id` stages the file that will be published at `key`.
+pub fn staged_key(run_id: &str, key: &str) -> String {
+    format!("{RUNS_PREFIX}{run_id}/{key}")
 }
 
 /// One listed object.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ObjectMeta {
+    /// The lake key (relative to the lake's root or prefix).
     pub key: String,
+    /// Size in bytes.
     pub size: u64,
     /// A backend-specific version tag (S3 ETag, local mtime+size) used to notice a changed object.
     pub version: String,
 }
 
+/// An object's bytes with the version a conditional write can be made against.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Versioned {
+    /// The object's content.
+    pub data: Bytes,
+    /// Its version: an S3 ETag, or a content hash on the local lake.
+    pub version: String,
+}
+
+/// The precondition of a write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PutMode<'a> {
+    /// Create or replace, unconditionally.
+    Overwrite,
+    /// Create only if no object has the key (S3 `If-None-Match: *`).
+    Create,
+    /// Replace only if the object is still at this version (S3 `If-Match: ETag`).
+    Update(&'a str),
+}
+
 /// What a conditional create found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PutOutcome {
+    /// The object was created.
     Created,
+    /// An object already had the key; nothing was written.
     AlreadyExists,
 }
 
 /// The storage operations the pipeline needs, nothing more.
 ///
 /// Every `put*` is atomic: a reader sees the old object or the new one, never a prefix of it.
+/// A failed precondition is [`LakeError::Conflict`], and writes nothing.
 #[async_trait]
 pub trait ObjectStore: Send + Sync + std::fmt::Debug {
     /// Human-readable location, for logs and errors (`./lake`, `s3://bucket/prefix`).
     fn describe(&self) -> String;
     /// All objects whose key starts with `prefix`, sorted by key (pages through large listings).
-    async fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>>;
+    async fn list(&self, prefix: &str) -> LakeResult<Vec<ObjectMeta>>;
+    /// The object's bytes and version, or `None` if it does not exist.
+    async fn get_versioned(&self, key: &str) -> LakeResult<Option<Versioned>>;
     /// The object's bytes, or `None` if it does not exist.
-    async fn get(&self, key: &str) -> Result<Option<Bytes>>;
+    async fn get(&self, key: &str) -> LakeResult<Option<Bytes>> {
+        Ok(self.get_versioned(key).await?.map(|v| v.data))
+    }
     /// Copy the object into a local file (streamed, never fully in memory).
-    async fn get_to_file(&self, key: &str, dest: &Path) -> Result<()>;
+    async fn get_to_file(&self, key: &str, dest: &Path) -> LakeResult<()>;
+    /// Write the object atomically under a precondition; returns the new version.
+    async fn put_opts(&self, key: &str, data: Bytes, mode: PutMode<'_>) -> LakeResult<String>;
     /// Create or replace the object atomically.
-    async fn put(&self, key: &str, data: Bytes) -> Result<()>;
-    /// Create or replace the object from a local file atomically (streamed/multipart when large).
-    async fn put_file(&self, key: &str, src: &Path) -> Result<()>;
+    async fn put(&self, key: &str, data: Bytes) -> LakeResult<()> {
+        self.put_opts(key, data, PutMode::Overwrite).await.map(drop)
+    }
     /// Create the object only if no object has that key (the check and the write are one step).
-    async fn put_if_absent(&self, key: &str, data: Bytes) -> Result<PutOutcome>;
+    async fn put_if_absent(&self, key: &str, data: Bytes) -> LakeResult<PutOutcome> {
+        match self.put_opts(key, data, PutMode::Create).await {
+            Ok(_) => Ok(PutOutcome::Created),
+            Err(LakeError::Conflict { .. }) => Ok(PutOutcome::AlreadyExists),
+            Err(e) => Err(e),
+        }
+    }
+    /// Create or replace the object from a local file atomically (streamed/multipart when large).
+    async fn put_file(&self, key: &str, src: &Path) -> LakeResult<()>;
+    /// Copy an object to another key inside the lake (server-side on S3), atomically.
+    async fn copy(&self, from: &str, to: &str) -> LakeResult<()>;
     /// Remove the object; removing a missing object is not an error.
-    async fn delete(&self, key: &str) -> Result<()>;
+    async fn delete(&self, key: &str) -> LakeResult<()>;
+    /// Remove the object only while it is at `version`; a missing object is not an error.
+    async fn delete_if(&self, key: &str, version: &str) -> LakeResult<()>;
     /// A local filesystem path at which DuckDB can read the object in place, if the backend has one.
     fn local_path(&self, _key: &str) -> Option<PathBuf> {
         None
     }
-    /// Take the single-writer lock for processing; released when the guard is dropped.
-    async fn lock(&self, owner: &str) -> Result<LockGuard>;
+    /// Take the single-writer lock for processing; see [`LockGuard`].
+    async fn lock(&self, owner: &str) -> LakeResult<LockGuard>;
     /// Check that the lake is usable (create it first if `create`); one line per finding.
     /// A misconfiguration is an error whose message says, in one line, what to fix.
-    async fn check(&self, create: bool) -> Result<Vec<String>>;
+    async fn check(&self, create: bool) -> LakeResult<Vec<String>>;
     /// Requests sent to a remote store so far (retries included), if the backend counts them.
     fn requests(&self) -> Option<u64> {
         None
     }
 }
 
-/// Held while a run writes to the lake. Call [`LockGuard::release`]; dropping it without releasing
-/// releases in the background where a runtime is available (a lease backend also expires).
+/// Held while a run writes to the lake. A lease-backed guard renews itself in the background and
+/// notes when it was lost (taken over after it expired); [`LockGuard::release`] gives up only a
+/// lock that is still ours. Dropping it without releasing releases in the background where a
+/// runtime is available (a lease also expires).
 pub struct LockGuard {
-    release: Option<futures::future::BoxFuture<'static, Result<()>>>,
+    lost: Arc<AtomicBool>,
+    release: Option<futures::future::BoxFuture<'static, LakeResult<()>>>,
 }
 
 impl LockGuard {
-    pub fn new(release: impl std::future::Future<Output = Result<()>> + Send + 'static) -> Self {
-        Self { release: Some(Box::pin(release)) }
+    /// A guard whose `release` runs `release`; `lost` is set by whoever notices the lock is gone.
+    pub fn new(lost: Arc<AtomicBool>, release: impl std::future::Future<Output = LakeResult<()>> + Send + 'static) -> Self {
+        Self { lost, release: Some(Box::pin(release)) }
     }
 
-    pub async fn release(mut self) -> Result<()> {
+    /// Whether the lock is still ours (a lease can be lost when renewal fails past its expiry).
+    pub fn is_held(&self) -> bool {
+        !self.lost.load(Ordering::SeqCst)
+    }
+
+    /// Give the lock up (a no-op for a lease that is no longer ours).
+    pub async fn release(mut self) -> LakeResult<()> {
         match self.release.take() {
             Some(fut) => fut.await,
             None => Ok(()),
@@ -122,7 +197,7 @@ impl Drop for LockGuard {
             if let Ok(handle) = tokio::runtime::Handle::try_current() {
                 handle.spawn(async move {
                     if let Err(e) = fut.await {
-                        tracing::warn!("could not release the lake lock: {e:#}");
+                        tracing::warn!("could not release the lake lock: {e}");
                     }
                 });
             }
@@ -130,6 +205,7 @@ impl Drop for LockGuard {
     }
 }
 
+/// The lake every stage works on: a shared handle to one store.
 pub type Lake = Arc<dyn ObjectStore>;
 
 /// Requests in flight at once when copying many objects.
@@ -146,7 +222,7 @@ pub fn progress(len: u64, what: &'static str) -> indicatif::ProgressBar {
 /// Local paths (with their keys) at which DuckDB can read the objects: in place when the lake is
 /// local, else downloaded concurrently under `dir`, keeping the key's layout (hive `date=` paths
 /// stay meaningful).
-pub async fn materialize(lake: &Lake, keys: &[String], dir: &Path, what: &'static str) -> Result<Vec<(PathBuf, String)>> {
+pub async fn materialize(lake: &Lake, keys: &[String], dir: &Path, what: &'static str) -> LakeResult<Vec<(PathBuf, String)>> {
     use futures::{StreamExt, TryStreamExt};
     let bar = progress(keys.len() as u64, what);
     let out = futures::stream::iter(keys.iter().map(|key| {
@@ -157,13 +233,13 @@ pub async fn materialize(lake: &Lake, keys: &[String], dir: &Path, what: &'stati
                 None => {
                     let p = dir.join(key);
                     std::fs::create_dir_all(p.parent().expect("keys have a parent"))
-                        .with_context(|| format!("cannot create a directory under {}", dir.display()))?;
+                        .map_err(|e| LakeError::io(format!("cannot create a directory under {}", dir.display()), e))?;
                     lake.get_to_file(key, &p).await?;
                     p
                 }
             };
             bar.inc(1);
-            anyhow::Ok((path, key.clone()))
+            LakeResult::Ok((path, key.clone()))
         }
     }))
     .buffered(IO_CONCURRENCY)
@@ -174,20 +250,18 @@ pub async fn materialize(lake: &Lake, keys: &[String], dir: &Path, what: &'stati
 }
 
 /// Open the lake named by `--lake`: a directory path, or `s3://bucket[/prefix]`.
-pub async fn open(location: &str, s3: &s3::S3Options) -> Result<Lake> {
+pub async fn open(location: &str, s3: &s3::S3Options) -> LakeResult<Lake> {
     if let Some(rest) = location.strip_prefix("s3://") {
         let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
         if bucket.is_empty() {
-            bail!("--lake {location:?} names no bucket; use s3://BUCKET or s3://BUCKET/PREFIX");
+            return Err(LakeError::Location(format!("--lake {location:?} names no bucket; use s3://BUCKET or s3://BUCKET/PREFIX")));
         }
         return Ok(Arc::new(s3::S3Store::connect(bucket, prefix, s3).await?));
     }
     if location.contains("://") {
-        bail!(
+        return Err(LakeError::Location(format!(
             "--lake {location:?} is not a supported location; use a directory path (e.g. ./lake) or s3://BUCKET/PREFIX"
-        );
+        )));
     }
-    let store = local::LocalStore::open(Path::new(location))
-        .with_context(|| format!("cannot open the local lake at {location:?}"))?;
-    Ok(Arc::new(store))
+    Ok(Arc::new(local::LocalStore::open(Path::new(location))?))
 }

@@ -5,16 +5,15 @@
 //! `--endpoint-url`, else `AWS_ENDPOINT_URL_S3` / `AWS_ENDPOINT_URL` (read by the SDK), else the
 //! target's default. Emulators and S3-compatible stores get path-style addressing.
 //!
-//! Concurrency: writers take a lease object (`_tickerlake/lock`, created with `If-None-Match: *`)
-//! that expires, so a crashed run cannot block the lake forever; every partition also records the
-//! run that wrote it, so a stray write is detected and recomputed by the next run.
+//! Conditional writes are S3's: `If-None-Match: *` to create, `If-Match: <ETag>` to replace or
+//! delete a version; a 412 (or a 409 from a concurrent conditional write) is
+//! [`LakeError::Conflict`]. Writers take a renewed lease (see `lake::lease`) built on them.
 
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use anyhow::{Context, Result, anyhow, bail};
 use async_trait::async_trait;
 use aws_sdk_s3::Client;
 use aws_sdk_s3::config::interceptors::BeforeTransmitInterceptorContextRef;
@@ -25,11 +24,10 @@ use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::primitives::{ByteStream, Length};
 use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
 use bytes::Bytes;
-use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
 use tokio::io::AsyncWriteExt;
 
-use super::{LOCK_KEY, LockGuard, ObjectMeta, ObjectStore, PutOutcome};
+use super::error::IoContext;
+use super::{LOCK_KEY, LakeError, LakeResult, LockGuard, ObjectMeta, ObjectStore, PutMode, PutOutcome, Versioned};
 
 /// Above this size uploads go multipart, so a large partition is streamed in parts from disk.
 const MULTIPART_THRESHOLD: u64 = 16 * 1024 * 1024;
@@ -48,12 +46,19 @@ pub enum Target {
     S3Compatible,
 }
 
+/// How to reach the bucket, resolved once at start-up (see `config::s3_options`).
 #[derive(Debug, Clone, Default)]
 pub struct S3Options {
+    /// Which kind of endpoint.
     pub target: Target,
+    /// The endpoint, if not AWS's own (flag, AWS_ENDPOINT_URL_S3, AWS_ENDPOINT_URL, target default).
     pub endpoint_url: Option<String>,
-    /// `None` = automatic: path-style for any non-AWS target or custom endpoint.
-    pub path_style: Option<bool>,
+    /// Path-style (true) or virtual-hosted (false) addressing.
+    pub path_style: bool,
+    /// A region to use when the environment names none (LocalStack's us-east-1).
+    pub default_region: Option<String>,
+    /// Use LocalStack's documented dummy credentials (the environment has none).
+    pub dummy_credentials: bool,
     /// How long a writer's lease lasts if the writer dies without releasing it.
     pub lock_ttl: Option<Duration>,
     /// Limit for one attempt of one request (the SDK then retries); a hung endpoint fails, not blocks.
@@ -75,7 +80,8 @@ impl Intercept for RequestCounter {
     }
 }
 
-#[derive(Debug)]
+/// A lake in an S3 bucket, under an optional key prefix.
+#[derive(Debug, Clone)]
 pub struct S3Store {
     client: Client,
     bucket: String,
@@ -89,43 +95,32 @@ pub struct S3Store {
     requests: RequestCounter,
 }
 
-#[derive(Serialize, Deserialize)]
-struct Lease {
-    owner: String,
-    expires_at: DateTime<Utc>,
-}
-
 impl S3Store {
-    pub async fn connect(bucket: &str, prefix: &str, opts: &S3Options) -> Result<Self> {
+    /// A client for `bucket` (nothing is sent until the first operation).
+    pub async fn connect(bucket: &str, prefix: &str, opts: &S3Options) -> LakeResult<Self> {
         let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest());
-        // Resolved here, in the documented order, rather than left to the SDK: the SDK applies
-        // AWS_ENDPOINT_URL_S3 only when building the client, too late to choose the addressing.
-        let env_url = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
-        let custom_endpoint = opts.endpoint_url.clone()
-            .or_else(|| env_url("AWS_ENDPOINT_URL_S3"))
-            .or_else(|| env_url("AWS_ENDPOINT_URL"))
-            .or_else(|| (opts.target == Target::Localstack).then(|| "http://localhost:4566".to_owned()));
+        let custom_endpoint = opts.endpoint_url.clone();
         if let Some(url) = &custom_endpoint {
             loader = loader.endpoint_url(url);
         }
         if opts.target == Target::S3Compatible && custom_endpoint.is_none() {
-            bail!("--target s3-compatible needs an endpoint: pass --endpoint-url http://HOST:PORT or set AWS_ENDPOINT_URL_S3");
+            return Err(LakeError::Location(
+                "--target s3-compatible needs an endpoint: pass --endpoint-url http://HOST:PORT or set AWS_ENDPOINT_URL_S3".into(),
+            ));
         }
-        if opts.target == Target::Localstack {
-            if std::env::var_os("AWS_REGION").is_none() && std::env::var_os("AWS_DEFAULT_REGION").is_none() {
-                loader = loader.region(aws_config::Region::new("us-east-1"));
-            }
-            if std::env::var_os("AWS_ACCESS_KEY_ID").is_none() && std::env::var_os("AWS_PROFILE").is_none() {
-                // LocalStack accepts any key; these are its documented dummy values, not secrets.
-                loader = loader.credentials_provider(aws_sdk_s3::config::Credentials::new("test", "test", None, None, "localstack-default"));
-            }
+        if let Some(region) = &opts.default_region {
+            loader = loader.region(aws_config::Region::new(region.clone()));
+        }
+        if opts.dummy_credentials {
+            // LocalStack accepts any key; these are its documented dummy values, not secrets.
+            loader = loader.credentials_provider(aws_sdk_s3::config::Credentials::new("test", "test", None, None, "localstack-default"));
         }
         let timeouts = aws_config::timeout::TimeoutConfig::builder()
             .connect_timeout(Duration::from_secs(5))
             .operation_attempt_timeout(opts.attempt_timeout.unwrap_or(Duration::from_secs(60)))
             .build();
         let sdk = loader.timeout_config(timeouts).load().await;
-        let path_style = opts.path_style.unwrap_or(opts.target != Target::Aws || custom_endpoint.is_some());
+        let path_style = opts.path_style;
         let requests = RequestCounter::default();
         let conf = aws_sdk_s3::config::Builder::from(&sdk).force_path_style(path_style).interceptor(requests.clone()).build();
         let endpoint = custom_endpoint.unwrap_or_else(|| "AWS S3".to_owned());
@@ -150,28 +145,35 @@ impl S3Store {
         format!("{}{key}", self.prefix)
     }
 
-    /// Turn an SDK failure into one line that says what is wrong and what to do.
-    pub fn explain<E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static>(
+    /// Turn an SDK failure into the typed error that says what is wrong and what to do.
+    fn explain<E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static>(
         &self,
         err: SdkError<E>,
         action: &str,
         key: &str,
-    ) -> anyhow::Error {
+    ) -> LakeError {
         explain(err, &self.bucket, &self.endpoint, action, &self.full_key(key))
     }
 
-    async fn upload_multipart(&self, key: &str, src: &Path, size: u64) -> Result<()> {
+    async fn upload_multipart(&self, key: &str, src: &Path, size: u64) -> LakeResult<()> {
         let full = self.full_key(key);
         let created = self.client.create_multipart_upload().bucket(&self.bucket).key(&full).send().await
             .map_err(|e| self.explain(e, "s3:PutObject", key))?;
-        let upload_id = created.upload_id().ok_or_else(|| anyhow!("S3 returned no upload id for {full}"))?.to_owned();
-        let result: Result<Vec<CompletedPart>> = async {
+        let upload_id = created.upload_id().ok_or_else(|| LakeError::Service {
+            action: "s3:PutObject".into(),
+            resource: full.clone(),
+            code: "no upload id".into(),
+            status: String::new(),
+            detail: "CreateMultipartUpload returned no upload id".into(),
+        })?.to_owned();
+        let result: LakeResult<Vec<CompletedPart>> = async {
             let mut parts = Vec::new();
             let mut offset = 0;
             let mut number = 1;
             while offset < size {
                 let len = PART_SIZE.min(size - offset);
-                let body = ByteStream::read_from().path(src).offset(offset).length(Length::Exact(len)).build().await?;
+                let body = ByteStream::read_from().path(src).offset(offset).length(Length::Exact(len)).build().await
+                    .map_err(|e| LakeError::io(format!("cannot read {}", src.display()), std::io::Error::other(e)))?;
                 let out = self.client.upload_part().bucket(&self.bucket).key(&full).upload_id(&upload_id)
                     .part_number(number).body(body).send().await
                     .map_err(|e| self.explain(e, "s3:PutObject", key))?;
@@ -195,59 +197,50 @@ impl S3Store {
             }
         }
     }
-
-    async fn read_lease(&self) -> Result<Option<Lease>> {
-        Ok(self.get(LOCK_KEY).await?.map(|body| {
-            serde_json::from_slice(&body).unwrap_or(Lease { owner: "unreadable lock".into(), expires_at: DateTime::<Utc>::MIN_UTC })
-        }))
-    }
 }
 
-/// One line per misconfiguration: unreachable endpoint, credentials, region, bucket, permissions.
+/// The typed error for an SDK failure: unreachable endpoint, credentials, region, bucket,
+/// permissions, a failed precondition, or the service's own message.
 fn explain<E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static>(
     err: SdkError<E>,
     bucket: &str,
     endpoint: &str,
     action: &str,
     key: &str,
-) -> anyhow::Error {
+) -> LakeError {
     let status = err.raw_response().map(|r| r.status().as_u16());
     let code = err.code().map(str::to_owned);
     let bucket_missing = code.as_deref() == Some("NoSuchBucket") || (status == Some(404) && code.is_none() && key.is_empty());
-    let line = match (&err, status, code.as_deref()) {
+    match (&err, status, code.as_deref()) {
         (SdkError::DispatchFailure(d), _, _) if d.is_io() || d.is_timeout() => {
-            format!("cannot reach the S3 endpoint {endpoint}: is it running and is --endpoint-url right?")
+            LakeError::Unreachable { endpoint: endpoint.to_owned(), source: Box::new(err) }
         }
-        (SdkError::DispatchFailure(d), _, _) if d.is_user() || format!("{d:?}").contains("credentials") => {
-            "no AWS credentials found: set AWS_PROFILE, or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or run on a role".to_owned()
+        (SdkError::DispatchFailure(d), _, _) if d.is_user() || format!("{d:?}").contains("credentials") => LakeError::NoCredentials,
+        (SdkError::TimeoutError(_), _, _) => LakeError::Timeout { endpoint: endpoint.to_owned() },
+        _ if bucket_missing => LakeError::BucketMissing { bucket: bucket.to_owned(), endpoint: endpoint.to_owned() },
+        (_, Some(412), _) | (_, _, Some("PreconditionFailed" | "ConditionalRequestConflict")) => LakeError::Conflict { key: key.to_owned() },
+        (_, _, Some("AccessDenied")) | (_, Some(403), _) => {
+            LakeError::AccessDenied { action: action.to_owned(), resource: format!("arn:aws:s3:::{bucket}/{key}") }
         }
-        (SdkError::TimeoutError(_), _, _) => format!("the S3 endpoint {endpoint} timed out; check the network or retry later"),
-        _ if bucket_missing => format!("bucket {bucket:?} does not exist at {endpoint}; create it with `tickerlake init`"),
-        (_, _, Some("AccessDenied")) | (_, Some(403), _) => format!(
-            "access denied for {action} on arn:aws:s3:::{bucket}/{key}: grant the credentials {action} on that resource (and check the bucket policy)"
-        ),
-        (_, _, Some("InvalidAccessKeyId" | "SignatureDoesNotMatch")) => {
-            "the AWS credentials were rejected (unknown key or wrong secret): check AWS_PROFILE / AWS_ACCESS_KEY_ID".to_owned()
-        }
+        (_, _, Some("InvalidAccessKeyId" | "SignatureDoesNotMatch")) => LakeError::BadCredentials,
         (_, _, Some("PermanentRedirect" | "AuthorizationHeaderMalformed" | "IllegalLocationConstraintException")) | (_, Some(301), _) => {
-            match err.raw_response().and_then(|r| r.headers().get("x-amz-bucket-region")) {
-                Some(region) => format!("bucket {bucket:?} is in region {region}: set AWS_REGION={region}"),
-                None => format!("bucket {bucket:?} is in another region: set AWS_REGION to the bucket's region"),
-            }
+            let region = err.raw_response().and_then(|r| r.headers().get("x-amz-bucket-region")).map(str::to_owned);
+            LakeError::WrongRegion { bucket: bucket.to_owned(), region }
         }
         _ => {
             let detail = match &err {
                 SdkError::ServiceError(s) => s.err().message().unwrap_or("").to_owned(),
                 other => format!("{}", aws_sdk_s3::error::DisplayErrorContext(other)),
             };
-            format!(
-                "S3 {action} on s3://{bucket}/{key} failed ({}{}): {detail}",
-                code.as_deref().unwrap_or("no error code"),
-                status.map(|s| format!(", HTTP {s}")).unwrap_or_default()
-            )
+            LakeError::Service {
+                action: action.to_owned(),
+                resource: format!("s3://{bucket}/{key}"),
+                code: code.unwrap_or_else(|| "no error code".into()),
+                status: status.map(|s| format!(", HTTP {s}")).unwrap_or_default(),
+                detail,
+            }
         }
-    };
-    anyhow!(line)
+    }
 }
 
 /// A response body that broke off or stalled mid-download. The SDK retries requests, not body
@@ -256,27 +249,41 @@ fn explain<E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static>(
 #[error("download interrupted: {0}")]
 struct BodyError(String);
 
-async fn with_body_retries<T, F, Fut>(key: &str, mut attempt: F) -> Result<T>
+impl From<BodyError> for LakeError {
+    fn from(e: BodyError) -> Self {
+        LakeError::io("an S3 download broke off", std::io::Error::other(e))
+    }
+}
+
+/// Run `attempt` again (up to 3 times) when its body download broke off; `attempt` returns the
+/// body error separately from final outcomes.
+async fn with_body_retries<T, F, Fut>(key: &str, mut attempt: F) -> LakeResult<T>
 where
     F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<T>>,
+    Fut: std::future::Future<Output = LakeResult<Result<T, BodyError>>>,
 {
     const ATTEMPTS: u32 = 3;
     let mut n = 0;
     loop {
         n += 1;
-        match attempt().await {
-            Err(e) if n < ATTEMPTS && e.downcast_ref::<BodyError>().is_some() => {
+        match attempt().await? {
+            Ok(v) => return Ok(v),
+            Err(e) if n < ATTEMPTS => {
                 tracing::warn!(key, attempt = n, "{e}; retrying");
                 tokio::time::sleep(Duration::from_millis(500 * u64::from(n))).await;
             }
-            other => return other.with_context(|| format!("reading {key}")),
+            Err(e) => return Err(LakeError::io(format!("reading {key}"), std::io::Error::other(e))),
         }
     }
 }
 
+fn status_of<E>(err: &SdkError<E>) -> Option<u16> {
+    err.raw_response().map(|r| r.status().as_u16())
+}
+
+/// 409 is what S3 answers when two conditional writes to one key race.
 fn is_precondition_failed<E>(err: &SdkError<E>) -> bool {
-    matches!(err.raw_response().map(|r| r.status().as_u16()), Some(412 | 409))
+    matches!(status_of(err), Some(412 | 409))
 }
 
 #[async_trait]
@@ -285,7 +292,7 @@ impl ObjectStore for S3Store {
         format!("s3://{}/{}", self.bucket, self.prefix)
     }
 
-    async fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>> {
+    async fn list(&self, prefix: &str) -> LakeResult<Vec<ObjectMeta>> {
         let mut pages = self.client.list_objects_v2().bucket(&self.bucket).prefix(self.full_key(prefix)).into_paginator().send();
         let mut out = Vec::new();
         while let Some(page) = pages.next().await {
@@ -303,50 +310,68 @@ impl ObjectStore for S3Store {
         Ok(out)
     }
 
-    async fn get(&self, key: &str) -> Result<Option<Bytes>> {
+    async fn get_versioned(&self, key: &str) -> LakeResult<Option<Versioned>> {
         with_body_retries(key, || async {
             match self.client.get_object().bucket(&self.bucket).key(self.full_key(key)).send().await {
-                Ok(out) => Ok(Some(out.body.collect().await.map_err(|e| BodyError(e.to_string()))?.into_bytes())),
-                Err(e) if e.as_service_error().is_some_and(|s| s.is_no_such_key()) => Ok(None),
+                Ok(out) => {
+                    let version = out.e_tag().unwrap_or_default().to_owned();
+                    Ok(out.body.collect().await.map(|b| Some(Versioned { data: b.into_bytes(), version })).map_err(|e| BodyError(e.to_string())))
+                }
+                Err(e) if e.as_service_error().is_some_and(|s| s.is_no_such_key()) => Ok(Ok(None)),
                 Err(e) => Err(self.explain(e, "s3:GetObject", key)),
             }
         })
         .await
     }
 
-    async fn get_to_file(&self, key: &str, dest: &Path) -> Result<()> {
+    async fn get_to_file(&self, key: &str, dest: &Path) -> LakeResult<()> {
         with_body_retries(key, || async {
             let out = self.client.get_object().bucket(&self.bucket).key(self.full_key(key)).send().await
                 .map_err(|e| self.explain(e, "s3:GetObject", key))?;
             let mut body = out.body;
-            let mut file = tokio::fs::File::create(dest).await.with_context(|| format!("cannot create {}", dest.display()))?;
-            while let Some(chunk) = body.try_next().await.map_err(|e| BodyError(e.to_string()))? {
-                file.write_all(&chunk).await?;
+            let mut file = tokio::fs::File::create(dest).await.io_context(|| format!("cannot create {}", dest.display()))?;
+            loop {
+                match body.try_next().await {
+                    Ok(Some(chunk)) => file.write_all(&chunk).await.io_context(|| format!("cannot write {}", dest.display()))?,
+                    Ok(None) => break,
+                    Err(e) => return Ok(Err(BodyError(e.to_string()))),
+                }
             }
-            file.flush().await?;
-            Ok(())
+            file.flush().await.io_context(|| format!("cannot write {}", dest.display()))?;
+            Ok(Ok(()))
         })
         .await
     }
 
-    async fn put(&self, key: &str, data: Bytes) -> Result<()> {
-        self.client.put_object().bucket(&self.bucket).key(self.full_key(key)).body(ByteStream::from(data)).send().await
-            .map_err(|e| self.explain(e, "s3:PutObject", key))?;
-        Ok(())
+    async fn put_opts(&self, key: &str, data: Bytes, mode: PutMode<'_>) -> LakeResult<String> {
+        let mut req = self.client.put_object().bucket(&self.bucket).key(self.full_key(key)).body(ByteStream::from(data));
+        req = match mode {
+            PutMode::Overwrite => req,
+            PutMode::Create => req.if_none_match("*"),
+            PutMode::Update(version) => req.if_match(version),
+        };
+        match req.send().await {
+            Ok(out) => Ok(out.e_tag().unwrap_or_default().to_owned()),
+            Err(e) if mode != PutMode::Overwrite && is_precondition_failed(&e) => Err(LakeError::Conflict { key: key.to_owned() }),
+            // If-Match on an object deleted since it was read.
+            Err(e) if matches!(mode, PutMode::Update(_)) && status_of(&e) == Some(404) => Err(LakeError::Conflict { key: key.to_owned() }),
+            Err(e) => Err(self.explain(e, "s3:PutObject", key)),
+        }
     }
 
-    async fn put_file(&self, key: &str, src: &Path) -> Result<()> {
-        let size = tokio::fs::metadata(src).await?.len();
+    async fn put_file(&self, key: &str, src: &Path) -> LakeResult<()> {
+        let size = tokio::fs::metadata(src).await.io_context(|| format!("cannot read {}", src.display()))?.len();
         if size > MULTIPART_THRESHOLD {
             return self.upload_multipart(key, src, size).await;
         }
-        let body = ByteStream::from_path(src).await.with_context(|| format!("cannot read {}", src.display()))?;
+        let body = ByteStream::from_path(src).await
+            .map_err(|e| LakeError::io(format!("cannot read {}", src.display()), std::io::Error::other(e)))?;
         self.client.put_object().bucket(&self.bucket).key(self.full_key(key)).body(body).send().await
             .map_err(|e| self.explain(e, "s3:PutObject", key))?;
         Ok(())
     }
 
-    async fn put_if_absent(&self, key: &str, data: Bytes) -> Result<PutOutcome> {
+    async fn put_if_absent(&self, key: &str, data: Bytes) -> LakeResult<PutOutcome> {
         // Stores without conditional writes ignore If-None-Match; the HEAD first keeps them honest
         // in the common (non-racing) case, and the condition closes the race where supported.
         match self.client.head_object().bucket(&self.bucket).key(self.full_key(key)).send().await {
@@ -354,24 +379,51 @@ impl ObjectStore for S3Store {
             Err(e) if e.as_service_error().is_some_and(|s| s.is_not_found()) => {}
             Err(e) => return Err(self.explain(e, "s3:GetObject", key)),
         }
-        match self.client.put_object().bucket(&self.bucket).key(self.full_key(key)).if_none_match("*").body(ByteStream::from(data)).send().await {
+        match self.put_opts(key, data, PutMode::Create).await {
             Ok(_) => Ok(PutOutcome::Created),
-            Err(e) if is_precondition_failed(&e) => Ok(PutOutcome::AlreadyExists),
-            Err(e) => Err(self.explain(e, "s3:PutObject", key)),
+            Err(LakeError::Conflict { .. }) => Ok(PutOutcome::AlreadyExists),
+            Err(e) => Err(e),
         }
     }
 
-    async fn delete(&self, key: &str) -> Result<()> {
+    async fn copy(&self, from: &str, to: &str) -> LakeResult<()> {
+        // CopyObject handles objects up to 5 GB in one request; partitions are far smaller.
+        let source = format!("{}/{}", self.bucket, self.full_key(from));
+        self.client.copy_object().bucket(&self.bucket).key(self.full_key(to)).copy_source(source).send().await
+            .map_err(|e| self.explain(e, "s3:PutObject", to))?;
+        Ok(())
+    }
+
+    async fn delete(&self, key: &str) -> LakeResult<()> {
         self.client.delete_object().bucket(&self.bucket).key(self.full_key(key)).send().await
             .map_err(|e| self.explain(e, "s3:DeleteObject", key))?;
         Ok(())
+    }
+
+    async fn delete_if(&self, key: &str, version: &str) -> LakeResult<()> {
+        // Checked by reading first as well: a store that ignores If-Match on DELETE would
+        // otherwise remove another writer's object.
+        match self.get_versioned(key).await? {
+            None => return Ok(()),
+            Some(cur) if cur.version != version => return Err(LakeError::Conflict { key: key.to_owned() }),
+            Some(_) => {}
+        }
+        match self.client.delete_object().bucket(&self.bucket).key(self.full_key(key)).if_match(version).send().await {
+            Ok(_) => Ok(()),
+            Err(e) if is_precondition_failed(&e) => Err(LakeError::Conflict { key: key.to_owned() }),
+            // Already gone.
+            Err(e) if status_of(&e) == Some(404) => Ok(()),
+            // LocalStack 4.x answers 501 to a conditional DELETE; the version was checked just above.
+            Err(e) if status_of(&e) == Some(501) => self.delete(key).await,
+            Err(e) => Err(self.explain(e, "s3:DeleteObject", key)),
+        }
     }
 
     fn requests(&self) -> Option<u64> {
         Some(self.requests.0.load(Ordering::Relaxed))
     }
 
-    async fn check(&self, create: bool) -> Result<Vec<String>> {
+    async fn check(&self, create: bool) -> LakeResult<Vec<String>> {
         use aws_sdk_s3::config::ProvideCredentials;
         let mut found = vec![format!(
             "endpoint {} ({} addressing), region {}",
@@ -380,16 +432,16 @@ impl ObjectStore for S3Store {
             self.region.as_deref().unwrap_or("unset")
         )];
         let Some(region) = self.region.clone() else {
-            bail!("no AWS region set: set AWS_REGION (or a profile's region), e.g. AWS_REGION=us-east-1");
+            return Err(LakeError::NoRegion);
         };
-        let provider = self.credentials.clone().ok_or_else(|| anyhow!("no AWS credentials provider configured"))?;
+        let provider = self.credentials.clone().ok_or(LakeError::NoCredentials)?;
         match provider.provide_credentials().await {
             Ok(creds) => {
                 let id = creds.access_key_id();
                 let tail = &id[id.len().saturating_sub(4)..];
                 found.push(format!("credentials found (access key …{tail})"));
             }
-            Err(_) => bail!("no AWS credentials found: set AWS_PROFILE, or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or run with an instance/task role"),
+            Err(_) => return Err(LakeError::NoCredentials),
         }
         match self.client.head_bucket().bucket(&self.bucket).send().await {
             Ok(_) => found.push(format!("bucket {:?} exists", self.bucket)),
@@ -404,7 +456,7 @@ impl ObjectStore for S3Store {
                 found.push(format!("bucket {:?} did not exist: created it in {region}", self.bucket));
             }
             Err(e) if e.as_service_error().is_some_and(|s| s.is_not_found()) => {
-                bail!("bucket {:?} does not exist at {}; create it with `tickerlake init`", self.bucket, self.endpoint)
+                return Err(LakeError::BucketMissing { bucket: self.bucket.clone(), endpoint: self.endpoint.clone() });
             }
             Err(e) => return Err(self.explain(e, "s3:ListBucket", "")),
         }
@@ -421,30 +473,7 @@ impl ObjectStore for S3Store {
         Ok(found)
     }
 
-    async fn lock(&self, owner: &str) -> Result<LockGuard> {
-        let lease = Lease { owner: owner.to_owned(), expires_at: Utc::now() + self.lock_ttl };
-        let body = Bytes::from(serde_json::to_vec(&lease)?);
-        for _ in 0..2 {
-            if self.put_if_absent(LOCK_KEY, body.clone()).await? == PutOutcome::Created {
-                let client = self.client.clone();
-                let (bucket, key) = (self.bucket.clone(), self.full_key(LOCK_KEY));
-                return Ok(LockGuard::new(async move {
-                    client.delete_object().bucket(bucket).key(key).send().await.context("deleting the lock object")?;
-                    Ok(())
-                }));
-            }
-            match self.read_lease().await? {
-                Some(held) if held.expires_at > Utc::now() => bail!(
-                    "another tickerlake run is writing to {} ({}, lease until {}); wait for it, or for the lease to expire, then re-run",
-                    self.describe(), held.owner, held.expires_at.format("%Y-%m-%d %H:%M:%S UTC")
-                ),
-                Some(held) => {
-                    tracing::warn!(owner = %held.owner, "taking over an expired lake lease (its run must have died)");
-                    self.delete(LOCK_KEY).await?;
-                }
-                None => {}
-            }
-        }
-        bail!("could not take the lock on {} (another run is racing for it); re-run", self.describe())
+    async fn lock(&self, owner: &str) -> LakeResult<LockGuard> {
+        super::lease::acquire(Arc::new(self.clone()), LOCK_KEY, owner, self.lock_ttl).await
     }
 }

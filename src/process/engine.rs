@@ -5,10 +5,11 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result};
 use duckdb::Connection;
 
+use super::error::{EngineContext, ProcessError, ProcessResult as Result};
 use crate::indicators;
+use crate::sql::lit;
 
 const VALIDATE_SQL: &str = include_str!("validate.sql");
 /// Parquet key-value metadata naming the run that wrote a file (see manifest.rs).
@@ -46,20 +47,11 @@ pub struct Engine {
     loads: usize,
 }
 
-/// A SQL string literal.
-pub fn lit(s: &str) -> String {
-    format!("'{}'", s.replace('\'', "''"))
-}
-
-fn list_lit<'a>(items: impl IntoIterator<Item = &'a str>) -> String {
-    let parts: Vec<String> = items.into_iter().map(lit).collect();
-    format!("[{}]", parts.join(", "))
-}
 
 impl Engine {
     /// A session spilling to `stage` beyond `memory_limit` (DuckDB syntax, e.g. "256MB").
     pub fn new(stage: &Path, memory_limit: &str) -> Result<Self> {
-        let conn = Connection::open_in_memory().context("cannot start DuckDB")?;
+        let conn = Connection::open_in_memory().doing("starting DuckDB")?;
         let spill = stage.join("duckdb-spill");
         std::fs::create_dir_all(&spill)?;
         conn.execute_batch(&format!(
@@ -67,7 +59,7 @@ impl Engine {
             lit(&spill.to_string_lossy())
         ))?;
         conn.execute_batch(&format!("SET memory_limit = {}", lit(memory_limit)))
-            .with_context(|| format!("--memory-limit {memory_limit:?} is not a size DuckDB accepts; use e.g. 256MB or 2GB"))?;
+            .map_err(|source| ProcessError::MemoryLimit { value: memory_limit.to_owned(), source })?;
         Ok(Self { conn, stage: stage.to_path_buf(), loads: 0 })
     }
 
@@ -93,10 +85,9 @@ impl Engine {
             }
         }
         let rejects = format!("rejects_{}", self.loads);
-        let sql = VALIDATE_SQL
-            .replace("{files}", &list_lit(readable.iter().map(|(p, _)| p.as_str())))
-            .replace("{rejects}", &rejects)
-            .replace("{out}", table);
+        let files_list = crate::sql::list(readable.iter().map(|(p, _)| p.as_str()));
+        let sql = crate::sql::render(VALIDATE_SQL, &[("files", &files_list), ("rejects", &rejects), ("out", table)])
+            .expect("validate.sql's holes are exactly files, rejects and out");
         let sql = if readable.is_empty() {
             // Nothing for read_csv (it needs a file): the same relations, empty.
             self.conn.execute_batch(&format!(
@@ -109,7 +100,7 @@ impl Engine {
         } else {
             sql
         };
-        self.conn.execute_batch(&sql).with_context(|| format!("DuckDB could not read the raw files ({} files)", files.len()))?;
+        self.conn.execute_batch(&sql).doing(format!("reading the raw files ({} files)", files.len()))?;
         for (i, (_, _, first_line)) in bad_headers.iter().enumerate() {
             self.conn.execute(
                 &format!("INSERT INTO {table}_rejects VALUES (?, 1, 'unexpected header (expected symbol,price,timestamp)', ?)"),
@@ -157,7 +148,7 @@ impl Engine {
     fn count_by(&self, sql: &str) -> Result<BTreeMap<String, u64>> {
         let mut stmt = self.conn.prepare(sql)?;
         let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as u64)))?;
-        Ok(rows.collect::<Result<_, _>>()?)
+        Ok(rows.collect::<std::result::Result<_, _>>()?)
     }
 
     /// The run id recorded in a Parquet file's metadata, if the file has one.
@@ -170,7 +161,7 @@ impl Engine {
         match self.conn.query_row(&sql, [], |r| r.get::<_, String>(0)) {
             Ok(v) => Ok(Some(v)),
             Err(duckdb::Error::QueryReturnedNoRows) => Ok(None),
-            Err(e) => Err(e).with_context(|| format!("cannot read Parquet metadata of {}", parquet.display())),
+            Err(e) => Err(e).doing(format!("reading the Parquet metadata of {}", parquet.display())),
         }
     }
 
@@ -187,7 +178,7 @@ impl Engine {
         }
         if !partitions.is_empty() {
             let paths: Vec<String> = partitions.iter().map(|p| p.to_string_lossy().into_owned()).collect();
-            parts.push(format!("SELECT symbol, price, \"timestamp\", false FROM read_parquet({})", list_lit(paths.iter().map(String::as_str))));
+            parts.push(format!("SELECT symbol, price, \"timestamp\", false FROM read_parquet({})", crate::sql::list(paths.iter().map(String::as_str))));
         }
         if let Some(c) = carry {
             parts.push(format!("SELECT symbol, price, \"timestamp\", true FROM read_parquet({})", lit(&c.to_string_lossy())));
@@ -199,7 +190,7 @@ impl Engine {
     /// Compute indicators and write partitions, carry state and quarantine files to the stage.
     /// `quarantine_from` is the loaded table of this run's new raw files.
     pub fn write_outputs(&self, run_id: &str, quarantine_from: &str) -> Result<StagedOutputs> {
-        indicators::compute(&self.conn).context("computing indicators")?;
+        indicators::compute(&self.conn).doing("computing indicators")?;
         let out = self.stage.join("out");
         std::fs::create_dir_all(&out)?;
         let kv = format!("KV_METADATA {{{RUN_ID_KEY}: {}}}", lit(run_id));
@@ -238,7 +229,7 @@ impl Engine {
                     OR EXISTS (SELECT 1 FROM {table}_rejects r WHERE r.file_index = k.file_index)
                  ORDER BY k.key"
             ))?;
-            stmt.query_map([], |r| Ok((r.get::<_, i32>(0)?, r.get::<_, String>(1)?)))?.collect::<Result<Vec<_>, _>>()?
+            stmt.query_map([], |r| Ok((r.get::<_, i32>(0)?, r.get::<_, String>(1)?)))?.collect::<std::result::Result<Vec<_>, _>>()?
         };
         std::fs::create_dir_all(dir)?;
         for (index, key) in &sources {
@@ -265,7 +256,7 @@ impl Engine {
 fn header_problem(path: &Path) -> Result<Option<String>> {
     // Read as bytes: the file may not be UTF-8 (DuckDB then quarantines its bad lines).
     use std::io::{BufRead, Read};
-    let file = std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+    let file = std::fs::File::open(path).map_err(|source| ProcessError::Io { context: format!("cannot open {}", path.display()), source })?;
     let mut first = Vec::new();
     std::io::BufReader::new(file).take(4096).read_until(b'\n', &mut first)?;
     let first = String::from_utf8_lossy(&first);
@@ -285,7 +276,9 @@ fn partition_files(dir: &Path) -> Result<BTreeMap<String, PathBuf>> {
         files.sort();
         // One file per partition is what PARTITION_BY writes for our sizes; more would mean rows
         // split across files, which the single-file-per-partition layout cannot publish atomically.
-        anyhow::ensure!(files.len() == 1, "DuckDB wrote {} files for partition {date}; expected exactly one", files.len());
+        if files.len() != 1 {
+            return Err(ProcessError::Layout(format!("DuckDB wrote {} files for partition {date}; expected exactly one", files.len())));
+        }
         out.insert(date.to_owned(), files.remove(0));
     }
     Ok(out)

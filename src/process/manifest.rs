@@ -1,67 +1,129 @@
-//! The manifest: what has been processed. Writing it is the commit point of a `process` run.
-//!
-//! Everything a run writes before the manifest is either deterministic (re-running rewrites the
-//! same bytes' worth of data) or tagged with the run id, so a crash before the commit leaves
-//! nothing that a re-run would double-count.
+//! The manifest: what has been processed and which file holds each committed partition. It is
+//! the lake's single source of truth; see `commit` for how it changes.
 
 use std::collections::BTreeMap;
 
-use anyhow::{Context, Result, bail};
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
-use crate::lake::{Lake, MANIFEST_KEY};
+use super::error::{ProcessError, ProcessResult};
+use crate::lake::{self, Lake, LakeError, MANIFEST_KEY, PutMode};
 
 const FORMAT: u32 = 1;
 
+/// The committed state of the lake.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct Manifest {
+    /// Format of this file (readers refuse other formats).
     pub format: u32,
     /// Raw files already processed, by lake key.
     pub raw: BTreeMap<String, RawEntry>,
     /// Committed processed partitions, by date (`YYYY-MM-DD`).
     pub partitions: BTreeMap<String, PartitionEntry>,
+    /// The version of the manifest object this was read at (None: there was none); the commit is
+    /// conditional on it.
+    #[serde(skip)]
+    pub read_version: Option<String>,
 }
 
+/// One processed raw file.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct RawEntry {
     /// The object's version when it was processed (ETag or mtime+size), to notice edits.
     pub version: String,
+    /// Data rows read.
     pub rows: u64,
+    /// Rows kept for the indicators.
     pub kept: u64,
+    /// Rows quarantined.
     pub quarantined: u64,
     /// Range of dates its kept rows fall in: which partitions to re-read it for, if ever needed.
     pub first_date: Option<String>,
+    /// See `first_date`.
     pub last_date: Option<String>,
 }
 
+/// One committed date partition.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct PartitionEntry {
-    /// The run whose output is committed; the partition's Parquet metadata must name the same run.
+    /// The run whose output is committed; the partition's Parquet metadata names the same run.
     pub run_id: String,
+    /// Rows in the partition.
     pub rows: u64,
+    /// Whether the committed file has been copied to its published key (`processed/date=…/`);
+    /// until then it is read from the run's staging area. Manifests written before staging
+    /// existed had only published files.
+    #[serde(default = "published_by_default")]
+    pub published: bool,
+}
+
+fn published_by_default() -> bool {
+    true
+}
+
+/// A committed partition as readers should read it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommittedPartition {
+    /// `YYYY-MM-DD`.
+    pub date: String,
+    /// The key of the committed Parquet file (published or still staged).
+    pub key: String,
+    /// The run that wrote it.
+    pub run_id: String,
+}
+
+impl PartitionEntry {
+    /// Where the committed partition file of `date` is now.
+    pub fn processed_key(&self, date: &str) -> String {
+        self.locate(lake::processed_key(date))
+    }
+
+    /// Where the committed carry file of `date` is now.
+    pub fn carry_key(&self, date: &str) -> String {
+        self.locate(lake::carry_key(date))
+    }
+
+    fn locate(&self, published: String) -> String {
+        if self.published { published } else { lake::staged_key(&self.run_id, &published) }
+    }
 }
 
 impl Manifest {
-    pub async fn load(lake: &Lake) -> Result<Self> {
-        let Some(bytes) = lake.get(MANIFEST_KEY).await? else {
-            return Ok(Self { format: FORMAT, ..Self::default() });
-        };
-        let manifest: Self = serde_json::from_slice(&bytes).with_context(|| {
-            format!("{MANIFEST_KEY} in {} is corrupt; rebuild it with `tickerlake process --full`", lake.describe())
-        })?;
-        if manifest.format != FORMAT {
-            bail!("{MANIFEST_KEY} has format {} but this tickerlake reads format {FORMAT}; rebuild with `tickerlake process --full`", manifest.format);
-        }
-        Ok(manifest)
-    }
-
+    /// An empty manifest (a new lake).
     pub fn empty() -> Self {
         Self { format: FORMAT, ..Self::default() }
     }
 
-    pub async fn commit(&self, lake: &Lake) -> Result<()> {
-        lake.put(MANIFEST_KEY, Bytes::from(serde_json::to_vec(self)?)).await
+    /// Read the committed manifest (empty if the lake has none yet), remembering its version.
+    pub async fn load(lake: &Lake) -> ProcessResult<Self> {
+        let Some(found) = lake.get_versioned(MANIFEST_KEY).await? else {
+            return Ok(Self::empty());
+        };
+        let mut manifest: Self =
+            serde_json::from_slice(&found.data).map_err(|source| ProcessError::CorruptManifest { lake: lake.describe(), source })?;
+        if manifest.format != FORMAT {
+            return Err(ProcessError::ManifestFormat { found: manifest.format, expected: FORMAT });
+        }
+        manifest.read_version = Some(found.version);
+        Ok(manifest)
+    }
+
+    /// Write the manifest if nobody else has since it was read (compare-and-swap), and remember
+    /// the new version. A lost race is [`ProcessError::Conflict`] and writes nothing.
+    pub async fn commit(&mut self, lake: &Lake) -> ProcessResult<()> {
+        let body = Bytes::from(serde_json::to_vec(self).expect("the manifest serialises"));
+        let mode = match &self.read_version {
+            Some(v) => PutMode::Update(v),
+            None => PutMode::Create,
+        };
+        match lake.put_opts(MANIFEST_KEY, body, mode).await {
+            Ok(version) => {
+                self.read_version = Some(version);
+                Ok(())
+            }
+            Err(LakeError::Conflict { .. }) => Err(ProcessError::Conflict { lake: lake.describe() }),
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// Committed raw files whose kept rows touch `date`.
@@ -69,5 +131,14 @@ impl Manifest {
         self.raw.iter()
             .filter(move |(_, e)| matches!((&e.first_date, &e.last_date), (Some(a), Some(b)) if a.as_str() <= date && date <= b.as_str()))
             .map(|(k, _)| k.as_str())
+    }
+
+    /// The committed partitions, each at the key that holds its committed file: what every reader
+    /// (query, catalog, SQL endpoint) reads, and nothing else under `processed/`.
+    pub fn committed_partitions(&self) -> Vec<CommittedPartition> {
+        self.partitions
+            .iter()
+            .map(|(date, e)| CommittedPartition { date: date.clone(), key: e.processed_key(date), run_id: e.run_id.clone() })
+            .collect()
     }
 }

@@ -3,11 +3,14 @@
 //! A run reads only raw files the manifest has not seen, plus what the window needs: the
 //! committed partitions from the earliest new date on, and the carry state (last 4 rows of every
 //! symbol) of the partition just before. It rewrites every partition from that date on, so a late
-//! snapshot with an old timestamp gives the same result as a full recompute. The manifest is
-//! written last; partitions and carry files name the run that wrote them, and one whose run was
-//! never committed (a crash, a lost race) is recomputed from raw by the next run.
+//! snapshot with an old timestamp gives the same result as a full recompute. How the outputs
+//! become visible (stage, compare-and-swap commit, publish) is `commit`'s; partitions and carry
+//! files also name the run that wrote them, and one that is not the committed run's (a lost or
+//! damaged file) is recomputed from raw by the next run.
 
+pub mod commit;
 pub mod engine;
+pub mod error;
 pub mod manifest;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -15,19 +18,20 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result};
 use chrono::Utc;
-use futures::{StreamExt, TryStreamExt};
 use indicatif::{ProgressBar, ProgressStyle};
 
+use crate::faults;
 use crate::lake::{self, CARRY_PREFIX, Lake, ObjectMeta, PROCESSED_PREFIX, QUARANTINE_PREFIX, RAW_PREFIX};
 use engine::{Engine, LoadStats, StagedOutputs};
+pub use error::{ProcessError, ProcessResult};
 use manifest::{Manifest, PartitionEntry, RawEntry};
 
 /// DuckDB's memory budget for a run unless told otherwise: a month of 3,000 symbols fits in it;
 /// larger rebuilds spill to the run's stage directory instead of growing the process.
 pub const DEFAULT_MEMORY_LIMIT: &str = "256MB";
 
+/// How to run `process`.
 #[derive(Debug, Clone)]
 pub struct ProcessOptions {
     /// Ignore the manifest and rebuild every partition from all raw files.
@@ -45,13 +49,21 @@ impl Default for ProcessOptions {
 /// What a run did, printed at its end.
 #[derive(Debug, Clone, Default)]
 pub struct Summary {
+    /// New raw files read.
     pub snapshots_read: usize,
+    /// Data rows in them.
     pub rows_read: u64,
+    /// Rows kept for the indicators.
     pub rows_kept: u64,
+    /// Rows dropped by the original job's filters, by reason.
     pub dropped: BTreeMap<String, u64>,
+    /// Rows quarantined, by reason.
     pub quarantined: BTreeMap<String, u64>,
+    /// Dates whose partitions this run committed.
     pub partitions_written: Vec<String>,
+    /// Published partitions a `--full` rebuild removed.
     pub partitions_deleted: Vec<String>,
+    /// Wall time of the run.
     pub elapsed: Duration,
     /// Requests sent to a remote lake during the run (None for the local lake).
     pub requests: Option<u64>,
@@ -91,7 +103,7 @@ impl fmt::Display for Summary {
 }
 
 /// Run DuckDB work on the current thread without starving other tasks of a multi-thread runtime.
-fn blocking<T>(f: impl FnOnce() -> T) -> T {
+pub(crate) fn blocking<T>(f: impl FnOnce() -> T) -> T {
     match tokio::runtime::Handle::try_current() {
         Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => tokio::task::block_in_place(f),
         _ => f(),
@@ -108,50 +120,33 @@ fn spinner(what: &'static str) -> ProgressBar {
 
 /// A local copy of an optional lake object (None if it does not exist): one GET on S3.
 /// Only for small objects (carry state, one day's partition), which are read into memory.
-async fn fetch_optional(lake: &Lake, key: &str, dir: &Path) -> Result<Option<PathBuf>> {
+async fn fetch_optional(lake: &Lake, key: &str, dir: &Path) -> ProcessResult<Option<PathBuf>> {
     if let Some(p) = lake.local_path(key) {
         return Ok(p.exists().then_some(p));
     }
     let Some(bytes) = lake.get(key).await? else { return Ok(None) };
     std::fs::create_dir_all(dir)?;
     let p = dir.join(key.replace('/', "_"));
-    std::fs::write(&p, bytes).with_context(|| format!("cannot write {}", p.display()))?;
+    std::fs::write(&p, bytes).map_err(|source| ProcessError::Io { context: format!("cannot write {}", p.display()), source })?;
     Ok(Some(p))
 }
 
-/// Crash-test hooks, unset in normal use: `TICKERLAKE_FAILPOINT=<name>` aborts the process at
-/// that point exactly like a kill -9; `TICKERLAKE_PAUSEPOINT=<name>:<secs>` sleeps there once, so a
-/// test can take the S3 endpoint down mid-run. Tests use them to prove a re-run converges.
-fn failpoint(name: &str) {
-    if std::env::var("TICKERLAKE_FAILPOINT").is_ok_and(|v| v == name) {
-        eprintln!("failpoint {name}: aborting");
-        std::process::abort();
-    }
-    static PAUSED: std::sync::Once = std::sync::Once::new();
-    if let Some(secs) = std::env::var("TICKERLAKE_PAUSEPOINT").ok().and_then(|v| v.strip_prefix(&format!("{name}:")).and_then(|s| s.parse().ok())) {
-        PAUSED.call_once(|| {
-            eprintln!("pausepoint {name}: sleeping {secs} s");
-            // Pause this step only: a plain sleep would also freeze the tasks queued on this
-            // worker (in-flight uploads among them) for the whole pause.
-            blocking(|| std::thread::sleep(Duration::from_secs(secs)));
-        });
-    }
-}
-
-pub fn new_run_id() -> String {
-    format!("{}-{:06x}", Utc::now().format("%Y%m%dT%H%M%S%.3fZ"), rand::random::<u32>() & 0xff_ffff)
-}
-
 /// Process new raw snapshots (or all, with `full`) into the lake's processed partitions.
-pub async fn process(lake: &Lake, opts: &ProcessOptions) -> Result<Summary> {
+pub async fn process(lake: &Lake, opts: &ProcessOptions) -> ProcessResult<Summary> {
     let started = Instant::now();
     let requests_before = lake.requests();
-    let run_id = new_run_id();
+    let run_id = commit::new_run_id();
     let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "unknown host".into());
-    let guard = lake.lock(&format!("run {run_id}, pid {} on {host}", std::process::id())).await?;
-    let result = process_locked(lake, opts, &run_id).await;
-    if let Err(e) = guard.release().await {
-        tracing::warn!("could not release the lake lock: {e:#}");
+    let guard = if faults::enabled("ignore-lock") {
+        None
+    } else {
+        Some(lake.lock(&format!("run {run_id}, pid {} on {host}", std::process::id())).await?)
+    };
+    let result = process_locked(lake, opts, &run_id, guard.as_ref()).await;
+    if let Some(guard) = guard {
+        if let Err(e) = guard.release().await {
+            tracing::warn!("could not release the lake lock: {e}");
+        }
     }
     let mut summary = result?;
     summary.elapsed = started.elapsed();
@@ -159,8 +154,66 @@ pub async fn process(lake: &Lake, opts: &ProcessOptions) -> Result<Summary> {
     Ok(summary)
 }
 
-async fn process_locked(lake: &Lake, opts: &ProcessOptions, run_id: &str) -> Result<Summary> {
-    let mut manifest = if opts.full { Manifest::empty() } else { Manifest::load(lake).await? };
+async fn process_locked(lake: &Lake, opts: &ProcessOptions, run_id: &str, guard: Option<&lake::LockGuard>) -> ProcessResult<Summary> {
+    let mut manifest = Manifest::load(lake).await?;
+    // Finish a predecessor that crashed between its commit and its publication.
+    let published = commit::publish(lake, &mut manifest).await?;
+    if !published.is_empty() {
+        tracing::warn!(runs = ?published, "published the partitions of a run that stopped after its commit");
+        commit::drop_staging(lake, &published).await?;
+    }
+    let base = if opts.full {
+        // Rebuild from nothing, but commit against the manifest just read.
+        Manifest { read_version: manifest.read_version.clone(), ..Manifest::empty() }
+    } else {
+        manifest.clone()
+    };
+    let outcome = compute_and_commit(lake, opts, run_id, guard, base).await;
+    let (summary, committed) = match outcome {
+        Ok(done) => done,
+        Err(e) => {
+            // Nothing of this run is committed: its staging area is garbage. Best effort.
+            let _ = commit::drop_staging(lake, &BTreeSet::from([run_id.to_owned()])).await;
+            return Err(e);
+        }
+    };
+    let Some((mut committed, emptied)) = committed else { return Ok(summary) };
+    faults::point("after-commit");
+    // Committed: from here on a failure is only a warning. Readers already see the committed
+    // files (from staging if need be), and the next run finishes what is left.
+    let mut summary = summary;
+    if let Err(e) = finish_after_commit(lake, &mut committed, opts.full || emptied, &mut summary).await {
+        tracing::warn!("committed, but the clean-up after the commit failed ({}); the next run completes it", crate::report::one_line(&e));
+    }
+    Ok(summary)
+}
+
+/// Publish the committed files, drop staging areas no longer needed, and (after a rebuild) remove
+/// published files the manifest no longer names.
+async fn finish_after_commit(lake: &Lake, committed: &mut Manifest, remove: bool, summary: &mut Summary) -> ProcessResult<()> {
+    let runs = commit::publish(lake, committed).await?;
+    commit::drop_staging(lake, &runs).await?;
+    commit::sweep_abandoned(lake, committed, Utc::now()).await?;
+    if remove {
+        summary.partitions_deleted = remove_stale(lake, committed).await?;
+    }
+    Ok(())
+}
+
+/// Stage this run's outputs and commit them. Returns the summary and, if anything was committed,
+/// the manifest as committed and whether a date lost its partition.
+///
+/// New raw files are worked through in chunks, in key (= time) order, each sized to what the
+/// memory limit holds: a chunk is an incremental step on top of the previous chunks' staged
+/// outputs, so memory is bounded by the chunk, never by the history. The run commits once, at
+/// the end: readers see all of it or none of it.
+async fn compute_and_commit(
+    lake: &Lake,
+    opts: &ProcessOptions,
+    run_id: &str,
+    guard: Option<&lake::LockGuard>,
+    mut manifest: Manifest,
+) -> ProcessResult<(Summary, Option<(Manifest, bool)>)> {
     let listing: Vec<ObjectMeta> = lake.list(RAW_PREFIX).await?.into_iter().filter(|o| o.key.ends_with(".csv")).collect();
     let present: BTreeMap<String, ObjectMeta> = listing.into_iter().map(|o| (o.key.clone(), o)).collect();
     report_drift(&manifest, &present);
@@ -168,41 +221,144 @@ async fn process_locked(lake: &Lake, opts: &ProcessOptions, run_id: &str) -> Res
     let mut summary = Summary::default();
     if new.is_empty() {
         tracing::info!("no new raw snapshots in {}", lake.describe());
-        return Ok(summary);
+        return Ok((summary, None));
     }
-    tracing::info!(new = new.len(), run_id, full = opts.full, "processing raw snapshots");
-    let stage = tempfile::Builder::new().prefix("tickerlake-run-").tempdir().context("cannot create a stage directory")?;
-    let new_keys: Vec<String> = new.iter().map(|o| o.key.clone()).collect();
-    let new_files = lake::materialize(lake, &new_keys, &stage.path().join("raw"), "raw").await?;
+    let chunks = chunks(&new, chunk_budget(&opts.memory_limit));
+    tracing::info!(new = new.len(), chunks = chunks.len(), run_id, full = opts.full, "processing raw snapshots");
+    let progress = lake::progress(new.len() as u64, "snapshots");
+    let mut written = BTreeSet::new();
+    let mut emptied = false;
+    for chunk in &chunks {
+        let step = process_chunk(lake, opts, run_id, &mut manifest, chunk, &present).await?;
+        summary.snapshots_read += chunk.len();
+        summary.rows_read += step.loaded.per_file.values().map(|s| s.rows).sum::<u64>();
+        summary.rows_kept += step.loaded.per_file.values().map(|s| s.kept).sum::<u64>();
+        for (reason, n) in &step.loaded.dropped {
+            *summary.dropped.entry(reason.clone()).or_default() += n;
+        }
+        for (reason, n) in &step.loaded.quarantined {
+            *summary.quarantined.entry(reason.clone()).or_default() += n;
+        }
+        written.extend(step.dates_written);
+        emptied |= step.emptied;
+        progress.inc(chunk.len() as u64);
+        if chunks.len() > 1 {
+            tracing::debug!(done = progress.position(), of = new.len(), rows = summary.rows_read, "chunk staged");
+        }
+    }
+    progress.finish_and_clear();
+    summary.partitions_written = written.into_iter().collect();
+
+    faults::point("before-commit");
+    if guard.is_some_and(|g| !g.is_held()) {
+        return Err(ProcessError::LeaseLost { lake: lake.describe() });
+    }
+    // Commit: from here on the run's output is what the lake says was processed.
+    if let Err(e) = manifest.commit(lake).await {
+        // A failure can be ambiguous (a retried request whose first attempt landed answers 412):
+        // believe the lake. If the manifest names this run, the commit happened.
+        match Manifest::load(lake).await {
+            Ok(current) if current.partitions.values().any(|p| p.run_id == run_id) => manifest = current,
+            _ => return Err(e),
+        }
+    }
+    tracing::info!(run_id, partitions = summary.partitions_written.len(), "committed");
+    Ok((summary, Some((manifest, emptied))))
+}
+
+/// What one chunk did.
+struct ChunkOutcome {
+    loaded: LoadStats,
+    dates_written: Vec<String>,
+    emptied: bool,
+}
+
+/// Split the new raw files (in key order) into runs of at most `budget` bytes of CSV (at least one
+/// file each).
+fn chunks(new: &[ObjectMeta], budget: u64) -> Vec<Vec<ObjectMeta>> {
+    let mut out: Vec<Vec<ObjectMeta>> = Vec::new();
+    let mut size = 0;
+    for obj in new {
+        if out.is_empty() || size + obj.size > budget {
+            out.push(Vec::new());
+            size = 0;
+        }
+        size += obj.size;
+        out.last_mut().expect("just pushed").push(obj.clone());
+    }
+    out
+}
+
+/// Bytes of raw CSV one chunk may hold: half the memory limit (a month of 3,000 symbols, 116 MB of
+/// CSV, runs in 256 MB). Unparsable limits get the default budget; DuckDB then rejects them.
+fn chunk_budget(memory_limit: &str) -> u64 {
+    parse_size(memory_limit).unwrap_or(256 << 20) / 2
+}
+
+/// A size in DuckDB's notation (`256MB`, `2GB`, `1.5GiB`, `512 KiB`, `1000000B`), in bytes.
+pub fn parse_size(s: &str) -> Option<u64> {
+    let s = s.trim();
+    let split = s.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(s.len());
+    let (number, unit) = s.split_at(split);
+    let number: f64 = number.parse().ok()?;
+    let scale: f64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" | "byte" | "bytes" => 1.0,
+        "kb" | "k" => 1e3,
+        "mb" | "m" => 1e6,
+        "gb" | "g" => 1e9,
+        "tb" | "t" => 1e12,
+        "kib" => 1024.0,
+        "mib" => 1024.0 * 1024.0,
+        "gib" => 1024.0 * 1024.0 * 1024.0,
+        "tib" => 1024.0 * 1024.0 * 1024.0 * 1024.0,
+        _ => return None,
+    };
+    Some((number * scale) as u64)
+}
+
+/// One incremental step: read `chunk`, recompute from its earliest date on top of the committed
+/// (or this run's already staged) state, stage the outputs, and record them in `manifest` as
+/// this run's (not yet committed).
+async fn process_chunk(
+    lake: &Lake,
+    opts: &ProcessOptions,
+    run_id: &str,
+    manifest: &mut Manifest,
+    chunk: &[ObjectMeta],
+    present: &BTreeMap<String, ObjectMeta>,
+) -> ProcessResult<ChunkOutcome> {
+    let stage = tempfile::Builder::new()
+        .prefix("tickerlake-run-")
+        .tempdir()
+        .map_err(|source| ProcessError::Io { context: "cannot create a stage directory".into(), source })?;
+    let keys: Vec<String> = chunk.iter().map(|o| o.key.clone()).collect();
+    let files = lake::materialize(lake, &keys, &stage.path().join("raw"), "raw").await?;
 
     let mut engine = Engine::new(stage.path(), &opts.memory_limit)?;
     let phase = spinner("reading raw CSV");
-    let loaded = blocking(|| engine.load_raw("new_rows", &new_files))?;
+    let loaded = blocking(|| engine.load_raw("new_rows", &files)).map_err(|e| e.with_memory_hint(&opts.memory_limit))?;
     phase.finish_and_clear();
-    summary.snapshots_read = new.len();
-    summary.rows_read = loaded.per_file.values().map(|s| s.rows).sum();
-    summary.rows_kept = loaded.per_file.values().map(|s| s.kept).sum();
-    summary.dropped = loaded.dropped.clone();
-    summary.quarantined = loaded.quarantined.clone();
 
     let earliest_new = loaded.per_file.values().filter_map(|s| s.first_date.clone()).min();
     let mut dirty_dates = Vec::new();
     let staged = match earliest_new {
         Some(date) => {
-            let window = plan_window(lake, &manifest, &engine, date, stage.path()).await?;
+            let window = plan_window(lake, manifest, &engine, date, stage.path()).await?;
             dirty_dates.clone_from(&window.dirty_dates);
             let dirty_files = if window.dirty_dates.is_empty() {
                 Vec::new()
             } else {
                 // Only raw files still there: a removed one's rows are gone from the rebuilt dates.
-                let keys: BTreeSet<String> = window.dirty_dates.iter()
+                let keys: BTreeSet<String> = window
+                    .dirty_dates
+                    .iter()
                     .flat_map(|d| manifest.raw_files_for(d).map(str::to_owned).collect::<Vec<_>>())
                     .filter(|k| present.contains_key(k))
                     .collect();
                 lake::materialize(lake, &keys.into_iter().collect::<Vec<_>>(), &stage.path().join("reread"), "re-read").await?
             };
             let phase = spinner("computing indicators");
-            let staged = blocking(|| -> Result<StagedOutputs> {
+            let staged = blocking(|| -> ProcessResult<StagedOutputs> {
                 let mut loaded_tables: Vec<(&str, Option<&[String]>)> = vec![("new_rows", None)];
                 if !dirty_files.is_empty() {
                     engine.load_raw("reread_rows", &dirty_files)?;
@@ -210,30 +366,31 @@ async fn process_locked(lake: &Lake, opts: &ProcessOptions, run_id: &str) -> Res
                 }
                 engine.build_input(&loaded_tables, &window.clean_partitions, window.carry.as_deref())?;
                 engine.write_outputs(run_id, "new_rows")
-            })?;
+            })
+            .map_err(|e| e.with_memory_hint(&opts.memory_limit))?;
             phase.finish_and_clear();
             staged
         }
         // Nothing kept (all rows dropped or quarantined): only quarantine and the manifest change.
-        None => blocking(|| -> Result<StagedOutputs> {
+        None => blocking(|| -> ProcessResult<StagedOutputs> {
             engine.build_input(&[], &[], None)?;
             engine.write_outputs(run_id, "new_rows")
         })?,
     };
     drop(engine);
 
-    publish(lake, &staged).await?;
-    summary.partitions_written = staged.partitions.keys().cloned().collect();
-    if opts.full {
-        summary.partitions_deleted = remove_stale(lake, &staged).await?;
+    let mut outputs: Vec<(String, &Path)> = Vec::new();
+    for (date, (path, _)) in &staged.partitions {
+        outputs.push((lake::processed_key(date), path));
     }
-
-    failpoint("before-commit");
-    // Commit: from here on the run's output is what the lake says was processed.
-    record(&mut manifest, &new, &loaded, &staged, &dirty_dates, run_id);
-    manifest.commit(lake).await?;
-    tracing::info!(run_id, partitions = staged.partitions.len(), "committed");
-    Ok(summary)
+    for (date, path) in &staged.carries {
+        outputs.push((lake::carry_key(date), path));
+    }
+    commit::stage(lake, run_id, &outputs).await?;
+    let quarantine: Vec<(String, &Path)> = staged.quarantine.iter().map(|(raw, path)| (quarantine_key(raw), path.as_path())).collect();
+    commit::put_all(lake, &quarantine).await?;
+    let emptied = record(manifest, chunk, &loaded, &staged, &dirty_dates, run_id);
+    Ok(ChunkOutcome { loaded, dates_written: staged.partitions.keys().cloned().collect(), emptied })
 }
 
 /// What the window computation needs from committed state.
@@ -246,65 +403,34 @@ struct Window {
     carry: Option<PathBuf>,
 }
 
-async fn plan_window(lake: &Lake, manifest: &Manifest, engine: &Engine, earliest_new: String, stage: &Path) -> Result<Window> {
+async fn plan_window(lake: &Lake, manifest: &Manifest, engine: &Engine, earliest_new: String, stage: &Path) -> ProcessResult<Window> {
     let dir = stage.join("committed");
-    let is_committed = |path: &Path, entry: &PartitionEntry| -> Result<bool> {
+    let is_committed = |path: &Path, entry: &PartitionEntry| -> ProcessResult<bool> {
         Ok(blocking(|| engine.run_id_of(path))?.as_deref() == Some(entry.run_id.as_str()))
     };
     // Walk back while the carry state before the start cannot be trusted.
     let mut start = earliest_new;
     let carry = loop {
         let Some((prev, entry)) = manifest.partitions.range(..start.clone()).next_back() else { break None };
-        match fetch_optional(lake, &lake::carry_key(prev), &dir).await? {
+        match fetch_optional(lake, &entry.carry_key(prev), &dir).await? {
             Some(path) if is_committed(&path, entry)? => break Some(path),
             _ => {
-                tracing::warn!(date = %prev, "carry state is missing or from an uncommitted run; recomputing from that date");
+                tracing::warn!(date = %prev, "carry state is missing or not the committed run's; recomputing from that date");
                 start = prev.clone();
             }
         }
     };
     let mut window = Window { clean_partitions: Vec::new(), dirty_dates: Vec::new(), carry };
     for (date, entry) in manifest.partitions.range(start..) {
-        match fetch_optional(lake, &lake::processed_key(date), &dir).await? {
+        match fetch_optional(lake, &entry.processed_key(date), &dir).await? {
             Some(path) if is_committed(&path, entry)? => window.clean_partitions.push(path),
             _ => {
-                tracing::warn!(%date, "partition is missing or from an uncommitted run; rebuilding it from raw");
+                tracing::warn!(%date, "partition is missing or not the committed run's; rebuilding it from raw");
                 window.dirty_dates.push(date.clone());
             }
         }
     }
     Ok(window)
-}
-
-async fn publish(lake: &Lake, staged: &StagedOutputs) -> Result<()> {
-    let mut uploads: Vec<(String, &Path)> = Vec::new();
-    for (date, (path, _)) in &staged.partitions {
-        uploads.push((lake::processed_key(date), path));
-    }
-    for (date, path) in &staged.carries {
-        uploads.push((lake::carry_key(date), path));
-    }
-    for (raw_key, path) in &staged.quarantine {
-        uploads.push((quarantine_key(raw_key), path));
-    }
-    let bar = lake::progress(uploads.len() as u64, "publish");
-    futures::stream::iter(uploads.iter().map(|(key, path)| {
-        let bar = bar.clone();
-        async move {
-            lake.put_file(key, path).await?;
-            if key.starts_with(PROCESSED_PREFIX) {
-                // An uncommitted partition is now visible: the state a crash here must recover from.
-                failpoint("mid-publish");
-            }
-            bar.inc(1);
-            anyhow::Ok(())
-        }
-    }))
-    .buffer_unordered(lake::IO_CONCURRENCY)
-    .try_collect::<Vec<_>>()
-    .await?;
-    bar.finish_and_clear();
-    Ok(())
 }
 
 /// `quarantine/<raw file name>`: one file per raw file, so re-running rewrites rather than adds.
@@ -313,11 +439,13 @@ pub fn quarantine_key(raw_key: &str) -> String {
     format!("{QUARANTINE_PREFIX}{name}")
 }
 
-/// After a full rebuild, delete partitions/carry/quarantine files the rebuild did not produce.
-async fn remove_stale(lake: &Lake, staged: &StagedOutputs) -> Result<Vec<String>> {
-    let keep: BTreeSet<String> = staged.partitions.keys().map(|d| lake::processed_key(d))
-        .chain(staged.carries.keys().map(|d| lake::carry_key(d)))
-        .chain(staged.quarantine.keys().map(|k| quarantine_key(k)))
+/// Delete published partition and carry files of dates the committed manifest does not have, and
+/// quarantine files of raw files it does not have (after a `--full` rebuild, or dates emptied by
+/// a rebuild). Returns the partition keys removed.
+async fn remove_stale(lake: &Lake, committed: &Manifest) -> ProcessResult<Vec<String>> {
+    let keep: BTreeSet<String> = committed.partitions.keys()
+        .flat_map(|d| [lake::processed_key(d), lake::carry_key(d)])
+        .chain(committed.raw.keys().map(|k| quarantine_key(k)))
         .collect();
     let mut removed = Vec::new();
     for prefix in [PROCESSED_PREFIX, CARRY_PREFIX, QUARANTINE_PREFIX] {
@@ -334,7 +462,8 @@ async fn remove_stale(lake: &Lake, staged: &StagedOutputs) -> Result<Vec<String>
 }
 
 /// The manifest after this run: its new raw files, and its partitions as the committed ones.
-fn record(manifest: &mut Manifest, new: &[ObjectMeta], loaded: &LoadStats, staged: &StagedOutputs, dirty_dates: &[String], run_id: &str) {
+/// Returns whether a date lost its partition (its published file is then stale).
+fn record(manifest: &mut Manifest, new: &[ObjectMeta], loaded: &LoadStats, staged: &StagedOutputs, dirty_dates: &[String], run_id: &str) -> bool {
     for obj in new {
         let s = loaded.per_file.get(&obj.key).cloned().unwrap_or_default();
         manifest.raw.insert(obj.key.clone(), RawEntry {
@@ -347,12 +476,14 @@ fn record(manifest: &mut Manifest, new: &[ObjectMeta], loaded: &LoadStats, stage
         });
     }
     for (date, (_, rows)) in &staged.partitions {
-        manifest.partitions.insert(date.clone(), PartitionEntry { run_id: run_id.to_owned(), rows: *rows });
+        manifest.partitions.insert(date.clone(), PartitionEntry { run_id: run_id.to_owned(), rows: *rows, published: false });
     }
+    let mut emptied = false;
     for date in dirty_dates.iter().filter(|d| !staged.partitions.contains_key(*d)) {
         // Rebuilt from raw and nothing was left: the date no longer has a partition.
-        manifest.partitions.remove(date);
+        emptied |= manifest.partitions.remove(date).is_some();
     }
+    emptied
 }
 
 /// Warn about raw files changed or removed after processing: incremental runs cannot undo rows.

@@ -11,7 +11,6 @@
 
 use std::time::Duration;
 
-use anyhow::{Result, bail};
 use rand::Rng;
 use reqwest::StatusCode;
 use serde::Deserialize;
@@ -72,6 +71,17 @@ pub enum BinanceError {
     Unreachable { url: String, attempts: u32, source: reqwest::Error },
     #[error("Binance sent a malformed answer at {url} ({detail}); nothing was written")]
     Malformed { url: String, detail: String },
+    #[error("--binance-url {0:?} must start with http:// or https://")]
+    BadUrl(String),
+    #[error("cannot set up the HTTP client: {0}")]
+    HttpSetup(#[source] reqwest::Error),
+}
+
+impl BinanceError {
+    /// Failures that retrying within the hour cannot fix (a person must change the URL or wait out a ban).
+    pub fn is_permanent(&self) -> bool {
+        matches!(self, Self::RestrictedLocation { .. } | Self::Banned { .. } | Self::BadUrl(_))
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -82,16 +92,17 @@ pub struct BinanceClient {
 }
 
 impl BinanceClient {
-    pub fn new(base_url: &str, policy: RetryPolicy) -> Result<Self> {
+    pub fn new(base_url: &str, policy: RetryPolicy) -> Result<Self, BinanceError> {
         let base_url = base_url.trim_end_matches('/').to_owned();
         if !(base_url.starts_with("http://") || base_url.starts_with("https://")) {
-            bail!("--binance-url {base_url:?} must start with http:// or https://");
+            return Err(BinanceError::BadUrl(base_url));
         }
         let http = reqwest::Client::builder()
             .timeout(policy.timeout)
             .connect_timeout(Duration::from_secs(10))
             .user_agent(concat!("tickerlake/", env!("CARGO_PKG_VERSION")))
-            .build()?;
+            .build()
+            .map_err(BinanceError::HttpSetup)?;
         Ok(Self { http, base_url, policy })
     }
 

@@ -8,12 +8,28 @@
 //!
 //! Columns `symbol,price,timestamp`; timestamp like the original: `2025-05-08 03:16:32.801588+00:00`.
 
-use anyhow::{Context, Result};
 use bytes::Bytes;
 use chrono::{DateTime, DurationRound, TimeDelta, Utc};
 
-use crate::lake::{Lake, PutOutcome, RAW_PREFIX};
-use crate::source::binance::{BinanceClient, TickerPrice};
+use crate::lake::{Lake, LakeError, PutOutcome, RAW_PREFIX};
+use crate::source::binance::{BinanceClient, BinanceError, TickerPrice};
+
+/// A failed `collect` or `backfill`; nothing was written for the hour that failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum CollectError {
+    /// Binance refused, failed or sent nonsense.
+    #[error(transparent)]
+    Binance(#[from] BinanceError),
+    /// The lake could not be read or written.
+    #[error(transparent)]
+    Lake(#[from] LakeError),
+    /// A kline's close time is not a representable time.
+    #[error("Binance sent a kline close time out of range ({0} ms)")]
+    BadTime(i64),
+}
+
+type Result<T, E = CollectError> = std::result::Result<T, E>;
 
 pub const HEADER: &str = "symbol,price,timestamp";
 const FILE_PREFIX: &str = "raw_crypto_prices_";
@@ -39,19 +55,27 @@ pub fn format_timestamp(t: DateTime<Utc>) -> String {
 }
 
 /// Encode a snapshot as CSV (quoting only if a field ever needs it).
-pub fn encode(prices: &[TickerPrice], fetched_at: DateTime<Utc>) -> Result<Bytes> {
+pub fn encode(prices: &[TickerPrice], fetched_at: DateTime<Utc>) -> Bytes {
     let ts = format_timestamp(fetched_at);
     let mut w = csv::WriterBuilder::new().has_headers(false).from_writer(Vec::with_capacity(prices.len() * 48));
-    w.write_record(["symbol", "price", "timestamp"])?;
+    // Writing to a Vec cannot fail.
+    w.write_record(["symbol", "price", "timestamp"]).expect("in-memory CSV");
     for p in prices {
-        w.write_record([p.symbol.as_str(), p.price.as_str(), ts.as_str()])?;
+        w.write_record([p.symbol.as_str(), p.price.as_str(), ts.as_str()]).expect("in-memory CSV");
     }
-    Ok(Bytes::from(w.into_inner().context("encoding the snapshot CSV")?))
+    Bytes::from(w.into_inner().expect("in-memory CSV"))
 }
 
+/// What `collect` did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CollectOutcome {
-    Written { key: String, symbols: usize },
+    /// A new snapshot was stored.
+    Written {
+        /// Its key.
+        key: String,
+        /// How many prices it holds.
+        symbols: usize,
+    },
     /// The hour already has a snapshot (this key or a migrated one); nothing was fetched or written.
     AlreadyCollected { key: String },
 }
@@ -74,7 +98,7 @@ pub async fn collect(lake: &Lake, client: &BinanceClient, now: impl Fn() -> Date
         return Ok(CollectOutcome::AlreadyCollected { key });
     }
     let key = snapshot_key(slot);
-    match lake.put_if_absent(&key, encode(&prices, fetched_at)?).await? {
+    match lake.put_if_absent(&key, encode(&prices, fetched_at)).await? {
         PutOutcome::Created => Ok(CollectOutcome::Written { key, symbols: prices.len() }),
         PutOutcome::AlreadyExists => Ok(CollectOutcome::AlreadyCollected { key }),
     }
@@ -105,7 +129,7 @@ pub async fn backfill(lake: &Lake, client: &BinanceClient, now: DateTime<Utc>, h
     let mut by_slot: std::collections::BTreeMap<DateTime<Utc>, Vec<TickerPrice>> = missing.iter().map(|s| (*s, Vec::new())).collect();
     for symbol in &symbols {
         for (close_ms, close) in client.hourly_closes(symbol, from_ms, to_ms).await? {
-            let at = DateTime::<Utc>::from_timestamp_millis(close_ms + 1).context("kline close time out of range")?;
+            let at = DateTime::<Utc>::from_timestamp_millis(close_ms + 1).ok_or(CollectError::BadTime(close_ms))?;
             if let Some(rows) = by_slot.get_mut(&hour_slot(at)) {
                 rows.push(TickerPrice { symbol: symbol.clone(), price: close });
             }
@@ -117,7 +141,7 @@ pub async fn backfill(lake: &Lake, client: &BinanceClient, now: DateTime<Utc>, h
             continue;
         }
         let key = snapshot_key(slot);
-        if lake.put_if_absent(&key, encode(&prices, slot)?).await? == PutOutcome::Created {
+        if lake.put_if_absent(&key, encode(&prices, slot)).await? == PutOutcome::Created {
             written.push(key);
         }
     }

@@ -1,5 +1,8 @@
 //! Shared test helpers: run the real binary, write raw files, read the processed lake back.
-#![allow(dead_code)]
+// Shared by several test crates, each using a part of it; `pub` is for those crates.
+#![allow(dead_code, unreachable_pub)]
+
+pub mod emulator;
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -14,10 +17,12 @@ pub struct Out {
 }
 
 impl Out {
+    #[track_caller]
     pub fn ok(&self) -> &Self {
         assert_eq!(self.code, Some(0), "expected success\nstdout: {}\nstderr: {}", self.stdout, self.stderr);
         self
     }
+    #[track_caller]
     pub fn failed(&self) -> &Self {
         assert_ne!(self.code, Some(0), "expected failure\nstdout: {}\nstderr: {}", self.stdout, self.stderr);
         self
@@ -104,7 +109,7 @@ pub fn glob_parquet(dir: &Path) -> Vec<String> {
 }
 
 /// Relative path → bytes for every file under `dir` (state comparisons), leaving out the lock
-/// file (it names its last holder) and in-flight temp files.
+/// files (the writer lock names its last holder) and in-flight temp files.
 pub fn tree(dir: &Path) -> BTreeMap<String, Vec<u8>> {
     fn walk(root: &Path, dir: &Path, out: &mut BTreeMap<String, Vec<u8>>) {
         for e in std::fs::read_dir(dir).unwrap().flatten() {
@@ -113,7 +118,7 @@ pub fn tree(dir: &Path) -> BTreeMap<String, Vec<u8>> {
                 walk(root, &p, out);
             } else {
                 let rel = p.strip_prefix(root).unwrap().to_string_lossy().into_owned();
-                if rel != "_tickerlake/lock" && !rel.starts_with("_tickerlake/tmp") {
+                if rel != "_tickerlake/lock" && rel != "_tickerlake/cas.lock" && !rel.starts_with("_tickerlake/tmp") {
                     out.insert(rel, std::fs::read(&p).unwrap());
                 }
             }
@@ -146,6 +151,14 @@ pub fn csv(rows: &[(&str, &str, &str)]) -> String {
     s
 }
 
+/// Fails the calling test, with what to do, when the binary was built without its crash hooks.
+pub fn require_fault_injection() {
+    assert!(
+        cfg!(feature = "fault-injection"),
+        "this test needs the crash hooks: run it with `cargo test --features fault-injection` (./dev test does)"
+    );
+}
+
 /// A `process` run paused for 3 s after its first upload; the caller acts during the pause.
 pub struct PausedRun {
     child: tokio::process::Child,
@@ -155,13 +168,19 @@ pub struct PausedRun {
 }
 
 impl PausedRun {
-    /// Start the run and return once its stderr says it is paused.
+    /// Start the run and return once its stderr says it is paused (after its first staged upload).
     pub async fn start(lake: &str, env: &[(&str, &str)]) -> Self {
+        Self::start_at(lake, env, "mid-stage", 3).await
+    }
+
+    /// Start the run paused `secs` at the named point (see src/faults.rs).
+    pub async fn start_at(lake: &str, env: &[(&str, &str)], point: &str, secs: u32) -> Self {
         use tokio::io::AsyncBufReadExt;
+        require_fault_injection();
         let mut child = tokio::process::Command::new(BIN)
             .args(["--lake", lake, "process"])
             .envs(env.iter().copied())
-            .env("TICKERLAKE_PAUSEPOINT", "mid-publish:3")
+            .env("TICKERLAKE_PAUSEPOINT", format!("{point}:{secs}"))
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped())
             .spawn()
@@ -172,14 +191,14 @@ impl PausedRun {
             while let Ok(Some(line)) = lines.next_line().await {
                 head.push_str(&line);
                 head.push('\n');
-                if line.contains("pausepoint mid-publish") {
+                if line.contains(&format!("pausepoint {point}")) {
                     return true;
                 }
             }
             false
         })
         .await;
-        assert_eq!(paused.ok(), Some(true), "the run never reached its pause point: {head}");
+        assert_eq!(paused.ok(), Some(true), "the run never reached its pause point {point}: {head}");
         let tail = tokio::spawn(async move {
             let mut rest = String::new();
             while let Ok(Some(line)) = lines.next_line().await {
@@ -196,4 +215,52 @@ impl PausedRun {
         let status = tokio::time::timeout(std::time::Duration::from_secs(120), self.child.wait()).await.expect("the run hung").unwrap();
         (status, self.head + &self.tail.await.unwrap())
     }
+}
+
+/// Every processed row, as CSV through `tickerlake query` (what a reader sees).
+pub const ROWS_SQL: &str = "SELECT symbol, timestamp, price, moving_avg, previous_price, price_change_pct, date FROM processed ORDER BY ALL";
+
+/// Raw snapshots read by a successful `process` (0 for "nothing new").
+pub fn snapshots_read(out: &Out) -> usize {
+    out.stdout.split(" snapshot(s) read").next().and_then(|n| n.trim().parse().ok()).unwrap_or(0)
+}
+
+/// Two writers forced past the writer lock (`TICKERLAKE_FAULTS=ignore-lock`): A stages its work
+/// and pauses before its commit; meanwhile a new snapshot arrives and B processes everything and
+/// commits. A must then lose its commit with a one-line conflict and commit nothing, and the lake
+/// must equal `reference` (the same raw files, one writer) with every raw file processed once.
+pub async fn two_writers_past_the_lock(lake: &str, reference: &str, env: &[(&str, &str)]) {
+    let mut forced: Vec<(&str, &str)> = env.to_vec();
+    forced.push(("TICKERLAKE_FAULTS", "ignore-lock"));
+    let history = ["simulate-history", "--hours", "30", "--symbols", "10", "--until", "2025-05-09T05:00:00Z"];
+    let more = ["simulate-history", "--hours", "10", "--symbols", "10", "--until", "2025-05-09T15:00:00Z"];
+    let late = ["simulate-history", "--hours", "1", "--symbols", "10", "--until", "2025-05-09T16:00:00Z"];
+    for l in [lake, reference] {
+        tickerlake(l, &history, env).await.ok();
+    }
+    let first = tickerlake(lake, &["process"], env).await;
+    first.ok();
+    tickerlake(lake, &more, env).await.ok();
+
+    let a = PausedRun::start_at(lake, &forced, "before-commit", 4).await;
+    tickerlake(lake, &late, env).await.ok();
+    let b = tickerlake(lake, &["process"], &forced).await;
+    b.ok();
+    let (status, stderr) = a.finish().await;
+    assert!(!status.success(), "the writer that lost the race must fail: {stderr}");
+    let last = stderr.lines().last().unwrap_or("");
+    assert!(last.starts_with("error: another run committed to") && last.contains("committed nothing"), "one line: {stderr}");
+    let c = tickerlake(lake, &["process"], env).await;
+    c.ok();
+    assert!(c.stdout.contains("nothing new"), "B committed everything: {}", c.stdout);
+    assert_eq!(snapshots_read(&first) + snapshots_read(&b), 41, "each of the 41 raw files processed exactly once");
+
+    for args in [&more[..], &late[..]] {
+        tickerlake(reference, args, env).await.ok();
+    }
+    tickerlake(reference, &["process"], env).await.ok();
+    let want = tickerlake(reference, &["query", "--format", "csv", ROWS_SQL], env).await;
+    let got = tickerlake(lake, &["query", "--format", "csv", ROWS_SQL], env).await;
+    assert!(want.ok().stdout.lines().count() > 100, "{}", want.stdout);
+    assert!(got.ok().stdout == want.stdout, "the lake equals a single-writer run");
 }

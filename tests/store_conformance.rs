@@ -1,0 +1,183 @@
+//! One suite for the `ObjectStore` contract, run against every store: the local directory lake,
+//! and S3 on ministack, LocalStack 4.13.1 and moto (emulator processes on 127.0.0.1).
+//!
+//! The contract: atomic put and get with versions, create-if-absent, conditional replace and
+//! delete (a failed precondition is `Conflict` and writes nothing), server-side copy, listing
+//! sorted and complete past one page, and the writer lease (one holder; an expired lease taken
+//! over by exactly one of two racing takers; renewed while held; released only by its holder).
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use common::emulator::{Emulator, Kind};
+use tickerlake::lake::s3::{S3Options, S3Store, Target};
+use tickerlake::lake::{Lake, LakeError, LOCK_KEY, ObjectStore, PutMode, PutOutcome, lease, local::LocalStore};
+
+/// A fresh, empty store of each kind (the emulator, if any, lives as long as the returned guard).
+async fn local() -> (Option<tempfile::TempDir>, Lake) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = LocalStore::open(dir.path()).unwrap();
+    (Some(dir), Arc::new(store))
+}
+
+async fn s3(emu: &Emulator, bucket: &str) -> Lake {
+    let opts = S3Options {
+        target: Target::S3Compatible,
+        endpoint_url: Some(emu.endpoint()),
+        path_style: true,
+        default_region: Some("us-east-1".into()),
+        dummy_credentials: true,
+        lock_ttl: None,
+        attempt_timeout: Some(Duration::from_secs(10)),
+    };
+    let store = S3Store::connect(bucket, "conformance", &opts).await.unwrap();
+    store.check(true).await.expect("create the bucket");
+    Arc::new(store)
+}
+
+async fn put_get_and_versions(store: &Lake) {
+    assert_eq!(store.get("a/x").await.unwrap(), None);
+    store.put("a/x", Bytes::from_static(b"one")).await.unwrap();
+    let v1 = store.get_versioned("a/x").await.unwrap().expect("written");
+    assert_eq!(v1.data, Bytes::from_static(b"one"));
+    store.put("a/x", Bytes::from_static(b"two")).await.unwrap();
+    let v2 = store.get_versioned("a/x").await.unwrap().unwrap();
+    assert_eq!(v2.data, Bytes::from_static(b"two"));
+    assert_ne!(v1.version, v2.version, "a rewrite changes the version");
+    store.delete("a/x").await.unwrap();
+    store.delete("a/x").await.expect("deleting a missing object is fine");
+    assert_eq!(store.get("a/x").await.unwrap(), None);
+}
+
+async fn create_if_absent(store: &Lake) {
+    assert_eq!(store.put_if_absent("c/k", Bytes::from_static(b"first")).await.unwrap(), PutOutcome::Created);
+    assert_eq!(store.put_if_absent("c/k", Bytes::from_static(b"second")).await.unwrap(), PutOutcome::AlreadyExists);
+    assert_eq!(store.get("c/k").await.unwrap().unwrap(), Bytes::from_static(b"first"));
+    let err = store.put_opts("c/k", Bytes::from_static(b"third"), PutMode::Create).await.unwrap_err();
+    assert!(matches!(err, LakeError::Conflict { .. }), "{err:?}");
+}
+
+async fn compare_and_swap(store: &Lake) {
+    let v0 = store.put_opts("m/manifest", Bytes::from_static(b"v0"), PutMode::Create).await.unwrap();
+    assert_eq!(store.get_versioned("m/manifest").await.unwrap().unwrap().version, v0, "put returns the stored version");
+    let v1 = store.put_opts("m/manifest", Bytes::from_static(b"v1"), PutMode::Update(&v0)).await.unwrap();
+    // A writer still holding v0 loses, and writes nothing.
+    let err = store.put_opts("m/manifest", Bytes::from_static(b"lost"), PutMode::Update(&v0)).await.unwrap_err();
+    assert!(matches!(err, LakeError::Conflict { .. }), "{err:?}");
+    assert_eq!(store.get("m/manifest").await.unwrap().unwrap(), Bytes::from_static(b"v1"));
+    // Replacing an object that is gone is a conflict too.
+    let err = store.put_opts("m/none", Bytes::from_static(b"x"), PutMode::Update(&v1)).await.unwrap_err();
+    assert!(matches!(err, LakeError::Conflict { .. }), "{err:?}");
+    assert_eq!(store.get("m/none").await.unwrap(), None);
+    // Conditional delete: only the current version.
+    let err = store.delete_if("m/manifest", &v0).await.unwrap_err();
+    assert!(matches!(err, LakeError::Conflict { .. }), "{err:?}");
+    assert!(store.get("m/manifest").await.unwrap().is_some());
+    store.delete_if("m/manifest", &v1).await.unwrap();
+    assert_eq!(store.get("m/manifest").await.unwrap(), None);
+    store.delete_if("m/manifest", &v1).await.expect("already gone is fine");
+}
+
+async fn copy_and_files(store: &Lake) {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("part.parquet");
+    std::fs::write(&src, b"parquet bytes").unwrap();
+    store.put_file("runs/r1/processed/date=2025-05-08/part-00000.parquet", &src).await.unwrap();
+    store.copy("runs/r1/processed/date=2025-05-08/part-00000.parquet", "processed/date=2025-05-08/part-00000.parquet").await.unwrap();
+    let dest = dir.path().join("back");
+    store.get_to_file("processed/date=2025-05-08/part-00000.parquet", &dest).await.unwrap();
+    assert_eq!(std::fs::read(&dest).unwrap(), b"parquet bytes");
+    assert!(store.get("runs/r1/processed/date=2025-05-08/part-00000.parquet").await.unwrap().is_some(), "copy keeps the source");
+}
+
+async fn listing_sorted_and_paged(store: &Lake) {
+    use futures::{StreamExt, TryStreamExt};
+    // More than one S3 page (1,000 keys), written out of order.
+    let n = 1_003;
+    let keys: Vec<String> = (0..n).rev().map(|i| format!("l/{i:05}.csv")).collect();
+    futures::stream::iter(keys.iter().map(|k| store.put(k, Bytes::from_static(b"x")))).buffer_unordered(16).try_collect::<Vec<_>>().await.unwrap();
+    store.put("l2/other", Bytes::from_static(b"x")).await.unwrap();
+    let listed: Vec<String> = store.list("l/").await.unwrap().into_iter().map(|o| o.key).collect();
+    let mut want = keys.clone();
+    want.sort();
+    assert_eq!(listed, want);
+    assert!(store.list("nothing-here/").await.unwrap().is_empty());
+}
+
+fn lease_body(owner: &str, expires_at: chrono::DateTime<chrono::Utc>) -> Bytes {
+    Bytes::from(serde_json::json!({"owner": owner, "token": "t", "expires_at": expires_at}).to_string())
+}
+
+async fn lease_contract(store: &Lake) {
+    let ttl = Duration::from_secs(2);
+    let a = lease::acquire(store.clone(), LOCK_KEY, "run a", ttl).await.unwrap();
+    let refused = lease::acquire(store.clone(), LOCK_KEY, "run b", ttl).await.err().expect("one holder at a time");
+    assert!(matches!(&refused, LakeError::Locked { holder, .. } if holder.contains("run a")), "{refused:?}");
+    // Renewed while held: well past the TTL, another taker is still refused.
+    tokio::time::sleep(ttl * 2).await;
+    assert!(a.is_held());
+    assert!(lease::acquire(store.clone(), LOCK_KEY, "run b", ttl).await.is_err(), "the holder renews its lease");
+    a.release().await.unwrap();
+    assert_eq!(store.get(LOCK_KEY).await.unwrap(), None, "released");
+
+    // An expired lease: of two racing takers exactly one wins.
+    store.put(LOCK_KEY, lease_body("dead run", chrono::Utc::now() - chrono::TimeDelta::minutes(5))).await.unwrap();
+    let (x, y) = tokio::join!(
+        lease::acquire(store.clone(), LOCK_KEY, "taker x", Duration::from_secs(60)),
+        lease::acquire(store.clone(), LOCK_KEY, "taker y", Duration::from_secs(60)),
+    );
+    assert_eq!(x.is_ok() as u8 + y.is_ok() as u8, 1, "exactly one taker wins: {:?} / {:?}", x.as_ref().err(), y.as_ref().err());
+    let winner = x.or(y).unwrap();
+
+    // A holder whose lease was taken over does not release its successor's lease.
+    store.put(LOCK_KEY, lease_body("successor", chrono::Utc::now() + chrono::TimeDelta::minutes(5))).await.unwrap();
+    winner.release().await.unwrap();
+    let left = store.get(LOCK_KEY).await.unwrap().expect("the successor's lease stays");
+    assert!(String::from_utf8_lossy(&left).contains("successor"));
+    store.delete(LOCK_KEY).await.unwrap();
+}
+
+/// The local lake's lock is an OS lock (no lease): one holder, released with the guard.
+async fn local_lock_contract(store: &Lake) {
+    let a = store.lock("run a").await.unwrap();
+    let err = store.lock("run b").await.err().expect("one holder");
+    assert!(matches!(&err, LakeError::Locked { holder, .. } if holder.contains("run a")), "{err:?}");
+    a.release().await.unwrap();
+    store.lock("run b").await.expect("free again").release().await.unwrap();
+}
+
+async fn contract(store: &Lake) {
+    put_get_and_versions(store).await;
+    create_if_absent(store).await;
+    compare_and_swap(store).await;
+    copy_and_files(store).await;
+    listing_sorted_and_paged(store).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn local_store_conforms() {
+    let (_dir, store) = local().await;
+    contract(&store).await;
+    // The lease protocol works on the local store's primitives too (S3's lock uses it).
+    lease_contract(&store).await;
+    local_lock_contract(&store).await;
+}
+
+macro_rules! s3_conformance {
+    ($name:ident, $kind:expr) => {
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $name() {
+            let Some(emu) = Emulator::start($kind) else { return };
+            let store = s3(&emu, "conformance").await;
+            contract(&store).await;
+            lease_contract(&store).await;
+        }
+    };
+}
+
+s3_conformance!(s3_on_ministack_conforms, Kind::Ministack);
+s3_conformance!(s3_on_localstack_conforms, Kind::Localstack);
+s3_conformance!(s3_on_moto_conforms, Kind::Moto);
