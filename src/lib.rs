@@ -5,6 +5,7 @@
 //! `service` runs the hourly loop, `simulator` stands in for Binance offline.
 
 pub mod cli;
+pub mod errors;
 pub mod indicators;
 pub mod lake;
 pub mod process;

@@ -19,7 +19,7 @@ async fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             // One line with the whole context chain: what failed, why, what to do.
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", tickerlake::errors::Report(&e));
             ExitCode::FAILURE
         }
     }

@@ -11,6 +11,7 @@ use anyhow::Result;
 use chrono::{DateTime, TimeDelta, Utc};
 use tokio::sync::Notify;
 
+use crate::errors::Report;
 use crate::lake::Lake;
 use crate::process::{self, ProcessOptions};
 use crate::source::binance::BinanceClient;
@@ -119,10 +120,10 @@ pub async fn run(lake: &Lake, client: &BinanceClient, opts: &ServiceOptions, shu
                 Err(e) => {
                     let retry_at = Utc::now() + TimeDelta::from_std(delay).unwrap_or_default();
                     if retry_at >= deadline {
-                        tracing::error!("tick failed: {e:#}; giving up on this tick, the next one is at {deadline}");
+                        tracing::error!("tick failed: {}; giving up on this tick, the next one is at {deadline}", Report(&e));
                         break;
                     }
-                    tracing::error!("tick failed: {e:#}; retrying in {delay:?}");
+                    tracing::error!("tick failed: {}; retrying in {delay:?}", Report(&e));
                     if !shutdown.sleep(delay).await {
                         return Ok(());
                     }

@@ -299,3 +299,31 @@ async fn a_second_writer_is_refused_while_the_first_holds_the_lock() {
     // The lock went with the first run: the next one proceeds (and finds nothing new).
     assert!(tickerlake(&lake, &["process"], &[]).await.stdout.contains("nothing new"));
 }
+
+/// DuckDB failures read as DuckDB wrote them, caret line included, without duckdb-rs's
+/// "Error code 1: Unknown error code" — from `query` and from processing alike.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn duckdb_errors_keep_duckdbs_message_without_library_noise() {
+    let (_tmp, lake) = lake_dir();
+    let dir = std::path::Path::new(&lake);
+    write_raw(dir, "raw_crypto_prices_20250508T0300.csv", &csv(&[("BTCUSDT", "97000.00000000", "2025-05-08 03:00:16+00:00")]));
+    tickerlake(&lake, &["process"], &[]).await.ok();
+    let out = tickerlake(&lake, &["query", "SELEC symbol FROM processed"], &[]).await;
+    out.failed();
+    assert!(!out.stderr.contains("Error code") && !out.stderr.contains("Unknown error"), "{}", out.stderr);
+    let lines: Vec<&str> = out.stderr.lines().collect();
+    assert!(lines[0].starts_with("error: ") && lines[0].contains("Parser Error: syntax error at or near \"SELEC\""), "{}", out.stderr);
+    // DuckDB's excerpt, its caret under the offending word, right after the message.
+    assert_eq!(&lines[1..], ["LINE 1: SELEC symbol FROM processed", "        ^^^^^"], "{}", out.stderr);
+
+    let out = tickerlake(&lake, &["query", "SELECT nosuch FROM processed"], &[]).await;
+    out.failed();
+    assert!(out.stderr.contains("Binder Error: Referenced column \"nosuch\" not found"), "{}", out.stderr);
+    assert!(!out.stderr.contains("Error code"), "{}", out.stderr);
+
+    write_raw(dir, "raw_crypto_prices_20250508T0400.csv", &csv(&[("BTCUSDT", "97100.00000000", "2025-05-08 04:00:16+00:00")]));
+    let out = tickerlake(&lake, &["process", "--memory-limit", "lots"], &[]).await;
+    out.failed();
+    assert!(out.stderr.contains("--memory-limit \"lots\" is not a size DuckDB accepts"), "{}", out.stderr);
+    assert!(!out.stderr.contains("Error code"), "{}", out.stderr);
+}
