@@ -7,7 +7,7 @@ use anyhow::Result;
 use chrono::Utc;
 use clap::{Args, Parser, Subcommand};
 
-use crate::lake::{self, s3};
+use crate::lake::{self, Access, s3};
 use crate::process::{self, ProcessOptions};
 use crate::query::{self, OutputFormat};
 use crate::service::{self, ServiceOptions, Shutdown};
@@ -169,8 +169,8 @@ impl LakeArgs {
         }
     }
 
-    pub async fn open(&self) -> Result<lake::Lake> {
-        lake::open(&self.lake, &self.s3_options()).await
+    pub async fn open(&self, access: Access) -> Result<lake::Lake> {
+        lake::open(&self.lake, &self.s3_options(), access).await
     }
 }
 
@@ -179,35 +179,35 @@ pub async fn execute(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Init | Command::Doctor => {
             let create = matches!(cli.command, Command::Init);
-            let lake = cli.lake.open().await?;
+            let lake = cli.lake.open(if create { Access::Create } else { Access::Existing }).await?;
             for line in lake.check(create).await? {
                 writeln!(stdout, "ok: {line}")?;
             }
             writeln!(stdout, "{} is ready", lake.describe())?;
         }
         Command::Collect(b) => {
-            let lake = cli.lake.open().await?;
+            let lake = cli.lake.open(Access::Create).await?;
             match snapshot::collect(&lake, &b.client()?, Utc::now).await? {
                 CollectOutcome::Written { key, symbols } => writeln!(stdout, "collected {symbols} prices into {key}")?,
                 CollectOutcome::AlreadyCollected { key } => writeln!(stdout, "this hour is already collected ({key}); nothing fetched")?,
             }
         }
         Command::Backfill { hours, quote, binance } => {
-            let lake = cli.lake.open().await?;
+            let lake = cli.lake.open(Access::Create).await?;
             let written = snapshot::backfill(&lake, &binance.client()?, Utc::now(), hours, &quote).await?;
             writeln!(stdout, "backfilled {} hourly snapshot(s) of {quote} pairs", written.len())?;
         }
         Command::Process { full, memory_limit } => {
-            let lake = cli.lake.open().await?;
+            let lake = cli.lake.open(Access::Create).await?;
             let summary = process::process(&lake, &ProcessOptions { full, memory_limit }).await?;
             writeln!(stdout, "{summary}")?;
         }
         Command::Query { sql, format } => {
-            let lake = cli.lake.open().await?;
+            let lake = cli.lake.open(Access::Existing).await?;
             query::query(&lake, &sql, format, &mut stdout).await?;
         }
         Command::Run { once, offset_secs, retry_secs, memory_limit, binance } => {
-            let lake = cli.lake.open().await?;
+            let lake = cli.lake.open(Access::Create).await?;
             let opts = ServiceOptions {
                 once,
                 offset: Duration::from_secs(offset_secs),
@@ -217,7 +217,7 @@ pub async fn execute(cli: Cli) -> Result<()> {
             service::run(&lake, &binance.client()?, &opts, Shutdown::on_signals()).await?;
         }
         Command::SimulateHistory { hours, symbols, seed, until } => {
-            let lake = cli.lake.open().await?;
+            let lake = cli.lake.open(Access::Create).await?;
             let config = SimConfig { symbols, seed };
             let last = snapshot::hour_slot(until.unwrap_or_else(|| Utc::now() - chrono::TimeDelta::hours(1)));
             let mut written = 0;

@@ -231,6 +231,7 @@ async fn bad_input_gets_a_clear_error_and_nonzero_exit() {
     assert!(out.stderr.contains("not a supported location") && out.stderr.contains("s3://BUCKET"), "{}", out.stderr);
 
     let (_tmp, lake) = lake_dir();
+    tickerlake(&lake, &["init"], &[]).await.ok();
     let out = tickerlake(&lake, &["query", "SELECT * FROM nosuchtable"], &[]).await;
     out.failed();
     assert!(out.stderr.contains("nosuchtable"), "{}", out.stderr);
@@ -298,6 +299,51 @@ async fn a_second_writer_is_refused_while_the_first_holds_the_lock() {
     assert!(status.success(), "{stderr}");
     // The lock went with the first run: the next one proceeds (and finds nothing new).
     assert!(tickerlake(&lake, &["process"], &[]).await.stdout.contains("nothing new"));
+}
+
+/// A misspelt --lake: read-only commands fail with one line naming the path and create nothing;
+/// writing commands create the lake and say so once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn read_only_commands_refuse_a_missing_lake_and_create_nothing() {
+    let (tmp, lake) = lake_dir();
+    let dir = std::path::Path::new(&lake);
+    for args in [&["query", "SELECT count(*) FROM processed"][..], &["doctor"]] {
+        let out = tickerlake(&lake, args, &[]).await;
+        out.failed();
+        assert_eq!(out.stderr, format!("error: no lake at {lake}: check --lake, or create one with `tickerlake init`\n"), "{args:?}");
+        assert_eq!(out.stdout, "", "{args:?}");
+        assert!(!dir.exists(), "{args:?} created {lake}");
+    }
+    // A directory holding no lake (--lake one level too high, say) is no lake either.
+    let empty = tmp.path().join("empty");
+    std::fs::create_dir(&empty).unwrap();
+    let out = tickerlake(empty.to_str().unwrap(), &["query", "SELECT 1"], &[]).await;
+    out.failed();
+    assert!(out.stderr.starts_with(&format!("error: no lake at {}", empty.display())) && out.stderr.lines().count() == 1, "{}", out.stderr);
+    assert_eq!(std::fs::read_dir(&empty).unwrap().count(), 0, "query created something in {}", empty.display());
+
+    // Writing commands create it, and say so the first time only.
+    let first = tickerlake(&lake, &["simulate-history", "--hours", "3", "--symbols", "6", "--until", "2025-05-09T05:00:00Z"], &[]).await;
+    first.ok();
+    assert_eq!(first.stderr.matches(&format!("created a new lake at {lake}")).count(), 1, "{}", first.stderr);
+    let second = tickerlake(&lake, &["process"], &[]).await;
+    second.ok();
+    assert!(!second.stderr.contains("created"), "{}", second.stderr);
+    let rows = processed_rows(dir).len();
+    assert!(rows > 0);
+    let out = tickerlake(&lake, &["query", "--format", "csv", "SELECT count(*) AS n FROM processed"], &[]).await;
+    out.ok();
+    assert_eq!(out.stdout, format!("n\n{rows}\n"));
+    tickerlake(&lake, &["doctor"], &[]).await.ok();
+
+    let (_tmp2, fresh) = lake_dir();
+    let init = tickerlake(&fresh, &["init"], &[]).await;
+    init.ok();
+    assert!(init.stderr.contains(&format!("created a new lake at {fresh}")), "{}", init.stderr);
+    assert!(init.stdout.contains("is ready"), "{}", init.stdout);
+    let out = tickerlake(&fresh, &["query", "SELECT count(*) AS n FROM processed"], &[]).await;
+    out.ok();
+    assert!(out.stdout.contains("| 0 |"), "an initialised lake is a lake: {}", out.stdout);
 }
 
 /// DuckDB failures read as DuckDB wrote them, caret line included, without duckdb-rs's

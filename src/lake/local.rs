@@ -14,7 +14,7 @@ use anyhow::{Context, Result, bail};
 use async_trait::async_trait;
 use bytes::Bytes;
 
-use super::{LOCK_KEY, LockGuard, ObjectMeta, ObjectStore, PutOutcome, STATE_PREFIX};
+use super::{LOCK_KEY, LockGuard, ObjectMeta, ObjectStore, PROCESSED_PREFIX, PutOutcome, QUARANTINE_PREFIX, RAW_PREFIX, STATE_PREFIX};
 
 const TMP_DIR: &str = "_tickerlake/tmp";
 
@@ -24,12 +24,36 @@ pub struct LocalStore {
 }
 
 impl LocalStore {
+    /// Open the lake at `root`, creating the directory if it does not exist (commands that write);
+    /// a lake created here is logged, once.
     pub fn open(root: &Path) -> Result<Self> {
         if root.exists() && !root.is_dir() {
             bail!("{} exists and is not a directory; point --lake at a directory", root.display());
         }
+        let created = !root.exists();
         fs::create_dir_all(root.join(TMP_DIR))
             .with_context(|| format!("cannot create {}", root.join(TMP_DIR).display()))?;
+        if created {
+            tracing::info!("created a new lake at {}", root.display());
+        }
+        Ok(Self { root: root.to_path_buf() })
+    }
+
+    /// Open a lake that must already exist, creating nothing (read-only commands). A missing
+    /// directory, or one holding none of a lake's top-level directories, is most likely a
+    /// misspelt --lake: an error, not an empty lake.
+    pub fn open_existing(root: &Path) -> Result<Self> {
+        const HINT: &str = "check --lake, or create one with `tickerlake init`";
+        match fs::metadata(root) {
+            Ok(m) if m.is_dir() => {}
+            Ok(_) => bail!("{} exists and is not a directory; point --lake at a directory", root.display()),
+            Err(e) if e.kind() == ErrorKind::NotFound => bail!("no lake at {}: {HINT}", root.display()),
+            Err(e) => return Err(e).with_context(|| format!("cannot read the lake at {}", root.display())),
+        }
+        let dirs = [RAW_PREFIX, PROCESSED_PREFIX, QUARANTINE_PREFIX, STATE_PREFIX];
+        if !dirs.iter().any(|d| root.join(d).is_dir()) {
+            bail!("no lake at {} (it has no raw/, processed/ or _tickerlake/ directory): {HINT}", root.display());
+        }
         Ok(Self { root: root.to_path_buf() })
     }
 
@@ -45,8 +69,15 @@ impl LocalStore {
         self.root.join(TMP_DIR).join(format!(".tmp-{}-{nanos}-{n}", std::process::id()))
     }
 
+    /// A fresh temp path, its directory created if needed (a lake opened read-only has none).
+    fn new_tmp(&self) -> Result<PathBuf> {
+        let dir = self.root.join(TMP_DIR);
+        fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        Ok(self.tmp_path())
+    }
+
     fn write_tmp(&self, data: &[u8]) -> Result<PathBuf> {
-        let tmp = self.tmp_path();
+        let tmp = self.new_tmp()?;
         let mut f = File::create(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
         f.write_all(data).and_then(|_| f.sync_all()).with_context(|| format!("cannot write {}", tmp.display()))?;
         Ok(tmp)
@@ -150,7 +181,7 @@ impl ObjectStore for LocalStore {
     }
 
     async fn put_file(&self, key: &str, src: &Path) -> Result<()> {
-        let tmp = self.tmp_path();
+        let tmp = self.new_tmp()?;
         fs::copy(src, &tmp).with_context(|| format!("cannot copy {} into the lake", src.display()))?;
         File::open(&tmp).and_then(|f| f.sync_all())?;
         self.publish(&tmp, key)
@@ -193,7 +224,7 @@ impl ObjectStore for LocalStore {
     }
 
     async fn check(&self, _create: bool) -> Result<Vec<String>> {
-        // open() already created the directory; prove it is writable the way runs write.
+        // open() already created (or found) the directory; prove it is writable the way runs write.
         let probe = format!("{STATE_PREFIX}probe-{}", std::process::id());
         self.put(&probe, Bytes::from_static(b"probe")).await?;
         self.delete(&probe).await?;
