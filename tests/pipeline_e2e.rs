@@ -373,3 +373,54 @@ async fn duckdb_errors_keep_duckdbs_message_without_library_noise() {
     assert!(out.stderr.contains("--memory-limit \"lots\" is not a size DuckDB accepts"), "{}", out.stderr);
     assert!(!out.stderr.contains("Error code"), "{}", out.stderr);
 }
+
+/// A lake whose raw/ is a symlink to a directory of existing snapshots, with more linked
+/// directories inside: all followed. A link back into a directory it is inside is refused in one
+/// line instead of looping (or being skipped).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn symlinked_raw_directories_are_followed_and_loops_refused() {
+    use std::os::unix::fs::symlink;
+    let tmp = tempfile::tempdir().unwrap();
+    let (snapshots, older, lake) = (tmp.path().join("snapshots"), tmp.path().join("older"), tmp.path().join("lake"));
+    for d in [&snapshots, &older, &lake] {
+        std::fs::create_dir(d).unwrap();
+    }
+    let snapshot = |dir: &std::path::Path, hour: &str| {
+        let ts = format!("2025-05-{} {}:00:16+00:00", &hour[6..8], &hour[9..11]);
+        let body = csv(&[("BTCUSDT", "97000.00000000", &ts), ("ETHUSDT", "1800.00000000", &ts)]);
+        std::fs::write(dir.join(format!("raw_crypto_prices_{hour}.csv")), body).unwrap();
+    };
+    snapshot(&snapshots, "20250508T0300");
+    snapshot(&snapshots, "20250508T0400");
+    snapshot(&older, "20250507T2300");
+    symlink(&snapshots, lake.join("raw")).unwrap();
+    let l = lake.to_str().unwrap();
+
+    let out = tickerlake(l, &["process"], &[]).await;
+    out.ok();
+    assert!(out.stdout.starts_with("2 snapshot(s) read, 4 rows: 4 kept"), "{}", out.stdout);
+    assert_eq!(processed_rows(&lake).len(), 4);
+
+    symlink(&older, snapshots.join("2025-05-07")).unwrap();
+    let out = tickerlake(l, &["process"], &[]).await;
+    out.ok();
+    assert!(out.stdout.starts_with("1 snapshot(s) read"), "{}", out.stdout);
+    assert_eq!(processed_rows(&lake).len(), 6);
+    let out = tickerlake(l, &["query", "--format", "csv", "SELECT count(*) AS n FROM raw"], &[]).await;
+    out.ok();
+    assert_eq!(out.stdout, "n\n6\n");
+
+    // lake/raw → snapshots, snapshots/2025-05-07 → older, older/again → snapshots: a loop.
+    symlink(&snapshots, older.join("again")).unwrap();
+    let out = tickerlake(l, &["process"], &[]).await;
+    out.failed();
+    let link = lake.join("raw/2025-05-07/again");
+    assert!(out.stderr.contains(&format!("symlink loop at {}", link.display())) && out.stderr.lines().count() == 1, "{}", out.stderr);
+    std::fs::remove_file(older.join("again")).unwrap();
+
+    // A link whose target is gone is named, not skipped.
+    symlink(tmp.path().join("gone.csv"), snapshots.join("raw_crypto_prices_20250508T0500.csv")).unwrap();
+    let out = tickerlake(l, &["process"], &[]).await;
+    out.failed();
+    assert!(out.stderr.contains("raw_crypto_prices_20250508T0500.csv is a broken symlink") && out.stderr.lines().count() == 1, "{}", out.stderr);
+}

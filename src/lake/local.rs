@@ -117,7 +117,11 @@ fn sync_dir(dir: &Path) {
     }
 }
 
-fn walk(dir: &Path, root: &Path, prefix: &str, out: &mut Vec<ObjectMeta>) -> Result<()> {
+/// Collect the files under `dir` whose keys start with `prefix`. Symlinks are followed, to files
+/// and to directories (a `raw/` linked to a directory of existing snapshots is a common setup);
+/// `ancestors` holds the real paths of the directories being walked, so a link leading back into
+/// one of them is refused instead of looping.
+fn walk(dir: &Path, root: &Path, prefix: &str, ancestors: &mut Vec<PathBuf>, out: &mut Vec<ObjectMeta>) -> Result<()> {
     let entries = match fs::read_dir(dir) {
         Ok(e) => e,
         Err(e) if e.kind() == ErrorKind::NotFound => return Ok(()),
@@ -126,18 +130,37 @@ fn walk(dir: &Path, root: &Path, prefix: &str, out: &mut Vec<ObjectMeta>) -> Res
     for entry in entries {
         let entry = entry?;
         let path = entry.path();
-        let meta = entry.metadata()?;
         let rel = path.strip_prefix(root).expect("walk stays under root");
         let key = rel.to_string_lossy().replace(std::path::MAIN_SEPARATOR, "/");
-        if key.starts_with(TMP_DIR) {
+        // Look only where keys can still match the prefix (and never follow links elsewhere).
+        let dir_key = format!("{key}/");
+        if key.starts_with(TMP_DIR) || !(dir_key.starts_with(prefix) || prefix.starts_with(&dir_key)) {
             continue;
         }
+        let link = entry.file_type()?.is_symlink();
+        let meta = match link {
+            true => fs::metadata(&path).with_context(|| {
+                let target = fs::read_link(&path).map(|t| t.display().to_string()).unwrap_or_default();
+                format!("{} is a broken symlink (to {target:?}); fix or remove it", path.display())
+            })?,
+            false => entry.metadata()?,
+        };
         if meta.is_dir() {
-            // Descend only where keys under this directory can still match the prefix.
-            let dir_key = format!("{key}/");
-            if dir_key.starts_with(prefix) || prefix.starts_with(&dir_key) {
-                walk(&path, root, prefix, out)?;
+            let parent = ancestors.last().expect("walk starts with the root");
+            let real = match link {
+                true => fs::canonicalize(&path).with_context(|| format!("cannot resolve the symlink {}", path.display()))?,
+                false => parent.join(entry.file_name()),
+            };
+            if ancestors.contains(&real) {
+                bail!(
+                    "symlink loop at {} (it is {} again, which contains it); remove or retarget the symlink that leads back",
+                    path.display(),
+                    real.display()
+                );
             }
+            ancestors.push(real);
+            walk(&path, root, prefix, ancestors, out)?;
+            ancestors.pop();
         } else if key.starts_with(prefix) {
             let mtime = meta.modified().ok()
                 .and_then(|t| t.duration_since(SystemTime::UNIX_EPOCH).ok())
@@ -157,7 +180,12 @@ impl ObjectStore for LocalStore {
 
     async fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>> {
         let mut out = Vec::new();
-        walk(&self.root, &self.root, prefix, &mut out)?;
+        let root = match fs::canonicalize(&self.root) {
+            Ok(r) => r,
+            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(out),
+            Err(e) => return Err(e).with_context(|| format!("cannot list {}", self.root.display())),
+        };
+        walk(&self.root, &self.root, prefix, &mut vec![root], &mut out)?;
         out.sort_by(|a, b| a.key.cmp(&b.key));
         Ok(out)
     }
