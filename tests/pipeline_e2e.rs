@@ -424,3 +424,53 @@ async fn symlinked_raw_directories_are_followed_and_loops_refused() {
     out.failed();
     assert!(out.stderr.contains("raw_crypto_prices_20250508T0500.csv is a broken symlink") && out.stderr.lines().count() == 1, "{}", out.stderr);
 }
+
+/// The README's examples run as typed in the directory that holds the demo's ./lake: `./dev tl …`
+/// (the clone's wrapper) and `tickerlake query …` (the binary `cargo install --path .` puts on PATH).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readme_examples_run_as_typed_after_the_demo() {
+    let repo = env!("CARGO_MANIFEST_DIR");
+    let readme = std::fs::read_to_string(format!("{repo}/README.md")).unwrap();
+    let mut in_sh = false;
+    let mut examples = Vec::new();
+    for line in readme.lines() {
+        if line.starts_with("```") {
+            in_sh = line == "```sh";
+            continue;
+        }
+        let cmd = line.split(" #").next().unwrap().trim();
+        if in_sh && (cmd.starts_with("./dev tl ") || cmd.starts_with("tickerlake query ")) {
+            examples.push(cmd.to_owned());
+        }
+    }
+    assert!(examples.iter().any(|c| c.starts_with("./dev tl ")) && examples.iter().any(|c| c.starts_with("tickerlake ")), "{examples:?}");
+
+    // What the demo leaves behind: ./lake with processed partitions.
+    let tmp = tempfile::tempdir().unwrap();
+    let lake = tmp.path().join("lake");
+    let l = lake.to_str().unwrap();
+    tickerlake(l, &["simulate-history", "--hours", "30", "--symbols", "12", "--until", "2025-05-09T05:00:00Z"], &[]).await.ok();
+    tickerlake(l, &["process"], &[]).await.ok();
+    // `tickerlake` on PATH, as after `cargo install --path .`.
+    let bin = tmp.path().join("bin");
+    std::fs::create_dir(&bin).unwrap();
+    std::os::unix::fs::symlink(common::BIN, bin.join("tickerlake")).unwrap();
+    let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap());
+    for cmd in &examples {
+        // `./dev` is the clone's script; run from elsewhere, it must still resolve ./lake where it was typed.
+        let typed = cmd.replacen("./dev ", &format!("{repo}/dev "), 1);
+        let out = tokio::process::Command::new("bash")
+            .args(["-c", &typed])
+            .current_dir(tmp.path())
+            .env("PATH", &path)
+            .env("TICKERLAKE_BIN", common::BIN)
+            .env_remove("TICKERLAKE_LAKE")
+            .env_remove("RUST_LOG")
+            .output()
+            .await
+            .unwrap();
+        let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        assert!(out.status.success(), "{cmd}\nstdout: {stdout}\nstderr: {stderr}");
+        assert!(stdout.lines().count() > 4 && !stdout.contains("(no rows)"), "{cmd} printed no rows: {stdout}");
+    }
+}
