@@ -9,7 +9,7 @@ use chrono::Utc;
 use clap::{Args, Parser, Subcommand};
 
 use crate::config;
-use crate::lake::{self, s3};
+use crate::lake::{self, Access, s3};
 use crate::process::{self, ProcessOptions};
 use crate::query::{self, OutputFormat};
 use crate::service::{self, ServiceOptions, Shutdown};
@@ -179,40 +179,40 @@ impl LakeArgs {
 /// Run the parsed command line.
 pub async fn execute(cli: Cli) -> Result<()> {
     let s3_options = cli.lake.s3_options()?;
-    let open = || lake::open(&cli.lake.lake, &s3_options);
+    let open = |access| lake::open(&cli.lake.lake, &s3_options, access);
     let mut stdout = std::io::stdout().lock();
     match cli.command {
         Command::Init | Command::Doctor => {
             let create = matches!(cli.command, Command::Init);
-            let lake = open().await?;
+            let lake = open(if create { Access::Create } else { Access::Existing }).await?;
             for line in lake.check(create).await? {
                 writeln!(stdout, "ok: {line}")?;
             }
             writeln!(stdout, "{} is ready", lake.describe())?;
         }
         Command::Collect(b) => {
-            let lake = open().await?;
+            let lake = open(Access::Create).await?;
             match snapshot::collect(&lake, &b.client()?, Utc::now).await? {
                 CollectOutcome::Written { key, symbols } => writeln!(stdout, "collected {symbols} prices into {key}")?,
                 CollectOutcome::AlreadyCollected { key } => writeln!(stdout, "this hour is already collected ({key}); nothing fetched")?,
             }
         }
         Command::Backfill { hours, quote, binance } => {
-            let lake = open().await?;
+            let lake = open(Access::Create).await?;
             let written = snapshot::backfill(&lake, &binance.client()?, Utc::now(), hours, &quote).await?;
             writeln!(stdout, "backfilled {} hourly snapshot(s) of {quote} pairs", written.len())?;
         }
         Command::Process { full, memory_limit } => {
-            let lake = open().await?;
+            let lake = open(Access::Create).await?;
             let summary = process::process(&lake, &ProcessOptions { full, memory_limit }).await?;
             writeln!(stdout, "{summary}")?;
         }
         Command::Query { sql, format } => {
-            let lake = open().await?;
+            let lake = open(Access::Existing).await?;
             query::query(&lake, &sql, format, &mut stdout).await?;
         }
         Command::Run { once, offset_secs, retry_secs, memory_limit, binance } => {
-            let lake = open().await?;
+            let lake = open(Access::Create).await?;
             let opts = ServiceOptions {
                 once,
                 offset: Duration::from_secs(offset_secs),
@@ -222,7 +222,7 @@ pub async fn execute(cli: Cli) -> Result<()> {
             service::run(&lake, &binance.client()?, &opts, Shutdown::on_signals()).await?;
         }
         Command::SimulateHistory { hours, symbols, seed, until } => {
-            let lake = open().await?;
+            let lake = open(Access::Create).await?;
             let config = SimConfig { symbols, seed };
             let last = snapshot::hour_slot(until.unwrap_or_else(|| Utc::now() - chrono::TimeDelta::hours(1)));
             let mut written = 0;

@@ -93,21 +93,62 @@ pub fn run_sql(session: &LakeSession, sql: &str) -> Result<Vec<RecordBatch>> {
     Ok(stmt.query_arrow([]).with_context(|| format!("the query {sql:?} failed"))?.collect())
 }
 
+/// Timestamps as the raw files, Athena and the original project print them, in every format:
+/// `2025-05-08 03:00:16.600` (fraction only when there is one), `+00:00` when zoned.
+const TIMESTAMP_FORMAT: &str = "%Y-%m-%d %H:%M:%S%.f";
+const TIMESTAMP_TZ_FORMAT: &str = "%Y-%m-%d %H:%M:%S%.f%:z";
+
+fn format_options() -> FormatOptions<'static> {
+    FormatOptions::default()
+        .with_null("")
+        .with_datetime_format(Some(TIMESTAMP_FORMAT))
+        .with_timestamp_format(Some(TIMESTAMP_FORMAT))
+        .with_timestamp_tz_format(Some(TIMESTAMP_TZ_FORMAT))
+}
+
+/// Zoned timestamps with their zone given as an offset. DuckDB labels TIMESTAMPTZ columns with a
+/// zone *name* ("UTC"), which Arrow's formatter (built without chrono-tz) cannot print; the values
+/// are instants, so relabelling them "+00:00" only changes how they print: in UTC, like the lake.
+fn utc_offsets(batch: &RecordBatch) -> Result<RecordBatch> {
+    use duckdb::arrow::datatypes::{DataType, Field, Schema};
+    let zoned = |t: &DataType| matches!(t, DataType::Timestamp(_, Some(tz)) if tz.as_ref() != "+00:00");
+    if !batch.schema().fields().iter().any(|f| zoned(f.data_type())) {
+        return Ok(batch.clone());
+    }
+    let mut fields = Vec::new();
+    let mut columns = Vec::new();
+    for (field, column) in batch.schema().fields().iter().zip(batch.columns()) {
+        match field.data_type() {
+            DataType::Timestamp(unit, Some(_)) if zoned(field.data_type()) => {
+                let utc = DataType::Timestamp(*unit, Some("+00:00".into()));
+                columns.push(duckdb::arrow::compute::cast(column, &utc)?);
+                fields.push(Field::new(field.name(), utc, field.is_nullable()));
+            }
+            _ => {
+                columns.push(column.clone());
+                fields.push(field.as_ref().clone());
+            }
+        }
+    }
+    Ok(RecordBatch::try_new(std::sync::Arc::new(Schema::new(fields)), columns)?)
+}
+
 /// Write batches in the chosen format.
 pub fn render(batches: &[RecordBatch], format: OutputFormat, out: &mut dyn Write) -> Result<()> {
+    let batches = &batches.iter().map(utc_offsets).collect::<Result<Vec<_>>>()?;
+    let opts = format_options();
     match format {
         OutputFormat::Table => {
             if batches.iter().all(|b| b.num_rows() == 0) && batches.first().is_none() {
                 writeln!(out, "(no rows)")?;
             } else {
-                writeln!(out, "{}", duckdb::arrow::util::pretty::pretty_format_batches(batches)?)?;
+                writeln!(out, "{}", duckdb::arrow::util::pretty::pretty_format_batches_with_options(batches, &opts)?)?;
             }
         }
         OutputFormat::Csv => {
             let Some(first) = batches.first() else { return Ok(()) };
             let mut w = csv::Writer::from_writer(out);
             w.write_record(first.schema().fields().iter().map(|f| f.name().as_str()))?;
-            let opts = FormatOptions::default().with_null("");
             for batch in batches {
                 let fmts = batch.columns().iter().map(|c| ArrayFormatter::try_new(c.as_ref(), &opts)).collect::<Result<Vec<_>, _>>()?;
                 for row in 0..batch.num_rows() {
@@ -119,7 +160,6 @@ pub fn render(batches: &[RecordBatch], format: OutputFormat, out: &mut dyn Write
         OutputFormat::Json => {
             // One JSON array of objects; numbers stay numbers, NULL is null.
             let mut rows = Vec::new();
-            let opts = FormatOptions::default();
             for batch in batches {
                 let schema = batch.schema();
                 let fmts = batch.columns().iter().map(|c| ArrayFormatter::try_new(c.as_ref(), &opts)).collect::<Result<Vec<_>, _>>()?;

@@ -47,7 +47,16 @@ pub fn one_line(err: &(dyn Error + 'static)) -> String {
     let mut parts: Vec<String> = Vec::new();
     let mut next = Some(err);
     while let Some(e) = next {
-        let text = e.to_string();
+        // duckdb-rs gives every DuckDB failure, as its source, an `ffi::Error` whose text is always
+        // "Error code 1: Unknown error code" (libduckdb-sys maps no codes): noise, left out.
+        if e.is::<duckdb::ffi::Error>() {
+            break;
+        }
+        let mut text = e.to_string();
+        if e.is::<duckdb::Error>() {
+            // DuckDB's own message keeps its `LINE n:` excerpt and caret, without the blank line.
+            text = text.trim_end().replace("\n\n", "\n");
+        }
         // Transparent wrappers repeat their source's text.
         if !parts.last().is_some_and(|last| last.ends_with(&text)) {
             parts.push(text);
@@ -73,6 +82,18 @@ mod tests {
         let blip = TickError::Process(ProcessError::Lake(LakeError::Timeout { endpoint: "http://x".into() }));
         assert!(!is_permanent(&blip));
         assert!(!is_permanent(&ProcessError::Conflict { lake: "l".into() }));
+    }
+
+    #[test]
+    fn duckdb_failures_keep_their_message_and_lose_the_code_noise() {
+        let conn = duckdb::Connection::open_in_memory().unwrap();
+        let err = conn.prepare("SELEC 1").map(|_| ()).unwrap_err();
+        assert!(err.source().is_some_and(|s| s.to_string() == "Error code 1: Unknown error code"), "duckdb-rs changed: {err:?}");
+        let wrapped = ProcessError::Engine { doing: "running the query".into(), source: err };
+        assert_eq!(
+            one_line(&wrapped),
+            "DuckDB failed while running the query: Parser Error: syntax error at or near \"SELEC\"\nLINE 1: SELEC 1\n        ^^^^^"
+        );
     }
 
     #[test]

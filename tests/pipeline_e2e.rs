@@ -284,6 +284,7 @@ async fn bad_input_gets_a_clear_error_and_nonzero_exit() {
     assert!(out.stderr.contains("not a supported location") && out.stderr.contains("s3://BUCKET"), "{}", out.stderr);
 
     let (_tmp, lake) = lake_dir();
+    tickerlake(&lake, &["init"], &[]).await.ok();
     let out = tickerlake(&lake, &["query", "SELECT * FROM nosuchtable"], &[]).await;
     out.failed();
     assert!(out.stderr.contains("nosuchtable"), "{}", out.stderr);
@@ -351,4 +352,178 @@ async fn a_second_writer_is_refused_while_the_first_holds_the_lock() {
     assert!(status.success(), "{stderr}");
     // The lock went with the first run: the next one proceeds (and finds nothing new).
     assert!(tickerlake(&lake, &["process"], &[]).await.stdout.contains("nothing new"));
+}
+
+/// A misspelt --lake: read-only commands fail with one line naming the path and create nothing;
+/// writing commands create the lake and say so once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn read_only_commands_refuse_a_missing_lake_and_create_nothing() {
+    let (tmp, lake) = lake_dir();
+    let dir = std::path::Path::new(&lake);
+    for args in [&["query", "SELECT count(*) FROM processed"][..], &["doctor"]] {
+        let out = tickerlake(&lake, args, &[]).await;
+        out.failed();
+        assert_eq!(out.stderr, format!("error: no lake at {lake}: check --lake, or create one with `tickerlake init`\n"), "{args:?}");
+        assert_eq!(out.stdout, "", "{args:?}");
+        assert!(!dir.exists(), "{args:?} created {lake}");
+    }
+    // A directory holding no lake (--lake one level too high, say) is no lake either.
+    let empty = tmp.path().join("empty");
+    std::fs::create_dir(&empty).unwrap();
+    let out = tickerlake(empty.to_str().unwrap(), &["query", "SELECT 1"], &[]).await;
+    out.failed();
+    assert!(out.stderr.starts_with(&format!("error: no lake at {}", empty.display())) && out.stderr.lines().count() == 1, "{}", out.stderr);
+    assert_eq!(std::fs::read_dir(&empty).unwrap().count(), 0, "query created something in {}", empty.display());
+
+    // Writing commands create it, and say so the first time only.
+    let first = tickerlake(&lake, &["simulate-history", "--hours", "3", "--symbols", "6", "--until", "2025-05-09T05:00:00Z"], &[]).await;
+    first.ok();
+    assert_eq!(first.stderr.matches(&format!("created a new lake at {lake}")).count(), 1, "{}", first.stderr);
+    let second = tickerlake(&lake, &["process"], &[]).await;
+    second.ok();
+    assert!(!second.stderr.contains("created"), "{}", second.stderr);
+    let rows = processed_rows(dir).len();
+    assert!(rows > 0);
+    let out = tickerlake(&lake, &["query", "--format", "csv", "SELECT count(*) AS n FROM processed"], &[]).await;
+    out.ok();
+    assert_eq!(out.stdout, format!("n\n{rows}\n"));
+    tickerlake(&lake, &["doctor"], &[]).await.ok();
+
+    let (_tmp2, fresh) = lake_dir();
+    let init = tickerlake(&fresh, &["init"], &[]).await;
+    init.ok();
+    assert!(init.stderr.contains(&format!("created a new lake at {fresh}")), "{}", init.stderr);
+    assert!(init.stdout.contains("is ready"), "{}", init.stdout);
+    let out = tickerlake(&fresh, &["query", "SELECT count(*) AS n FROM processed"], &[]).await;
+    out.ok();
+    assert!(out.stdout.contains("| 0 |"), "an initialised lake is a lake: {}", out.stdout);
+}
+
+/// DuckDB failures read as DuckDB wrote them, caret line included, without duckdb-rs's
+/// "Error code 1: Unknown error code" — from `query` and from processing alike.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn duckdb_errors_keep_duckdbs_message_without_library_noise() {
+    let (_tmp, lake) = lake_dir();
+    let dir = std::path::Path::new(&lake);
+    write_raw(dir, "raw_crypto_prices_20250508T0300.csv", &csv(&[("BTCUSDT", "97000.00000000", "2025-05-08 03:00:16+00:00")]));
+    tickerlake(&lake, &["process"], &[]).await.ok();
+    let out = tickerlake(&lake, &["query", "SELEC symbol FROM processed"], &[]).await;
+    out.failed();
+    assert!(!out.stderr.contains("Error code") && !out.stderr.contains("Unknown error"), "{}", out.stderr);
+    let lines: Vec<&str> = out.stderr.lines().collect();
+    assert!(lines[0].starts_with("error: ") && lines[0].contains("Parser Error: syntax error at or near \"SELEC\""), "{}", out.stderr);
+    // DuckDB's excerpt, its caret under the offending word, right after the message.
+    assert_eq!(&lines[1..], ["LINE 1: SELEC symbol FROM processed", "        ^^^^^"], "{}", out.stderr);
+
+    let out = tickerlake(&lake, &["query", "SELECT nosuch FROM processed"], &[]).await;
+    out.failed();
+    assert!(out.stderr.contains("Binder Error: Referenced column \"nosuch\" not found"), "{}", out.stderr);
+    assert!(!out.stderr.contains("Error code"), "{}", out.stderr);
+
+    write_raw(dir, "raw_crypto_prices_20250508T0400.csv", &csv(&[("BTCUSDT", "97100.00000000", "2025-05-08 04:00:16+00:00")]));
+    let out = tickerlake(&lake, &["process", "--memory-limit", "lots"], &[]).await;
+    out.failed();
+    assert!(out.stderr.contains("--memory-limit \"lots\" is not a size DuckDB accepts"), "{}", out.stderr);
+    assert!(!out.stderr.contains("Error code"), "{}", out.stderr);
+}
+
+/// A lake whose raw/ is a symlink to a directory of existing snapshots, with more linked
+/// directories inside: all followed. A link back into a directory it is inside is refused in one
+/// line instead of looping (or being skipped).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn symlinked_raw_directories_are_followed_and_loops_refused() {
+    use std::os::unix::fs::symlink;
+    let tmp = tempfile::tempdir().unwrap();
+    let (snapshots, older, lake) = (tmp.path().join("snapshots"), tmp.path().join("older"), tmp.path().join("lake"));
+    for d in [&snapshots, &older, &lake] {
+        std::fs::create_dir(d).unwrap();
+    }
+    let snapshot = |dir: &std::path::Path, hour: &str| {
+        let ts = format!("2025-05-{} {}:00:16+00:00", &hour[6..8], &hour[9..11]);
+        let body = csv(&[("BTCUSDT", "97000.00000000", &ts), ("ETHUSDT", "1800.00000000", &ts)]);
+        std::fs::write(dir.join(format!("raw_crypto_prices_{hour}.csv")), body).unwrap();
+    };
+    snapshot(&snapshots, "20250508T0300");
+    snapshot(&snapshots, "20250508T0400");
+    snapshot(&older, "20250507T2300");
+    symlink(&snapshots, lake.join("raw")).unwrap();
+    let l = lake.to_str().unwrap();
+
+    let out = tickerlake(l, &["process"], &[]).await;
+    out.ok();
+    assert!(out.stdout.starts_with("2 snapshot(s) read, 4 rows: 4 kept"), "{}", out.stdout);
+    assert_eq!(processed_rows(&lake).len(), 4);
+
+    symlink(&older, snapshots.join("2025-05-07")).unwrap();
+    let out = tickerlake(l, &["process"], &[]).await;
+    out.ok();
+    assert!(out.stdout.starts_with("1 snapshot(s) read"), "{}", out.stdout);
+    assert_eq!(processed_rows(&lake).len(), 6);
+    let out = tickerlake(l, &["query", "--format", "csv", "SELECT count(*) AS n FROM raw"], &[]).await;
+    out.ok();
+    assert_eq!(out.stdout, "n\n6\n");
+
+    // lake/raw → snapshots, snapshots/2025-05-07 → older, older/again → snapshots: a loop.
+    symlink(&snapshots, older.join("again")).unwrap();
+    let out = tickerlake(l, &["process"], &[]).await;
+    out.failed();
+    let link = lake.join("raw/2025-05-07/again");
+    assert!(out.stderr.contains(&format!("symlink loop at {}", link.display())) && out.stderr.lines().count() == 1, "{}", out.stderr);
+    std::fs::remove_file(older.join("again")).unwrap();
+
+    // A link whose target is gone is named, not skipped.
+    symlink(tmp.path().join("gone.csv"), snapshots.join("raw_crypto_prices_20250508T0500.csv")).unwrap();
+    let out = tickerlake(l, &["process"], &[]).await;
+    out.failed();
+    assert!(out.stderr.contains("raw_crypto_prices_20250508T0500.csv is a broken symlink") && out.stderr.lines().count() == 1, "{}", out.stderr);
+}
+
+/// The README's examples run as typed in the directory that holds the demo's ./lake: `./dev tl …`
+/// (the clone's wrapper) and `tickerlake query …` (the binary `cargo install --path .` puts on PATH).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readme_examples_run_as_typed_after_the_demo() {
+    let repo = env!("CARGO_MANIFEST_DIR");
+    let readme = std::fs::read_to_string(format!("{repo}/README.md")).unwrap();
+    let mut in_sh = false;
+    let mut examples = Vec::new();
+    for line in readme.lines() {
+        if line.starts_with("```") {
+            in_sh = line == "```sh";
+            continue;
+        }
+        let cmd = line.split(" #").next().unwrap().trim();
+        if in_sh && (cmd.starts_with("./dev tl ") || cmd.starts_with("tickerlake query ")) {
+            examples.push(cmd.to_owned());
+        }
+    }
+    assert!(examples.iter().any(|c| c.starts_with("./dev tl ")) && examples.iter().any(|c| c.starts_with("tickerlake ")), "{examples:?}");
+
+    // What the demo leaves behind: ./lake with processed partitions.
+    let tmp = tempfile::tempdir().unwrap();
+    let lake = tmp.path().join("lake");
+    let l = lake.to_str().unwrap();
+    tickerlake(l, &["simulate-history", "--hours", "30", "--symbols", "12", "--until", "2025-05-09T05:00:00Z"], &[]).await.ok();
+    tickerlake(l, &["process"], &[]).await.ok();
+    // `tickerlake` on PATH, as after `cargo install --path .`.
+    let bin = tmp.path().join("bin");
+    std::fs::create_dir(&bin).unwrap();
+    std::os::unix::fs::symlink(common::BIN, bin.join("tickerlake")).unwrap();
+    let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap());
+    for cmd in &examples {
+        // `./dev` is the clone's script; run from elsewhere, it must still resolve ./lake where it was typed.
+        let typed = cmd.replacen("./dev ", &format!("{repo}/dev "), 1);
+        let out = tokio::process::Command::new("bash")
+            .args(["-c", &typed])
+            .current_dir(tmp.path())
+            .env("PATH", &path)
+            .env("TICKERLAKE_BIN", common::BIN)
+            .env_remove("TICKERLAKE_LAKE")
+            .env_remove("RUST_LOG")
+            .output()
+            .await
+            .unwrap();
+        let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        assert!(out.status.success(), "{cmd}\nstdout: {stdout}\nstderr: {stderr}");
+        assert!(stdout.lines().count() > 4 && !stdout.contains("(no rows)"), "{cmd} printed no rows: {stdout}");
+    }
 }

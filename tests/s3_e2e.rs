@@ -87,6 +87,14 @@ async fn pipeline(endpoint: &str, target: &str) {
     out.ok();
     let v: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
     assert_eq!(v.as_array().unwrap().len(), 9, "10 USDT pairs, one priced zero: {}", out.stdout);
+
+    // Read-only commands on a bucket that does not exist: one line, and no bucket is created.
+    for args in [&["query", "SELECT count(*) FROM processed"][..], &["doctor"]] {
+        let out = tl("s3://tickerlake-e2e-typo/prices", args, &env).await;
+        out.failed();
+        assert!(out.stderr.contains("bucket \"tickerlake-e2e-typo\" does not exist") && out.stderr.lines().count() == 1, "{args:?}: {}", out.stderr);
+    }
+    assert!(client.head_bucket().bucket("tickerlake-e2e-typo").send().await.is_err(), "a read-only command created a bucket");
 }
 
 /// The endpoint goes down while a run publishes; the run fails cleanly, and the next run after

@@ -1,5 +1,5 @@
 //! insta snapshots of what users see and what downstream tools read: the CLI help, the Parquet
-//! schema of processed partitions, and a query result on fixed data.
+//! schema of processed partitions, and query results on fixed data (table, CSV, JSON).
 
 mod common;
 
@@ -71,4 +71,12 @@ async fn parquet_schema_and_query_result() {
     let out = tickerlake(&lake, &["query", "SELECT date, symbol, timestamp, price, round(moving_avg, 4) AS moving_avg, previous_price, round(price_change_pct, 6) AS price_change_pct FROM processed ORDER BY symbol, timestamp"], &[]).await;
     out.ok();
     insta::assert_snapshot!("query_table", out.stdout);
+
+    // Every format prints timestamps as the raw files and Athena do: space-separated, UTC.
+    let sql = "SELECT symbol, timestamp, CAST(timestamp AS TIMESTAMPTZ) AS timestamp_tz FROM processed WHERE symbol = 'BTCUSDT' ORDER BY timestamp LIMIT 2";
+    for format in ["csv", "json"] {
+        let out = tickerlake(&lake, &["query", "--format", format, sql], &[]).await;
+        out.ok();
+        insta::assert_snapshot!(format!("query_{format}"), out.stdout);
+    }
 }

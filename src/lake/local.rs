@@ -16,7 +16,10 @@ use async_trait::async_trait;
 use bytes::Bytes;
 
 use super::error::IoContext;
-use super::{LOCK_KEY, LakeError, LakeResult, LockGuard, ObjectMeta, ObjectStore, PutMode, STATE_PREFIX, Versioned};
+use super::{
+    LOCK_KEY, LakeError, LakeResult, LockGuard, ObjectMeta, ObjectStore, PROCESSED_PREFIX, PutMode, QUARANTINE_PREFIX, RAW_PREFIX, STATE_PREFIX,
+    Versioned,
+};
 
 const TMP_DIR: &str = "_tickerlake/tmp";
 const CAS_LOCK: &str = "_tickerlake/cas.lock";
@@ -39,12 +42,38 @@ pub struct LocalStore {
 }
 
 impl LocalStore {
-    /// Open (creating if missing) the lake at `root`.
+    /// Open the lake at `root`, creating the directory if it does not exist (commands that write);
+    /// a lake created here is logged, once.
     pub fn open(root: &Path) -> LakeResult<Self> {
         if root.exists() && !root.is_dir() {
             return Err(LakeError::Location(format!("{} exists and is not a directory; point --lake at a directory", root.display())));
         }
+        let created = !root.exists();
         fs::create_dir_all(root.join(TMP_DIR)).io_context(|| format!("cannot create {}", root.join(TMP_DIR).display()))?;
+        if created {
+            tracing::info!("created a new lake at {}", root.display());
+        }
+        Ok(Self { root: root.to_path_buf() })
+    }
+
+    /// Open a lake that must already exist, creating nothing (read-only commands). A missing
+    /// directory, or one holding none of a lake's top-level directories, is most likely a
+    /// misspelt --lake: an error, not an empty lake.
+    pub fn open_existing(root: &Path) -> LakeResult<Self> {
+        const HINT: &str = "check --lake, or create one with `tickerlake init`";
+        match fs::metadata(root) {
+            Ok(m) if m.is_dir() => {}
+            Ok(_) => return Err(LakeError::Location(format!("{} exists and is not a directory; point --lake at a directory", root.display()))),
+            Err(e) if e.kind() == ErrorKind::NotFound => return Err(LakeError::Location(format!("no lake at {}: {HINT}", root.display()))),
+            Err(e) => return Err(LakeError::io(format!("cannot read the lake at {}", root.display()), e)),
+        }
+        let dirs = [RAW_PREFIX, PROCESSED_PREFIX, QUARANTINE_PREFIX, STATE_PREFIX];
+        if !dirs.iter().any(|d| root.join(d).is_dir()) {
+            return Err(LakeError::Location(format!(
+                "no lake at {} (it has no raw/, processed/ or _tickerlake/ directory): {HINT}",
+                root.display()
+            )));
+        }
         Ok(Self { root: root.to_path_buf() })
     }
 
@@ -60,8 +89,15 @@ impl LocalStore {
         self.root.join(TMP_DIR).join(format!(".tmp-{}-{nanos}-{n}", std::process::id()))
     }
 
+    /// A fresh temp path, its directory created if needed (a lake opened read-only has none).
+    fn new_tmp(&self) -> LakeResult<PathBuf> {
+        let dir = self.root.join(TMP_DIR);
+        fs::create_dir_all(&dir).io_context(|| format!("cannot create {}", dir.display()))?;
+        Ok(self.tmp_path())
+    }
+
     fn write_tmp(&self, data: &[u8]) -> LakeResult<PathBuf> {
-        let tmp = self.tmp_path();
+        let tmp = self.new_tmp()?;
         let mut f = File::create(&tmp).io_context(|| format!("cannot create {}", tmp.display()))?;
         f.write_all(data).and_then(|_| f.sync_all()).io_context(|| format!("cannot write {}", tmp.display()))?;
         Ok(tmp)
@@ -144,7 +180,11 @@ fn sync_dir(dir: &Path) {
     }
 }
 
-fn walk(dir: &Path, root: &Path, prefix: &str, out: &mut Vec<ObjectMeta>) -> LakeResult<()> {
+/// Collect the files under `dir` whose keys start with `prefix`. Symlinks are followed, to files
+/// and to directories (a `raw/` linked to a directory of existing snapshots is a common setup);
+/// `ancestors` holds the real paths of the directories being walked, so a link leading back into
+/// one of them is refused instead of looping.
+fn walk(dir: &Path, root: &Path, prefix: &str, ancestors: &mut Vec<PathBuf>, out: &mut Vec<ObjectMeta>) -> LakeResult<()> {
     let entries = match fs::read_dir(dir) {
         Ok(e) => e,
         Err(e) if e.kind() == ErrorKind::NotFound => return Ok(()),
@@ -153,18 +193,37 @@ fn walk(dir: &Path, root: &Path, prefix: &str, out: &mut Vec<ObjectMeta>) -> Lak
     for entry in entries {
         let entry = entry.io_context(|| format!("cannot list {}", dir.display()))?;
         let path = entry.path();
-        let meta = entry.metadata().io_context(|| format!("cannot stat {}", path.display()))?;
         let rel = path.strip_prefix(root).expect("walk stays under root");
         let key = rel.to_string_lossy().replace(std::path::MAIN_SEPARATOR, "/");
-        if key.starts_with(TMP_DIR) {
+        // Look only where keys can still match the prefix (and never follow links elsewhere).
+        let dir_key = format!("{key}/");
+        if key.starts_with(TMP_DIR) || !(dir_key.starts_with(prefix) || prefix.starts_with(&dir_key)) {
             continue;
         }
+        let link = entry.file_type().io_context(|| format!("cannot stat {}", path.display()))?.is_symlink();
+        let meta = match link {
+            true => fs::metadata(&path).map_err(|e| {
+                let target = fs::read_link(&path).map(|t| t.display().to_string()).unwrap_or_default();
+                LakeError::io(format!("{} is a broken symlink (to {target:?}); fix or remove it", path.display()), e)
+            })?,
+            false => entry.metadata().io_context(|| format!("cannot stat {}", path.display()))?,
+        };
         if meta.is_dir() {
-            // Descend only where keys under this directory can still match the prefix.
-            let dir_key = format!("{key}/");
-            if dir_key.starts_with(prefix) || prefix.starts_with(&dir_key) {
-                walk(&path, root, prefix, out)?;
+            let parent = ancestors.last().expect("walk starts with the root");
+            let real = match link {
+                true => fs::canonicalize(&path).io_context(|| format!("cannot resolve the symlink {}", path.display()))?,
+                false => parent.join(entry.file_name()),
+            };
+            if ancestors.contains(&real) {
+                return Err(LakeError::Location(format!(
+                    "symlink loop at {} (it is {} again, which contains it); remove or retarget the symlink that leads back",
+                    path.display(),
+                    real.display()
+                )));
             }
+            ancestors.push(real);
+            walk(&path, root, prefix, ancestors, out)?;
+            ancestors.pop();
         } else if key.starts_with(prefix) {
             let mtime = meta.modified().ok()
                 .and_then(|t| t.duration_since(SystemTime::UNIX_EPOCH).ok())
@@ -184,7 +243,12 @@ impl ObjectStore for LocalStore {
 
     async fn list(&self, prefix: &str) -> LakeResult<Vec<ObjectMeta>> {
         let mut out = Vec::new();
-        walk(&self.root, &self.root, prefix, &mut out)?;
+        let root = match fs::canonicalize(&self.root) {
+            Ok(r) => r,
+            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(out),
+            Err(e) => return Err(LakeError::io(format!("cannot list {}", self.root.display()), e)),
+        };
+        walk(&self.root, &self.root, prefix, &mut vec![root], &mut out)?;
         out.sort_by(|a, b| a.key.cmp(&b.key));
         Ok(out)
     }
@@ -230,7 +294,7 @@ impl ObjectStore for LocalStore {
     }
 
     async fn put_file(&self, key: &str, src: &Path) -> LakeResult<()> {
-        let tmp = self.tmp_path();
+        let tmp = self.new_tmp()?;
         fs::copy(src, &tmp).io_context(|| format!("cannot copy {} into the lake", src.display()))?;
         File::open(&tmp).and_then(|f| f.sync_all()).io_context(|| format!("cannot sync {}", tmp.display()))?;
         self.publish(&tmp, key)
@@ -239,7 +303,7 @@ impl ObjectStore for LocalStore {
     async fn copy(&self, from: &str, to: &str) -> LakeResult<()> {
         // Lake files are never modified in place (every write is a new file renamed over the
         // key), so a second link to the same inode is a copy that costs no bytes.
-        let tmp = self.tmp_path();
+        let tmp = self.new_tmp()?;
         fs::hard_link(self.path(from), &tmp).io_context(|| format!("cannot link {} into the lake", self.path(from).display()))?;
         self.publish(&tmp, to)
     }

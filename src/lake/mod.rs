@@ -249,8 +249,19 @@ pub async fn materialize(lake: &Lake, keys: &[String], dir: &Path, what: &'stati
     Ok(out)
 }
 
+/// Whether opening a lake may create it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// Commands that write (init, collect, backfill, process, run, simulate-history): a missing
+    /// local lake is created, and the log says so. (A missing bucket is created by `init` only.)
+    Create,
+    /// Read-only commands (query, doctor): a local lake that does not exist is an error naming the
+    /// path, and nothing is created. S3 is never created on open; a missing bucket is reported.
+    Existing,
+}
+
 /// Open the lake named by `--lake`: a directory path, or `s3://bucket[/prefix]`.
-pub async fn open(location: &str, s3: &s3::S3Options) -> LakeResult<Lake> {
+pub async fn open(location: &str, s3: &s3::S3Options, access: Access) -> LakeResult<Lake> {
     if let Some(rest) = location.strip_prefix("s3://") {
         let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
         if bucket.is_empty() {
@@ -263,5 +274,9 @@ pub async fn open(location: &str, s3: &s3::S3Options) -> LakeResult<Lake> {
             "--lake {location:?} is not a supported location; use a directory path (e.g. ./lake) or s3://BUCKET/PREFIX"
         )));
     }
-    Ok(Arc::new(local::LocalStore::open(Path::new(location))?))
+    let store = match access {
+        Access::Create => local::LocalStore::open(Path::new(location))?,
+        Access::Existing => local::LocalStore::open_existing(Path::new(location))?,
+    };
+    Ok(Arc::new(store))
 }
