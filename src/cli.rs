@@ -141,6 +141,19 @@ pub enum Command {
         #[arg(long)]
         until: Option<chrono::DateTime<Utc>>,
     },
+    /// Answer PostgreSQL clients (Grafana, psql, DBeaver…) over the lake, read-only: views
+    /// `processed`, `raw` and `quarantine`, any database name; new commits are seen without a restart.
+    Serve {
+        /// Address to listen on; anything but loopback needs TICKERLAKE_SERVE_PASSWORD.
+        #[arg(long, hide_env_values = true, env = "TICKERLAKE_SERVE_LISTEN", default_value = crate::serve::DEFAULT_LISTEN)]
+        listen: String,
+        /// Seconds a query may run before it is cancelled.
+        #[arg(long, default_value_t = 30)]
+        query_timeout: u64,
+        /// Seconds between looks at the lake for new commits (at most one look per query).
+        #[arg(long, default_value_t = 1.0)]
+        refresh_secs: f64,
+    },
     /// Serve a Binance-compatible simulator on 127.0.0.1 (tests and offline demos).
     Simulator {
         /// Port to listen on (0 picks a free one; the URL is printed).
@@ -234,6 +247,25 @@ pub async fn execute(cli: Cli) -> Result<()> {
                 }
             }
             writeln!(stdout, "wrote {written} simulated hourly snapshot(s) of {symbols} symbols into {}", lake.describe())?;
+        }
+        Command::Serve { listen, query_timeout, refresh_secs } => {
+            let lake = open(Access::Existing).await?;
+            // The password only ever comes from the environment (never argv, never logged).
+            let password = std::env::var("TICKERLAKE_SERVE_PASSWORD").ok().filter(|p| !p.is_empty());
+            let opts = crate::serve::ServeOptions {
+                listen,
+                password,
+                query_timeout: Duration::from_secs(query_timeout.max(1)),
+                refresh: Duration::from_secs_f64(refresh_secs.max(0.0)),
+                threads: None,
+            };
+            drop(stdout);
+            crate::serve::serve(lake, &opts, crate::serve::stop_signal(), |addr| {
+                // The first line on stdout says where to connect (tests and scripts read it).
+                println!("listening on {addr}; connect with: psql -h {} -p {} -U tickerlake tickerlake", addr.ip(), addr.port());
+            })
+            .await?;
+            return Ok(());
         }
         Command::Simulator { port, symbols, seed } => {
             let sim = Simulator::start(SimConfig { symbols, seed }, port).await?;

@@ -2,7 +2,7 @@
 //!
 //! The modules follow the data: `source` (Binance → raw snapshot) → `lake` (where everything is
 //! stored) → `process` + `indicators` (raw → processed partitions) → `query` (SQL over the lake);
-//! `service` runs the hourly loop, `simulator` stands in for Binance offline.
+//! `serve` answers PostgreSQL clients (Grafana) over the lake, `service` runs the hourly loop, `simulator` stands in for Binance offline.
 
 pub mod cli;
 pub mod config;
@@ -12,6 +12,7 @@ pub mod lake;
 pub mod process;
 pub mod query;
 pub mod report;
+pub mod serve;
 pub mod service;
 pub mod simulator;
 pub mod source;

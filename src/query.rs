@@ -58,10 +58,17 @@ pub async fn open_session(lake: &Lake, sql: &str) -> Result<LakeSession> {
     let processed_paths = sql_paths(lake::materialize(lake, &processed, tmp.path(), "download").await?);
     let raw_paths = sql_paths(lake::materialize(lake, &raw, tmp.path(), "download").await?);
     let conn = Connection::open_in_memory()?;
+    if processed_paths.is_empty() && mentions(sql, "processed") {
+        tracing::warn!("{} has no processed partitions yet; run `tickerlake process` first", lake.describe());
+    }
+    define_views(&conn, &processed_paths, &raw_paths)?;
+    Ok(LakeSession { conn, _downloads: tmp })
+}
+
+/// Define the `processed` and `raw` views over these files (SQL string literals of local paths;
+/// empty: an empty view with the right columns). `serve` builds its snapshots with it too.
+pub fn define_views(conn: &Connection, processed_paths: &[String], raw_paths: &[String]) -> duckdb::Result<()> {
     if processed_paths.is_empty() {
-        if mentions(sql, "processed") {
-            tracing::warn!("{} has no processed partitions yet; run `tickerlake process` first", lake.describe());
-        }
         conn.execute_batch(
             "CREATE VIEW processed AS SELECT CAST(NULL AS VARCHAR) AS symbol, CAST(NULL AS DOUBLE) AS price,
                CAST(NULL AS TIMESTAMP) AS \"timestamp\", CAST(NULL AS DOUBLE) AS moving_avg, CAST(NULL AS DOUBLE) AS previous_price,
@@ -84,7 +91,7 @@ pub async fn open_session(lake: &Lake, sql: &str) -> Result<LakeSession> {
             raw_paths.join(", ")
         ))?;
     }
-    Ok(LakeSession { conn, _downloads: tmp })
+    Ok(())
 }
 
 /// Run `sql` and return the Arrow batches.
