@@ -1,4 +1,6 @@
 -- title: Every symbol (the dashboards' $symbol variable)
+-- variable: symbol
+-- dashboard: Crypto Summary
 SELECT DISTINCT symbol
 FROM processed
 ORDER BY symbol

@@ -154,6 +154,19 @@ pub enum Command {
         #[arg(long, default_value_t = 1.0)]
         refresh_secs: f64,
     },
+    /// Regenerate grafana/provisioning (dashboards, alert rules) from queries/*.sql (`./dev grafana`).
+    #[command(hide = true)]
+    GrafanaProvisioning {
+        /// The shipped SQL folder.
+        #[arg(long, default_value = "queries")]
+        queries: std::path::PathBuf,
+        /// The provisioning folder to write.
+        #[arg(long, default_value = "grafana/provisioning")]
+        out: std::path::PathBuf,
+        /// Write nothing; fail if a committed file differs from what would be generated.
+        #[arg(long)]
+        check: bool,
+    },
     /// Serve a Binance-compatible simulator on 127.0.0.1 (tests and offline demos).
     Simulator {
         /// Port to listen on (0 picks a free one; the URL is printed).
@@ -266,6 +279,14 @@ pub async fn execute(cli: Cli) -> Result<()> {
             })
             .await?;
             return Ok(());
+        }
+        Command::GrafanaProvisioning { queries, out, check } => {
+            let written = crate::serve::grafana::write(&queries, &out, check)?;
+            if check {
+                writeln!(stdout, "{} matches queries/", out.display())?;
+            } else {
+                writeln!(stdout, "wrote {} file(s) under {}", written.len(), out.display())?;
+            }
         }
         Command::Simulator { port, symbols, seed } => {
             let sim = Simulator::start(SimConfig { symbols, seed }, port).await?;

@@ -4,6 +4,8 @@
 //!
 //! - [`engine`]: one contained DuckDB database per committed state of the lake, the statement
 //!   check, PostgreSQL compatibility macros.
+//! - [`grafana`]: the provisioned dashboards and alert rules, generated from `queries/`, and the
+//!   datasources' macro expansion.
 //! - [`handler`]: the pgwire handlers (simple and extended protocols, authentication) and the
 //!   Arrow → PostgreSQL type mapping.
 //!
@@ -13,6 +15,7 @@
 //! as committed is ever readable.
 
 pub mod engine;
+pub mod grafana;
 pub mod handler;
 
 use std::net::SocketAddr;
