@@ -263,7 +263,13 @@ fn substitute_variables(sql: &str, vars: &BTreeMap<String, String>) -> Result<St
 
 /// Expand the SQL of a `flavor` dashboard exactly as that datasource does for the time range
 /// `from`..`to` and variable values `vars`: variables first, then the datasource's macros.
-pub fn expand(sql: &str, flavor: Flavor, from: DateTime<Utc>, to: DateTime<Utc>, vars: &BTreeMap<String, String>) -> Result<String, GrafanaError> {
+pub fn expand(
+    sql: &str,
+    flavor: Flavor,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+    vars: &BTreeMap<String, String>,
+) -> Result<String, GrafanaError> {
     let sql = substitute_variables(sql, vars)?;
     let mut out = String::with_capacity(sql.len());
     let mut rest = sql.as_str();
@@ -309,7 +315,9 @@ pub fn expand(sql: &str, flavor: Flavor, from: DateTime<Utc>, to: DateTime<Utc>,
             (Flavor::Athena, "timeFilter") => format!("{arg} BETWEEN {} AND {}", athena_ts(from), athena_ts(to)),
             (Flavor::Athena, "timeFrom") => athena_ts(from),
             (Flavor::Athena, "timeTo") => athena_ts(to),
-            (Flavor::Athena, "dateFilter") => format!("{arg} BETWEEN date '{}' AND date '{}'", from.format("%Y-%m-%d"), to.format("%Y-%m-%d")),
+            (Flavor::Athena, "dateFilter") => {
+                format!("{arg} BETWEEN date '{}' AND date '{}'", from.format("%Y-%m-%d"), to.format("%Y-%m-%d"))
+            }
             (Flavor::Athena, "unixEpochFilter") => format!("{arg} BETWEEN {} AND {}", from.timestamp(), to.timestamp()),
             (Flavor::Athena, "timeGroup") => {
                 let s = secs(args.get(1))?;
@@ -401,7 +409,9 @@ pub fn dashboard(files: &[QueryFile], title: &str, flavor: Flavor) -> Result<(St
         }
         let options = match kind {
             "gauge" | "stat" => json!({"reduceOptions": {"calcs": ["lastNotNull"], "fields": "/.*/", "values": false}}),
-            "barchart" => json!({"orientation": "auto", "showValue": "auto", "legend": {"displayMode": "list", "placement": "bottom", "showLegend": true}}),
+            "barchart" => {
+                json!({"orientation": "auto", "showValue": "auto", "legend": {"displayMode": "list", "placement": "bottom", "showLegend": true}})
+            }
             _ => json!({"legend": {"displayMode": "list", "placement": "bottom", "showLegend": true}, "tooltip": {"mode": "multi"}}),
         };
         let mut defaults = serde_json::Map::new();
@@ -443,7 +453,10 @@ pub fn alert_rules(files: &[QueryFile]) -> Result<Value, GrafanaError> {
             let range: u64 = f.get("range").unwrap_or("3600").parse().map_err(|_| f.bad("-- range: must be seconds"))?;
             let expr = json!({"type": "__expr__", "uid": "__expr__"});
             let mut model = target(flavor, "A", &adapt(&f.sql, flavor), false);
-            model.as_object_mut().expect("object").extend([("intervalMs".to_owned(), json!(60000)), ("maxDataPoints".to_owned(), json!(43200))]);
+            model
+                .as_object_mut()
+                .expect("object")
+                .extend([("intervalMs".to_owned(), json!(60000)), ("maxDataPoints".to_owned(), json!(43200))]);
             // Alerting YAML expands $VAR everywhere but in the query model: `$$` keeps a `$`.
             let summary = f.get("summary").unwrap_or("").replace('$', "$$");
             rules.push(json!({
@@ -465,7 +478,9 @@ pub fn alert_rules(files: &[QueryFile]) -> Result<Value, GrafanaError> {
                 "labels": {"source": "tickerlake", "datasource": flavor.short()},
             }));
         }
-        groups.push(json!({"orgId": 1, "name": format!("tickerlake-{}", flavor.short()), "folder": "tickerlake", "interval": "1m", "rules": rules}));
+        groups.push(
+            json!({"orgId": 1, "name": format!("tickerlake-{}", flavor.short()), "folder": "tickerlake", "interval": "1m", "rules": rules}),
+        );
     }
     Ok(json!({"apiVersion": 1, "groups": groups}))
 }
@@ -533,7 +548,8 @@ pub fn generate(queries: &Path) -> Result<BTreeMap<String, String>, GrafanaError
             out.insert(format!("dashboards/{name}"), serde_json::to_string_pretty(&board).expect("json") + "\n");
         }
     }
-    let header = "# Generated from queries/alert_*.sql by `tickerlake grafana-provisioning` (./dev grafana); edit the SQL, not this file.\n";
+    let header =
+        "# Generated from queries/alert_*.sql by `tickerlake grafana-provisioning` (./dev grafana); edit the SQL, not this file.\n";
     out.insert("alerting/tickerlake-rules.yaml".to_owned(), format!("{header}{}", to_yaml(&alert_rules(&files)?)));
     Ok(out)
 }
@@ -567,7 +583,8 @@ mod tests {
         let from: DateTime<Utc> = "2024-05-01T00:00:00Z".parse().unwrap();
         let to: DateTime<Utc> = "2024-05-02T00:00:00.123Z".parse().unwrap();
         let vars = BTreeMap::from([("symbol".to_owned(), "O'X".to_owned())]);
-        let sql = "SELECT $__timeGroupAlias(ts,'1h'), $__time(ts) WHERE $__timeFilter(ts) AND s = ${symbol:sqlstring} AND $__unixEpochFilter(e)";
+        let sql =
+            "SELECT $__timeGroupAlias(ts,'1h'), $__time(ts) WHERE $__timeFilter(ts) AND s = ${symbol:sqlstring} AND $__unixEpochFilter(e)";
         assert_eq!(
             expand(sql, Flavor::Postgres, from, to, &vars).unwrap(),
             "SELECT floor(extract(epoch from ts)/3600)*3600 AS \"time\", ts AS \"time\" WHERE ts BETWEEN '2024-05-01T00:00:00Z' AND '2024-05-02T00:00:00.123Z' AND s = 'O''X' AND e >= 1714521600 AND e <= 1714608000"

@@ -26,7 +26,9 @@ pub struct Emulator {
 }
 
 fn venv() -> PathBuf {
-    std::env::var_os("TICKERLAKE_VENV").map(PathBuf::from).unwrap_or_else(|| PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/tickerlake-venv"))
+    std::env::var_os("TICKERLAKE_VENV")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/tickerlake-venv"))
 }
 
 fn free_port() -> u16 {
@@ -81,8 +83,13 @@ impl Emulator {
             Kind::Localstack => {
                 let listen = format!("127.0.0.1:{port}");
                 cmd.args(["-m", "localstack.runtime.main"])
-                    .env("GATEWAY_LISTEN", &listen).env("LOCALSTACK_HOST", &listen).env("FILESYSTEM_ROOT", &data)
-                    .env("SERVICES", "s3").env("DISABLE_EVENTS", "1").env("SKIP_SSL_CERT_DOWNLOAD", "1").env("DNS_ADDRESS", "0")
+                    .env("GATEWAY_LISTEN", &listen)
+                    .env("LOCALSTACK_HOST", &listen)
+                    .env("FILESYSTEM_ROOT", &data)
+                    .env("SERVICES", "s3")
+                    .env("DISABLE_EVENTS", "1")
+                    .env("SKIP_SSL_CERT_DOWNLOAD", "1")
+                    .env("DNS_ADDRESS", "0")
                     .current_dir(self.data.path());
             }
             Kind::Moto => {
@@ -173,4 +180,3 @@ impl Proxy {
         format!("http://127.0.0.1:{}", self.port)
     }
 }
-

@@ -3,6 +3,7 @@
 #![allow(dead_code, unreachable_pub)]
 
 pub mod emulator;
+pub mod serve;
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -218,7 +219,8 @@ impl PausedRun {
 }
 
 /// Every processed row, as CSV through `tickerlake query` (what a reader sees).
-pub const ROWS_SQL: &str = "SELECT symbol, timestamp, price, moving_avg, previous_price, price_change_pct, date FROM processed ORDER BY ALL";
+pub const ROWS_SQL: &str =
+    "SELECT symbol, timestamp, price, moving_avg, previous_price, price_change_pct, date FROM processed ORDER BY ALL";
 
 /// Raw snapshots read by a successful `process` (0 for "nothing new").
 pub fn snapshots_read(out: &Out) -> usize {
