@@ -1,6 +1,7 @@
 //! `query`: SQL over the lake in DuckDB, with views named like the original Athena tables:
 //! `processed` (partitioned Parquet, `date` from the partition path) and `raw` (the CSV snapshots,
-//! typed like a Glue crawler would type them), so the original project's queries run as written.
+//! typed like the Glue `raw` table), so the original project's queries run as written. The same
+//! SQL runs on Athena through [`athena`] (`tickerlake query --engine athena`).
 //! `processed` is exactly the committed state: the partition files the manifest names, never a
 //! file a run is still writing or left behind.
 
@@ -12,16 +13,32 @@ use duckdb::Connection;
 use duckdb::arrow::array::RecordBatch;
 use duckdb::arrow::util::display::{ArrayFormatter, FormatOptions};
 
+pub mod athena;
+
 use crate::lake::{self, Lake, RAW_PREFIX};
 use crate::process::manifest::Manifest;
 use crate::sql::lit;
 
+/// How results are printed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
 pub enum OutputFormat {
+    /// An aligned table.
     #[default]
     Table,
+    /// CSV with a header row.
     Csv,
+    /// One JSON array of objects (numbers stay numbers, NULL is null).
     Json,
+}
+
+/// Which engine answers `query`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum EngineKind {
+    /// Embedded DuckDB over the lake's committed files (no AWS needed).
+    #[default]
+    Local,
+    /// Athena over the Glue catalog (`tickerlake catalog` first).
+    Athena,
 }
 
 /// A DuckDB connection with the lake's views defined. Keeps downloaded copies alive (S3 lakes).
@@ -74,11 +91,12 @@ pub async fn open_session(lake: &Lake, sql: &str) -> Result<LakeSession> {
         ))?;
     }
     if raw_paths.is_empty() {
-        conn.execute_batch("CREATE VIEW raw AS SELECT CAST(NULL AS VARCHAR) AS symbol, CAST(NULL AS DOUBLE) AS price, CAST(NULL AS TIMESTAMP) AS \"timestamp\" WHERE false")?;
+        conn.execute_batch("CREATE VIEW raw AS SELECT CAST(NULL AS VARCHAR) AS symbol, CAST(NULL AS DOUBLE) AS price, CAST(NULL AS VARCHAR) AS \"timestamp\" WHERE false")?;
     } else {
+        // Typed as the Glue `raw` table (catalog::glue::raw_table): `timestamp` stays the raw text,
+        // since Athena's CSV SerDes cannot parse one with an offset; the same SQL then answers alike.
         conn.execute_batch(&format!(
-            "CREATE VIEW raw AS SELECT symbol, TRY_CAST(price AS DOUBLE) AS price,
-                    TRY_CAST(TRY_CAST(\"timestamp\" AS TIMESTAMPTZ) AS TIMESTAMP) AS \"timestamp\"
+            "CREATE VIEW raw AS SELECT symbol, TRY_CAST(price AS DOUBLE) AS price, \"timestamp\"
              FROM read_csv([{}], columns = {{'symbol': 'VARCHAR', 'price': 'VARCHAR', 'timestamp': 'VARCHAR'}},
                            header = true, auto_detect = false, ignore_errors = true)",
             raw_paths.join(", ")
