@@ -11,7 +11,7 @@ use duckdb::arrow::array::RecordBatch;
 use duckdb::arrow::util::display::{ArrayFormatter, FormatOptions};
 
 use crate::lake::{self, Lake, PROCESSED_PREFIX, RAW_PREFIX};
-use crate::process::engine::lit;
+use crate::process::engine::{TIMESTAMP_PATTERN, lit};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
 pub enum OutputFormat {
@@ -69,11 +69,14 @@ pub async fn open_session(lake: &Lake, sql: &str) -> Result<LakeSession> {
     if raw_paths.is_empty() {
         conn.execute_batch("CREATE VIEW raw AS SELECT CAST(NULL AS VARCHAR) AS symbol, CAST(NULL AS DOUBLE) AS price, CAST(NULL AS TIMESTAMP) AS \"timestamp\" WHERE false")?;
     } else {
+        // Timestamps as `process` reads them: complete ones only (see TIMESTAMP_PATTERN).
         conn.execute_batch(&format!(
             "CREATE VIEW raw AS SELECT symbol, TRY_CAST(price AS DOUBLE) AS price,
-                    TRY_CAST(TRY_CAST(\"timestamp\" AS TIMESTAMPTZ) AS TIMESTAMP) AS \"timestamp\"
+                    CASE WHEN regexp_full_match(\"timestamp\", {})
+                         THEN TRY_CAST(TRY_CAST(\"timestamp\" AS TIMESTAMPTZ) AS TIMESTAMP) END AS \"timestamp\"
              FROM read_csv([{}], columns = {{'symbol': 'VARCHAR', 'price': 'VARCHAR', 'timestamp': 'VARCHAR'}},
                            header = true, auto_detect = false, ignore_errors = true)",
+            lit(TIMESTAMP_PATTERN),
             raw_paths.join(", ")
         ))?;
     }

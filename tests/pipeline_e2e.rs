@@ -139,6 +139,19 @@ async fn malformed_rows_are_quarantined_with_reasons_and_counted() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_raw_view_does_not_invent_a_time_for_a_truncated_timestamp() {
+    let (_tmp, lake) = lake_dir();
+    write_raw(std::path::Path::new(&lake), "raw_crypto_prices_20250508T0300.csv", &csv(&[
+        ("BTCUSDT", "97000.00000000", "2025-05-08 03:00:16.500000+02:00"),
+        ("ETHUSDT", "1800.00000000", "2025-05-08 03:00:"),
+        ("SOLUSDT", "150.00000000", "2025-05-08 03:00"),
+    ]));
+    let out = tickerlake(&lake, &["query", "--format", "csv", "SELECT symbol, timestamp FROM raw ORDER BY symbol"], &[]).await;
+    out.ok();
+    assert_eq!(out.stdout, "symbol,timestamp\nBTCUSDT,2025-05-08T01:00:16.500\nETHUSDT,\nSOLUSDT,\n");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rerun_with_nothing_new_changes_nothing_and_late_data_matches_full() {
     let (_tmp, lake) = lake_dir();
     let dir = std::path::Path::new(&lake);

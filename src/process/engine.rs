@@ -13,6 +13,12 @@ use crate::indicators;
 const VALIDATE_SQL: &str = include_str!("validate.sql");
 /// Parquet key-value metadata naming the run that wrote a file (see manifest.rs).
 pub const RUN_ID_KEY: &str = "tickerlake_run_id";
+/// A complete raw timestamp (RE2, whole string): `YYYY-MM-DD HH:MM:SS` or with a `T`, an optional
+/// fraction of 1–9 digits, an optional offset `Z`, `±HH`, `±HHMM` or `±HH:MM` (hours 00–23).
+/// The calendar (month, day, leap years) is left to DuckDB's cast, which this guards: on its
+/// own the cast reads `2025-01-03 18:01:` as 18:01:00 and accepts 24:00:00 or an offset of +99:99.
+pub const TIMESTAMP_PATTERN: &str =
+    r"[0-9]{4}-[0-9]{2}-[0-9]{2}[ T]([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](\.[0-9]{1,9})?(Z|[+-]([01][0-9]|2[0-3])(:?[0-5][0-9])?)?";
 
 /// Per raw file counts and date range, as parsed by [`Engine::load_raw`].
 #[derive(Debug, Clone, Default)]
@@ -96,6 +102,7 @@ impl Engine {
         let sql = VALIDATE_SQL
             .replace("{files}", &list_lit(readable.iter().map(|(p, _)| p.as_str())))
             .replace("{rejects}", &rejects)
+            .replace("{ts_pattern}", &lit(TIMESTAMP_PATTERN))
             .replace("{out}", table);
         let sql = if readable.is_empty() {
             // Nothing for read_csv (it needs a file): the same relations, empty.

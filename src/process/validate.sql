@@ -1,6 +1,7 @@
 -- Parse and classify raw snapshot rows. Placeholders filled in by process::engine:
 --   {files}    list literal of local CSV paths, in the order of {out}_keys.file_index
 --   {rejects}  name for this scan's reject tables        {out}  table to create
+--   {ts_pattern}  engine::TIMESTAMP_PATTERN as a string literal
 -- A row is either KEPT, DROPPED (the original job's filters: other quote, price missing or <= 0),
 -- or QUARANTINED with a reason (malformed data the original job would have crashed on or kept).
 -- Files whose first line is not the `symbol,price,timestamp` header never get here: the engine
@@ -18,8 +19,11 @@ CREATE OR REPLACE TEMP TABLE {out} AS
 WITH parsed AS (
     SELECT file_index, symbol, price_text, ts_text,
            TRY_CAST(price_text AS DOUBLE) AS price,
-           -- Offsets are honoured; a timestamp without one (older original files) is UTC.
-           TRY_CAST(TRY_CAST(ts_text AS TIMESTAMPTZ) AS TIMESTAMP) AS "timestamp"
+           -- Complete timestamps only: the cast alone would read '2025-01-03 18:01:' as 18:01:00.
+           -- The cast then checks the calendar (Feb 30). Offsets are honoured; a timestamp without
+           -- one (older original files) is UTC.
+           CASE WHEN regexp_full_match(ts_text, {ts_pattern})
+                THEN TRY_CAST(TRY_CAST(ts_text AS TIMESTAMPTZ) AS TIMESTAMP) END AS "timestamp"
     FROM {out}_scan
 ), classified AS (
     SELECT *,
