@@ -1,6 +1,7 @@
 //! `query`: SQL over the lake in DuckDB, with views named like the original Athena tables:
 //! `processed` (partitioned Parquet, `date` from the partition path) and `raw` (the CSV snapshots,
-//! typed like a Glue crawler would type them), so the original project's queries run as written.
+//! typed like a Glue crawler would type them), so the original project's queries run as written;
+//! and `quarantine`, the rows `process` rejected (source_file, line, reason, record).
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -10,7 +11,7 @@ use duckdb::Connection;
 use duckdb::arrow::array::RecordBatch;
 use duckdb::arrow::util::display::{ArrayFormatter, FormatOptions};
 
-use crate::lake::{self, Lake, PROCESSED_PREFIX, RAW_PREFIX};
+use crate::lake::{self, Lake, PROCESSED_PREFIX, QUARANTINE_PREFIX, RAW_PREFIX};
 use crate::process::engine::{TIMESTAMP_PATTERN, lit};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
@@ -45,11 +46,13 @@ async fn view_files(lake: &Lake, sql: &str, view: &str, prefix: &str, ext: &str)
 pub async fn open_session(lake: &Lake, sql: &str) -> Result<LakeSession> {
     let processed = view_files(lake, sql, "processed", PROCESSED_PREFIX, ".parquet").await?;
     let raw = view_files(lake, sql, "raw", RAW_PREFIX, ".csv").await?;
+    let quarantine = view_files(lake, sql, "quarantine", QUARANTINE_PREFIX, ".csv").await?;
     // Where remote objects are downloaded (a local lake is read in place and leaves it empty).
     let tmp = tempfile::Builder::new().prefix("tickerlake-query-").tempdir()?;
     let sql_paths = |files: Vec<(PathBuf, String)>| -> Vec<String> { files.iter().map(|(p, _)| lit(&p.to_string_lossy())).collect() };
     let processed_paths = sql_paths(lake::materialize(lake, &processed, tmp.path(), "download").await?);
     let raw_paths = sql_paths(lake::materialize(lake, &raw, tmp.path(), "download").await?);
+    let quarantine_paths = sql_paths(lake::materialize(lake, &quarantine, tmp.path(), "download").await?);
     let conn = Connection::open_in_memory()?;
     if processed_paths.is_empty() {
         if mentions(sql, "processed") {
@@ -78,6 +81,21 @@ pub async fn open_session(lake: &Lake, sql: &str) -> Result<LakeSession> {
                            header = true, auto_detect = false, ignore_errors = true)",
             lit(TIMESTAMP_PATTERN),
             raw_paths.join(", ")
+        ))?;
+    }
+    if quarantine_paths.is_empty() {
+        conn.execute_batch(
+            "CREATE VIEW quarantine AS SELECT CAST(NULL AS VARCHAR) AS source_file, CAST(NULL AS BIGINT) AS line,
+               CAST(NULL AS VARCHAR) AS reason, CAST(NULL AS VARCHAR) AS record WHERE false",
+        )?;
+    } else {
+        // As `process` writes them (records may hold quotes and line breaks); line is empty in
+        // files from versions that did not number every row.
+        conn.execute_batch(&format!(
+            "CREATE VIEW quarantine AS SELECT source_file, line, reason, record
+             FROM read_csv([{}], columns = {{'source_file': 'VARCHAR', 'line': 'BIGINT', 'reason': 'VARCHAR', 'record': 'VARCHAR'}},
+                           header = true, auto_detect = false, delim = ',', quote = '\"', escape = '\"')",
+            quarantine_paths.join(", ")
         ))?;
     }
     Ok(LakeSession { conn, _downloads: tmp })

@@ -145,6 +145,13 @@ fn quarantine_records(lake: &std::path::Path, raw_name: &str) -> Vec<Vec<String>
     r.records().map(|rec| rec.unwrap().iter().map(str::to_owned).collect()).collect()
 }
 
+/// `DESCRIBE quarantine` as (column, type) pairs.
+async fn quarantine_columns(lake: &str) -> Vec<(String, String)> {
+    let out = tickerlake(lake, &["query", "--format", "csv", "SELECT column_name, column_type FROM (DESCRIBE quarantine)"], &[]).await;
+    out.ok();
+    out.stdout.lines().skip(1).map(|l| { let (a, b) = l.split_once(',').unwrap(); (a.to_owned(), b.to_owned()) }).collect()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_quarantined_row_has_its_raw_line_and_a_duplicate_symbol_keeps_its_first_row() {
     let (_tmp, lake) = lake_dir();
@@ -192,6 +199,26 @@ async fn every_quarantined_row_has_its_raw_line_and_a_duplicate_symbol_keeps_its
     assert_eq!(quarantine_records(dir, name), want);
     let rows = processed_rows(dir);
     assert_eq!(rows.iter().map(|r| (r.symbol.as_str(), r.price)).collect::<Vec<_>>(), vec![("BTCUSDT", 97000.0), ("ETHUSDT", 1800.5)]);
+
+    // The same through `query`, beside `processed` and `raw`.
+    let out = tickerlake(&lake, &["query", "--format", "csv", "SELECT source_file, line, reason FROM quarantine WHERE line < 9 ORDER BY line"], &[]).await;
+    out.ok();
+    assert_eq!(out.stdout, format!(
+        "source_file,line,reason\n{source},4,wrong field count\n{source},5,non-numeric price\n{source},6,unparsable timestamp\n{source},8,duplicate symbol in snapshot\n"
+    ));
+    let typed = vec![
+        ("source_file".to_owned(), "VARCHAR".to_owned()),
+        ("line".to_owned(), "BIGINT".to_owned()),
+        ("reason".to_owned(), "VARCHAR".to_owned()),
+        ("record".to_owned(), "VARCHAR".to_owned()),
+    ];
+    assert_eq!(quarantine_columns(&lake).await, typed);
+    // An empty lake has the view too, empty and typed alike.
+    let (_empty_tmp, empty) = lake_dir();
+    assert_eq!(quarantine_columns(&empty).await, typed);
+    let out = tickerlake(&empty, &["query", "--format", "csv", "SELECT count(*) AS n FROM quarantine"], &[]).await;
+    out.ok();
+    assert_eq!(out.stdout, "n\n0\n");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
