@@ -19,8 +19,8 @@ const TS: &str = "2025-05-08 03:00:16+00:00";
 #[derive(Debug, Clone)]
 enum Row {
     Good,
-    /// Same symbol as the good row `n` rows back (if any): a duplicate.
-    Again(usize),
+    /// Same symbol as the `n`th good row back (if any), quoted or not: a duplicate.
+    Again(usize, bool),
     NonNumeric,
     TruncatedTimestamp,
     TooFew,
@@ -33,7 +33,7 @@ enum Row {
 fn row() -> impl Strategy<Value = Row> {
     prop_oneof![
         4 => Just(Row::Good),
-        1 => (1usize..4).prop_map(Row::Again),
+        1 => (1usize..4, any::<bool>()).prop_map(|(n, quoted)| Row::Again(n, quoted)),
         1 => Just(Row::NonNumeric),
         1 => Just(Row::TruncatedTimestamp),
         1 => Just(Row::TooFew),
@@ -90,12 +90,12 @@ fn build(rows: &[Row], ends: Ends, seed: u64, final_newline: bool) -> (String, W
                 text.push_str(&format!("{sym},1.5,{TS}"));
                 want.kept.push(sym);
             }
-            Row::Again(back) if *back <= want.kept.len() => {
+            Row::Again(back, quoted) if *back <= want.kept.len() => {
                 let first = want.kept[want.kept.len() - back].clone();
-                text.push_str(&format!("{first},2.5,{TS}"));
+                text.push_str(&if *quoted { format!("\"{first}\",2.5,{TS}") } else { format!("{first},2.5,{TS}") });
                 want.quarantined.insert(at, ("duplicate symbol in snapshot", first));
             }
-            Row::Again(_) | Row::Blank => {}
+            Row::Again(..) | Row::Blank => {}
             Row::NonNumeric => {
                 text.push_str(&format!("{sym},abc,{TS}"));
                 want.quarantined.insert(at, ("non-numeric price", sym));

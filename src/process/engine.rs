@@ -2,7 +2,7 @@
 //! indicators, and write the partitions, carry state and quarantine files to a local stage
 //! directory (the caller publishes them to the lake).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
@@ -89,21 +89,30 @@ impl Engine {
         std::fs::create_dir_all(&copies)?;
         let mut readable = Vec::new();
         let mut bad_headers = Vec::new();
+        let mut repeated_symbols = Vec::new();
         for (path, key) in files {
             let copy = copies.join(format!("{}.csv", readable.len()));
             match number_lines(path, &copy)? {
-                Numbered::Records { records, unterminated } => {
+                Numbered::Records { records, unterminated, repeated } => {
+                    repeated_symbols.extend(repeated.into_iter().map(|s| (readable.len() as i32, s)));
                     readable.push((copy.to_string_lossy().into_owned(), key.as_str(), records, unterminated));
                 }
                 Numbered::BadHeader(first_line) => bad_headers.push((path.to_string_lossy().into_owned(), key.as_str(), first_line)),
             }
         }
-        self.conn.execute_batch(&format!("CREATE OR REPLACE TEMP TABLE {keys_table} (file_index INTEGER, path VARCHAR, key VARCHAR)"))?;
+        self.conn.execute_batch(&format!(
+            "CREATE OR REPLACE TEMP TABLE {keys_table} (file_index INTEGER, path VARCHAR, key VARCHAR);
+             CREATE OR REPLACE TEMP TABLE {table}_repeated (file_index INTEGER, symbol VARCHAR);"
+        ))?;
         {
             let mut app = self.conn.appender(&keys_table)?;
             let all = readable.iter().map(|(p, k, ..)| (p, *k)).chain(bad_headers.iter().map(|(p, k, _)| (p, *k)));
             for (i, (path, key)) in all.enumerate() {
                 app.append_row(duckdb::params![i as i32, path, key])?;
+            }
+            let mut app = self.conn.appender(&format!("{table}_repeated"))?;
+            for (i, symbol) in &repeated_symbols {
+                app.append_row(duckdb::params![i, symbol])?;
             }
         }
         let rejects = format!("rejects_{}", self.loads);
@@ -299,7 +308,8 @@ enum Numbered {
     /// The copy is written. `records` counts every record, including one whose quote never
     /// closes (it runs to the end of the file): that one is held back as `unterminated`, its
     /// line and text (DuckDB, reading many files, may drop such a record without a reject).
-    Records { records: u64, unterminated: Option<(u64, String)> },
+    /// `repeated`: the first fields (symbols) that more than one record starts with.
+    Records { records: u64, unterminated: Option<(u64, String)>, repeated: BTreeSet<String> },
     /// The first line is not the expected header: the file is quarantined whole.
     BadHeader(String),
 }
@@ -310,7 +320,8 @@ enum Numbered {
 /// checked and left out, and so are blank lines. A line ends with LF, CRLF or a lone CR; outside
 /// quotes that becomes LF (DuckDB fails a whole file whose line ends are mixed). Quoting is what
 /// validate.sql tells read_csv: a quote opens only at the start of a field and `""` inside quotes
-/// is a quote, so a line break inside quotes stays in its record.
+/// is a quote, so a line break inside quotes stays in its record. On the way, the symbols seen
+/// more than once are noted, so that only their rows go through the duplicate check.
 fn number_lines(src: &Path, dest: &Path) -> Result<Numbered> {
     use std::io::{BufRead, Read, Seek, Write};
     let file = std::fs::File::open(src).with_context(|| format!("cannot open {}", src.display()))?;
@@ -352,6 +363,7 @@ fn number_lines(src: &Path, dest: &Path) -> Result<Numbered> {
         input.consume(n);
         out.write_all(&chunk)?;
     }
+    numberer.finish();
     let mut out = out.into_inner().map_err(|e| e.into_error())?;
     let unterminated = match numberer.unterminated() {
         None => None,
@@ -363,7 +375,8 @@ fn number_lines(src: &Path, dest: &Path) -> Result<Numbered> {
             Some((line, String::from_utf8_lossy(&text).into_owned()))
         }
     };
-    Ok(Numbered::Records { records: numberer.records, unterminated })
+    let repeated = numberer.repeated.iter().map(|s| String::from_utf8_lossy(s).into_owned()).collect();
+    Ok(Numbered::Records { records: numberer.records, unterminated, repeated })
 }
 
 /// Where [`LineNumberer`] is in a record.
@@ -393,6 +406,12 @@ struct LineNumberer {
     record_line: u64,
     record_start: u64,
     text_start: u64,
+    /// The current record's first field as DuckDB reads it (quotes removed), while in it.
+    symbol: Vec<u8>,
+    in_symbol: bool,
+    /// First fields of the records so far, and those seen more than once.
+    seen: HashSet<Vec<u8>>,
+    repeated: BTreeSet<Vec<u8>>,
 }
 
 impl LineNumberer {
@@ -405,12 +424,28 @@ impl LineNumberer {
             if std::mem::take(&mut self.after_cr) && b == b'\n' {
                 if self.state == CsvState::Quoted {
                     out.push(b);
+                    self.symbol_bytes(&[b]);
                 }
                 i += 1;
                 continue;
             }
-            // Inside a field, a run of bytes that change nothing is copied as it is.
             let rest = &input[i..];
+            // A whole line without quotes (nearly all of them) is a record as it is.
+            if self.state == CsvState::RecordStart
+                && let Some(end) = rest.iter().position(|c| matches!(c, b'\n' | b'\r' | b'"'))
+                && end > 0
+                && rest[end] != b'"'
+            {
+                let line = &rest[..end];
+                self.start_record(out);
+                out.extend_from_slice(line);
+                out.push(b'\n');
+                self.note_symbol(&line[..line.iter().position(|&c| c == b',').unwrap_or(line.len())]);
+                self.end_line(rest[end]);
+                i += end + 1;
+                continue;
+            }
+            // Inside a field, a run of bytes that change nothing is copied as it is.
             let plain = match self.state {
                 CsvState::Unquoted => rest.iter().position(|c| matches!(c, b',' | b'\n' | b'\r')).unwrap_or(rest.len()),
                 CsvState::Quoted => rest.iter().position(|c| matches!(c, b'"' | b'\n' | b'\r')).unwrap_or(rest.len()),
@@ -418,6 +453,7 @@ impl LineNumberer {
             };
             if plain > 0 {
                 out.extend_from_slice(&rest[..plain]);
+                self.symbol_bytes(&rest[..plain]);
                 i += plain;
                 continue;
             }
@@ -435,12 +471,8 @@ impl LineNumberer {
                 // A blank line: nothing to read, left out.
                 (RecordStart, _) if line_end => self.end_line(b),
                 (RecordStart, _) => {
-                    self.records += 1;
-                    self.record_line = self.line;
-                    self.record_start = self.written + out.len() as u64;
-                    out.extend_from_slice(self.line.to_string().as_bytes());
-                    out.push(b',');
-                    self.text_start = self.written + out.len() as u64;
+                    self.start_record(out);
+                    self.in_symbol = true;
                     self.state = FieldStart;
                     continue;
                 }
@@ -454,26 +486,33 @@ impl LineNumberer {
                 }
                 (Unquoted, b',') => {
                     out.push(b);
+                    self.end_symbol();
                     self.state = FieldStart;
                 }
                 (Unquoted, _) if line_end => {
                     out.push(b'\n');
+                    self.end_symbol();
                     self.end_line(b);
                     self.state = RecordStart;
                 }
-                (Unquoted, _) => out.push(b),
+                (Unquoted, _) => {
+                    out.push(b);
+                    self.symbol_bytes(&[b]);
+                }
                 (Quoted, b'"') => {
                     out.push(b);
                     self.state = QuoteInQuoted;
                 }
                 (Quoted, _) => {
                     out.push(b);
+                    self.symbol_bytes(&[b]);
                     if line_end {
                         self.end_line(b);
                     }
                 }
                 (QuoteInQuoted, b'"') => {
                     out.push(b);
+                    self.symbol_bytes(&[b]);
                     self.state = Quoted;
                 }
                 (QuoteInQuoted, _) => {
@@ -485,9 +524,47 @@ impl LineNumberer {
         }
     }
 
+    /// Count a record and write its line in front of it.
+    fn start_record(&mut self, out: &mut Vec<u8>) {
+        self.records += 1;
+        self.record_line = self.line;
+        self.record_start = self.written + out.len() as u64;
+        out.extend_from_slice(self.line.to_string().as_bytes());
+        out.push(b',');
+        self.text_start = self.written + out.len() as u64;
+    }
+
     fn end_line(&mut self, b: u8) {
         self.line += 1;
         self.after_cr = b == b'\r';
+    }
+
+    fn symbol_bytes(&mut self, bytes: &[u8]) {
+        if self.in_symbol {
+            self.symbol.extend_from_slice(bytes);
+        }
+    }
+
+    fn end_symbol(&mut self) {
+        if std::mem::take(&mut self.in_symbol) {
+            let symbol = std::mem::take(&mut self.symbol);
+            self.note_symbol(&symbol);
+            self.symbol = symbol;
+            self.symbol.clear();
+        }
+    }
+
+    fn note_symbol(&mut self, symbol: &[u8]) {
+        if self.seen.contains(symbol) {
+            self.repeated.insert(symbol.to_vec());
+        } else {
+            self.seen.insert(symbol.to_vec());
+        }
+    }
+
+    /// At the end of the file: a last record without a line end is complete too.
+    fn finish(&mut self) {
+        self.end_symbol();
     }
 
     /// The last record's line and copy offsets if its quote never closed.
@@ -530,22 +607,31 @@ mod tests {
     fn records_carry_their_line_in_the_raw_file() {
         let raw = b"\xef\xbb\xbfsymbol,price,timestamp\r\nA,1,t\r\n\r\nB,2\rC,\"x\r\ny\",t\n\nD,\"\"\"q\"\"\",t\nE,a\"b,t";
         let (n, copy) = numbered(raw);
-        assert_eq!(n, Numbered::Records { records: 5, unterminated: None });
+        assert_eq!(n, Numbered::Records { records: 5, unterminated: None, repeated: BTreeSet::new() });
         assert_eq!(copy, "2,A,1,t\n4,B,2\n5,C,\"x\r\ny\",t\n8,D,\"\"\"q\"\"\",t\n9,E,a\"b,t");
     }
 
     #[test]
     fn an_unterminated_quote_is_held_back_with_its_line() {
         let (n, copy) = numbered(b"symbol,price,timestamp\nA,1,t\nB,\"2,t\nC,3,t\n");
-        assert_eq!(n, Numbered::Records { records: 2, unterminated: Some((3, "B,\"2,t\nC,3,t\n".to_owned())) });
+        assert_eq!(n, Numbered::Records { records: 2, unterminated: Some((3, "B,\"2,t\nC,3,t\n".to_owned())), repeated: BTreeSet::new() });
         assert_eq!(copy, "2,A,1,t\n");
+    }
+
+    #[test]
+    fn symbols_seen_twice_are_noted_as_duckdb_reads_them() {
+        let raw = b"symbol,price,timestamp\nA,1,t\n\"A\",2,t\nB\"x,1\r\"B\"\"x\",2\n\"C\r\nD\",1\n\"C\r\nD\"\nE,1\nF";
+        let (n, _) = numbered(raw);
+        // `B"x` twice: a quote inside an unquoted field is a character, `""` inside quotes one too.
+        let repeated = ["A", "B\"x", "C\r\nD"].map(str::to_owned).into();
+        assert_eq!(n, Numbered::Records { records: 8, unterminated: None, repeated });
     }
 
     #[test]
     fn the_header_is_checked() {
         assert_eq!(numbered(b"price,symbol,timestamp\r\nA,1,t\n").0, Numbered::BadHeader("price,symbol,timestamp".to_owned()));
         assert_eq!(numbered(b"\"Symbol\",\"Price\",\"Timestamp\"\rA,1,t").1, "2,A,1,t");
-        assert_eq!(numbered(b"").0, Numbered::Records { records: 0, unterminated: None });
-        assert_eq!(numbered(b"symbol,price,timestamp").0, Numbered::Records { records: 0, unterminated: None });
+        assert_eq!(numbered(b"").0, Numbered::Records { records: 0, unterminated: None, repeated: BTreeSet::new() });
+        assert_eq!(numbered(b"symbol,price,timestamp").0, Numbered::Records { records: 0, unterminated: None, repeated: BTreeSet::new() });
     }
 }

@@ -2,6 +2,8 @@
 --   {files}    list literal of local CSV paths, in the order of {out}_keys.file_index
 --   {rejects}  name for this scan's reject tables        {out}  table to create
 --   {ts_pattern}  engine::TIMESTAMP_PATTERN as a string literal
+-- and the engine's tables {out}_keys (file_index, path, key) and {out}_repeated (file_index,
+-- symbol): the symbols that start more than one record of a file.
 -- A row is either KEPT, DROPPED (the original job's filters: other quote, price missing or <= 0),
 -- or QUARANTINED with a reason (malformed data the original job would have crashed on or kept).
 -- The files read here are the engine's copies of the raw files (engine::number_lines): header
@@ -39,32 +41,38 @@ WITH parsed AS (
         END AS malformed
     FROM parsed
 ), classified AS (
-    SELECT *,
-        -- A snapshot has one row per symbol: its first well-formed row (by line). Later ones
-        -- are quarantined, whatever the original job's filters would make of either.
-        CASE
-            WHEN malformed IS NOT NULL THEN malformed
-            WHEN row_number() OVER (PARTITION BY file_index, symbol, malformed IS NULL ORDER BY line) > 1
-                THEN 'duplicate symbol in snapshot'
-        END AS quarantine_reason,
+    SELECT c.*,
+        malformed AS quarantine_reason,
         CASE
             WHEN NOT symbol LIKE '%USDT' THEN 'other quote'
             WHEN price IS NULL THEN 'missing price'
             WHEN price <= 0 THEN 'non-positive price'
-        END AS drop_reason
-    FROM checked
+        END AS drop_reason,
+        -- Its symbol starts another record of the file too (engine::number_lines noted it):
+        -- maybe a duplicate, decided below.
+        r.symbol IS NOT NULL AS repeated
+    FROM checked c LEFT JOIN {out}_repeated r USING (file_index, symbol)
 )
 -- Each row keeps only what later steps read: parsed values if kept, line and text if
--- quarantined, just the reason if dropped (half of a snapshot is other quotes; this halves the
--- run's memory).
+-- quarantined or maybe a duplicate, just the reason if dropped (half of a snapshot is other
+-- quotes; this halves the run's memory).
 SELECT file_index, quarantine_reason, drop_reason,
-       CASE WHEN quarantine_reason IS NOT NULL THEN line END AS line,
-       CASE WHEN quarantine_reason IS NOT NULL OR drop_reason IS NULL THEN symbol END AS symbol,
+       CASE WHEN quarantine_reason IS NOT NULL OR repeated THEN line END AS line,
+       CASE WHEN quarantine_reason IS NOT NULL OR drop_reason IS NULL OR repeated THEN symbol END AS symbol,
        CASE WHEN quarantine_reason IS NULL AND drop_reason IS NULL THEN price END AS price,
        CASE WHEN quarantine_reason IS NULL AND drop_reason IS NULL THEN "timestamp" END AS "timestamp",
-       CASE WHEN quarantine_reason IS NOT NULL THEN price_text END AS price_text,
-       CASE WHEN quarantine_reason IS NOT NULL THEN ts_text END AS ts_text
+       CASE WHEN quarantine_reason IS NOT NULL OR repeated THEN price_text END AS price_text,
+       CASE WHEN quarantine_reason IS NOT NULL OR repeated THEN ts_text END AS ts_text
 FROM classified;
+
+-- A snapshot has one row per symbol: its first well-formed row by line (kept, or dropped by the
+-- original job's filters). Later well-formed rows of the symbol are quarantined. Only rows of
+-- repeated symbols are looked at: well-formed ones are those with a line and no reason yet.
+UPDATE {out} SET quarantine_reason = 'duplicate symbol in snapshot', price = NULL, "timestamp" = NULL
+FROM (SELECT file_index, symbol, min(line) AS first_line FROM {out}
+      WHERE quarantine_reason IS NULL AND line IS NOT NULL GROUP BY ALL) f
+WHERE {out}.file_index = f.file_index AND {out}.symbol = f.symbol
+  AND {out}.quarantine_reason IS NULL AND {out}.line > f.first_line;
 
 -- Structural errors (wrong field count, bad quoting, invalid UTF-8) never reach {out}; they are
 -- read back from the reject tables. The line is the one the engine put in front of the record
