@@ -90,9 +90,8 @@ impl Engine {
         let mut readable = Vec::new();
         let mut bad_headers = Vec::new();
         let mut repeated_symbols = Vec::new();
-        for (path, key) in files {
-            let copy = copies.join(format!("{}.csv", readable.len()));
-            match number_lines(path, &copy)? {
+        for ((path, key), (copy, numbered)) in files.iter().zip(number_all(files, &copies)?) {
+            match numbered {
                 Numbered::Records { records, unterminated, repeated } => {
                     repeated_symbols.extend(repeated.into_iter().map(|s| (readable.len() as i32, s)));
                     readable.push((copy.to_string_lossy().into_owned(), key.as_str(), records, unterminated));
@@ -302,6 +301,30 @@ impl Engine {
     }
 }
 
+/// [`number_lines`] for each file into `dir/<i>.csv`, on a few threads (a rebuild reads many).
+fn number_all(files: &[(PathBuf, String)], dir: &Path) -> Result<Vec<(PathBuf, Numbered)>> {
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let workers = std::thread::available_parallelism().map_or(1, |n| n.get()).clamp(1, 4).min(files.len().max(1));
+    let done: Vec<Vec<(usize, Result<Numbered>)>> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..workers)
+            .map(|_| {
+                s.spawn(|| {
+                    let mut out = Vec::new();
+                    loop {
+                        let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        let Some((path, _)) = files.get(i) else { break out };
+                        out.push((i, number_lines(path, &dir.join(format!("{i}.csv")))));
+                    }
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().expect("a line-numbering thread panicked")).collect()
+    });
+    let mut all: Vec<(usize, Result<Numbered>)> = done.into_iter().flatten().collect();
+    all.sort_by_key(|(i, _)| *i);
+    all.into_iter().map(|(i, numbered)| Ok((dir.join(format!("{i}.csv")), numbered?))).collect()
+}
+
 /// What [`number_lines`] made of a raw file.
 #[derive(Debug, PartialEq)]
 enum Numbered {
@@ -409,8 +432,9 @@ struct LineNumberer {
     /// The current record's first field as DuckDB reads it (quotes removed), while in it.
     symbol: Vec<u8>,
     in_symbol: bool,
-    /// First fields of the records so far, and those seen more than once.
-    seen: HashSet<Vec<u8>>,
+    /// Hashes of the first fields so far, and the first fields seen more than once (or whose
+    /// hash was: a collision only sends a few more rows through the duplicate check).
+    seen: HashSet<u64>,
     repeated: BTreeSet<Vec<u8>>,
 }
 
@@ -555,10 +579,10 @@ impl LineNumberer {
     }
 
     fn note_symbol(&mut self, symbol: &[u8]) {
-        if self.seen.contains(symbol) {
+        // FNV-1a: no allocation per record (all but a few symbols of a snapshot are new).
+        let hash = symbol.iter().fold(0xcbf2_9ce4_8422_2325_u64, |h, &b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3));
+        if !self.seen.insert(hash) {
             self.repeated.insert(symbol.to_vec());
-        } else {
-            self.seen.insert(symbol.to_vec());
         }
     }
 
