@@ -133,7 +133,7 @@ pub enum Command {
         #[arg(long, hide_env_values = true, env = "TICKERLAKE_MEMORY_LIMIT", default_value = process::DEFAULT_MEMORY_LIMIT)]
         memory_limit: String,
     },
-    /// Run SQL over the lake: views `processed` and `raw`, as the original Athena tables.
+    /// Run SQL over the lake: views `processed` and `raw`, as the original Athena tables, and `quarantine`.
     Query {
         /// The SQL, e.g. "SELECT * FROM processed LIMIT 10" (a leading `-- comment` is fine).
         #[arg(allow_hyphen_values = true)]

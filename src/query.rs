@@ -1,9 +1,10 @@
 //! `query`: SQL over the lake in DuckDB, with views named like the original Athena tables:
 //! `processed` (partitioned Parquet, `date` from the partition path) and `raw` (the CSV snapshots,
-//! typed like the Glue `raw` table), so the original project's queries run as written. The same
-//! SQL runs on Athena through [`athena`] (`tickerlake query --engine athena`).
-//! `processed` is exactly the committed state: the partition files the manifest names, never a
-//! file a run is still writing or left behind.
+//! typed like the Glue `raw` table), so the original project's queries run as written; and
+//! `quarantine`, the rows `process` rejected (source_file, line, reason, record). The same SQL
+//! runs on Athena through [`athena`] (`tickerlake query --engine athena`).
+//! `processed` and `quarantine` are exactly the committed state: the files the manifest names,
+//! never a file a run is still writing or left behind.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -15,7 +16,7 @@ use duckdb::arrow::util::display::{ArrayFormatter, FormatOptions};
 
 pub mod athena;
 
-use crate::lake::{self, Lake, RAW_PREFIX};
+use crate::lake::{self, Lake, QUARANTINE_PREFIX, RAW_PREFIX};
 use crate::process::manifest::Manifest;
 use crate::sql::lit;
 
@@ -63,17 +64,29 @@ async fn view_files(lake: &Lake, sql: &str, view: &str, prefix: &str, ext: &str)
 /// Open DuckDB over the lake for `sql`: local files in place; on S3, the objects of the views the
 /// SQL mentions are downloaded to a temp dir first (no httpfs: DuckDB extensions are not fetched).
 pub async fn open_session(lake: &Lake, sql: &str) -> Result<LakeSession> {
-    let processed: Vec<String> = if mentions(sql, "processed") {
-        Manifest::load(lake).await?.committed_partitions().into_iter().map(|p| p.key).collect()
-    } else {
-        Vec::new()
+    let committed = match mentions(sql, "processed") || mentions(sql, "quarantine") {
+        true => Some(Manifest::load(lake).await?),
+        false => None,
+    };
+    let processed: Vec<String> = match (&committed, mentions(sql, "processed")) {
+        (Some(m), true) => m.committed_partitions().into_iter().map(|p| p.key).collect(),
+        _ => Vec::new(),
     };
     let raw = view_files(lake, sql, "raw", RAW_PREFIX, ".csv").await?;
+    // Quarantine files of committed raw files only (a crashed run may have left others).
+    let quarantine: Vec<String> = match (&committed, mentions(sql, "quarantine")) {
+        (Some(m), true) => {
+            let keys: std::collections::BTreeSet<String> = m.raw.keys().map(|k| crate::process::quarantine_key(k)).collect();
+            view_files(lake, sql, "quarantine", QUARANTINE_PREFIX, ".csv").await?.into_iter().filter(|k| keys.contains(k)).collect()
+        }
+        _ => Vec::new(),
+    };
     // Where remote objects are downloaded (a local lake is read in place and leaves it empty).
     let tmp = tempfile::Builder::new().prefix("tickerlake-query-").tempdir()?;
     let sql_paths = |files: Vec<(PathBuf, String)>| -> Vec<String> { files.iter().map(|(p, _)| lit(&p.to_string_lossy())).collect() };
     let processed_paths = sql_paths(lake::materialize(lake, &processed, tmp.path(), "download").await?);
     let raw_paths = sql_paths(lake::materialize(lake, &raw, tmp.path(), "download").await?);
+    let quarantine_paths = sql_paths(lake::materialize(lake, &quarantine, tmp.path(), "download").await?);
     let conn = Connection::open_in_memory()?;
     if processed_paths.is_empty() {
         if mentions(sql, "processed") {
@@ -100,6 +113,21 @@ pub async fn open_session(lake: &Lake, sql: &str) -> Result<LakeSession> {
              FROM read_csv([{}], columns = {{'symbol': 'VARCHAR', 'price': 'VARCHAR', 'timestamp': 'VARCHAR'}},
                            header = true, auto_detect = false, ignore_errors = true)",
             raw_paths.join(", ")
+        ))?;
+    }
+    if quarantine_paths.is_empty() {
+        conn.execute_batch(
+            "CREATE VIEW quarantine AS SELECT CAST(NULL AS VARCHAR) AS source_file, CAST(NULL AS BIGINT) AS line,
+               CAST(NULL AS VARCHAR) AS reason, CAST(NULL AS VARCHAR) AS record WHERE false",
+        )?;
+    } else {
+        // As `process` writes them (records may hold quotes and line breaks); line is empty in
+        // files from versions that did not number every row.
+        conn.execute_batch(&format!(
+            "CREATE VIEW quarantine AS SELECT source_file, line, reason, record
+             FROM read_csv([{}], columns = {{'source_file': 'VARCHAR', 'line': 'BIGINT', 'reason': 'VARCHAR', 'record': 'VARCHAR'}},
+                           header = true, auto_detect = false, delim = ',', quote = '\"', escape = '\"')",
+            quarantine_paths.join(", ")
         ))?;
     }
     Ok(LakeSession { conn, _downloads: tmp })
