@@ -1,8 +1,10 @@
 //! `query`: SQL over the lake in DuckDB, with views named like the original Athena tables:
 //! `processed` (partitioned Parquet, `date` from the partition path) and `raw` (the CSV snapshots,
-//! typed like a Glue crawler would type them), so the original project's queries run as written.
-//! `processed` is exactly the committed state: the partition files the manifest names, never a
-//! file a run is still writing or left behind.
+//! typed like the Glue `raw` table), so the original project's queries run as written; and
+//! `quarantine`, the rows `process` rejected (source_file, line, reason, record). The same SQL
+//! runs on Athena through [`athena`] (`tickerlake query --engine athena`).
+//! `processed` and `quarantine` are exactly the committed state: the files the manifest names,
+//! never a file a run is still writing or left behind.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -12,16 +14,32 @@ use duckdb::Connection;
 use duckdb::arrow::array::RecordBatch;
 use duckdb::arrow::util::display::{ArrayFormatter, FormatOptions};
 
-use crate::lake::{self, Lake, RAW_PREFIX};
+pub mod athena;
+
+use crate::lake::{self, Lake, QUARANTINE_PREFIX, RAW_PREFIX};
 use crate::process::manifest::Manifest;
 use crate::sql::lit;
 
+/// How results are printed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
 pub enum OutputFormat {
+    /// An aligned table.
     #[default]
     Table,
+    /// CSV with a header row.
     Csv,
+    /// One JSON array of objects (numbers stay numbers, NULL is null).
     Json,
+}
+
+/// Which engine answers `query`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum EngineKind {
+    /// Embedded DuckDB over the lake's committed files (no AWS needed).
+    #[default]
+    Local,
+    /// Athena over the Glue catalog (`tickerlake catalog` first).
+    Athena,
 }
 
 /// A DuckDB connection with the lake's views defined. Keeps downloaded copies alive (S3 lakes).
@@ -46,28 +64,40 @@ async fn view_files(lake: &Lake, sql: &str, view: &str, prefix: &str, ext: &str)
 /// Open DuckDB over the lake for `sql`: local files in place; on S3, the objects of the views the
 /// SQL mentions are downloaded to a temp dir first (no httpfs: DuckDB extensions are not fetched).
 pub async fn open_session(lake: &Lake, sql: &str) -> Result<LakeSession> {
-    let processed: Vec<String> = if mentions(sql, "processed") {
-        Manifest::load(lake).await?.committed_partitions().into_iter().map(|p| p.key).collect()
-    } else {
-        Vec::new()
+    let committed = match mentions(sql, "processed") || mentions(sql, "quarantine") {
+        true => Some(Manifest::load(lake).await?),
+        false => None,
+    };
+    let processed: Vec<String> = match (&committed, mentions(sql, "processed")) {
+        (Some(m), true) => m.committed_partitions().into_iter().map(|p| p.key).collect(),
+        _ => Vec::new(),
     };
     let raw = view_files(lake, sql, "raw", RAW_PREFIX, ".csv").await?;
+    // Quarantine files of committed raw files only (a crashed run may have left others).
+    let quarantine: Vec<String> = match (&committed, mentions(sql, "quarantine")) {
+        (Some(m), true) => {
+            let keys: std::collections::BTreeSet<String> = m.raw.keys().map(|k| crate::process::quarantine_key(k)).collect();
+            view_files(lake, sql, "quarantine", QUARANTINE_PREFIX, ".csv").await?.into_iter().filter(|k| keys.contains(k)).collect()
+        }
+        _ => Vec::new(),
+    };
     // Where remote objects are downloaded (a local lake is read in place and leaves it empty).
     let tmp = tempfile::Builder::new().prefix("tickerlake-query-").tempdir()?;
     let sql_paths = |files: Vec<(PathBuf, String)>| -> Vec<String> { files.iter().map(|(p, _)| lit(&p.to_string_lossy())).collect() };
     let processed_paths = sql_paths(lake::materialize(lake, &processed, tmp.path(), "download").await?);
     let raw_paths = sql_paths(lake::materialize(lake, &raw, tmp.path(), "download").await?);
+    let quarantine_paths = sql_paths(lake::materialize(lake, &quarantine, tmp.path(), "download").await?);
     let conn = Connection::open_in_memory()?;
     if processed_paths.is_empty() && mentions(sql, "processed") {
         tracing::warn!("{} has no processed partitions yet; run `tickerlake process` first", lake.describe());
     }
-    define_views(&conn, &processed_paths, &raw_paths)?;
+    define_views(&conn, &processed_paths, &raw_paths, &quarantine_paths)?;
     Ok(LakeSession { conn, _downloads: tmp })
 }
 
-/// Define the `processed` and `raw` views over these files (SQL string literals of local paths;
-/// empty: an empty view with the right columns). `serve` builds its snapshots with it too.
-pub fn define_views(conn: &Connection, processed_paths: &[String], raw_paths: &[String]) -> duckdb::Result<()> {
+/// Define the `processed`, `raw` and `quarantine` views over these files (SQL string literals of
+/// local paths; none: an empty view with the right columns). `serve` builds its snapshots with it.
+pub fn define_views(conn: &Connection, processed_paths: &[String], raw_paths: &[String], quarantine_paths: &[String]) -> duckdb::Result<()> {
     if processed_paths.is_empty() {
         conn.execute_batch(
             "CREATE VIEW processed AS SELECT CAST(NULL AS VARCHAR) AS symbol, CAST(NULL AS DOUBLE) AS price,
@@ -81,14 +111,30 @@ pub fn define_views(conn: &Connection, processed_paths: &[String], raw_paths: &[
         ))?;
     }
     if raw_paths.is_empty() {
-        conn.execute_batch("CREATE VIEW raw AS SELECT CAST(NULL AS VARCHAR) AS symbol, CAST(NULL AS DOUBLE) AS price, CAST(NULL AS TIMESTAMP) AS \"timestamp\" WHERE false")?;
+        conn.execute_batch("CREATE VIEW raw AS SELECT CAST(NULL AS VARCHAR) AS symbol, CAST(NULL AS DOUBLE) AS price, CAST(NULL AS VARCHAR) AS \"timestamp\" WHERE false")?;
     } else {
+        // Typed as the Glue `raw` table (catalog::glue::raw_table): `timestamp` stays the raw text,
+        // since Athena's CSV SerDes cannot parse one with an offset; the same SQL then answers alike.
         conn.execute_batch(&format!(
-            "CREATE VIEW raw AS SELECT symbol, TRY_CAST(price AS DOUBLE) AS price,
-                    TRY_CAST(TRY_CAST(\"timestamp\" AS TIMESTAMPTZ) AS TIMESTAMP) AS \"timestamp\"
+            "CREATE VIEW raw AS SELECT symbol, TRY_CAST(price AS DOUBLE) AS price, \"timestamp\"
              FROM read_csv([{}], columns = {{'symbol': 'VARCHAR', 'price': 'VARCHAR', 'timestamp': 'VARCHAR'}},
                            header = true, auto_detect = false, ignore_errors = true)",
             raw_paths.join(", ")
+        ))?;
+    }
+    if quarantine_paths.is_empty() {
+        conn.execute_batch(
+            "CREATE VIEW quarantine AS SELECT CAST(NULL AS VARCHAR) AS source_file, CAST(NULL AS BIGINT) AS line,
+               CAST(NULL AS VARCHAR) AS reason, CAST(NULL AS VARCHAR) AS record WHERE false",
+        )?;
+    } else {
+        // As `process` writes them (records may hold quotes and line breaks); line is empty in
+        // files from versions that did not number every row.
+        conn.execute_batch(&format!(
+            "CREATE VIEW quarantine AS SELECT source_file, line, reason, record
+             FROM read_csv([{}], columns = {{'source_file': 'VARCHAR', 'line': 'BIGINT', 'reason': 'VARCHAR', 'record': 'VARCHAR'}},
+                           header = true, auto_detect = false, delim = ',', quote = '\"', escape = '\"')",
+            quarantine_paths.join(", ")
         ))?;
     }
     Ok(())

@@ -33,6 +33,8 @@ pub fn is_permanent(err: &(dyn Error + 'static)) -> bool {
             || e.downcast_ref::<BinanceError>().is_some_and(BinanceError::is_permanent)
             || e.downcast_ref::<CollectError>().is_some_and(|c| matches!(c, CollectError::Binance(b) if b.is_permanent()))
             || e.downcast_ref::<TickError>().is_some_and(TickError::is_permanent)
+            || e.downcast_ref::<crate::catalog::CatalogError>().is_some_and(crate::catalog::CatalogError::is_permanent)
+            || e.downcast_ref::<crate::query::athena::AthenaError>().is_some_and(crate::query::athena::AthenaError::is_permanent)
             || e.downcast_ref::<crate::serve::ServeError>().is_some_and(crate::serve::ServeError::is_permanent);
         if permanent {
             return true;

@@ -261,7 +261,7 @@ pub enum Access {
 }
 
 /// Open the lake named by `--lake`: a directory path, or `s3://bucket[/prefix]`.
-pub async fn open(location: &str, s3: &s3::S3Options, access: Access) -> LakeResult<Lake> {
+pub async fn open(location: &str, s3: &crate::aws::AwsOptions, access: Access) -> LakeResult<Lake> {
     if let Some(rest) = location.strip_prefix("s3://") {
         let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
         if bucket.is_empty() {

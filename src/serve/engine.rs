@@ -89,21 +89,6 @@ CREATE MACRO current_database() AS 'tickerlake';
 CREATE MACRO current_schema() AS 'main';
 "#;
 
-/// The quarantine view over its CSVs (columns as `process` writes them), empty and typed when
-/// there are none.
-fn quarantine_view(paths: &[String]) -> String {
-    if paths.is_empty() {
-        return "CREATE VIEW quarantine AS SELECT CAST(NULL AS VARCHAR) AS source_file, CAST(NULL AS BIGINT) AS line,
-                CAST(NULL AS VARCHAR) AS reason, CAST(NULL AS VARCHAR) AS record WHERE false"
-            .to_owned();
-    }
-    format!(
-        "CREATE VIEW quarantine AS SELECT * FROM read_csv([{}], header = true, auto_detect = false, delim = ',', quote = '\"', escape = '\"',
-           columns = {{'source_file': 'VARCHAR', 'line': 'BIGINT', 'reason': 'VARCHAR', 'record': 'VARCHAR'}}, null_padding = true)",
-        paths.iter().map(|p| lit(p)).collect::<Vec<_>>().join(", ")
-    )
-}
-
 impl Snapshot {
     /// Build a contained database over `files` (blocking: call from a blocking thread).
     pub fn build(files: &SnapshotFiles, generation: u64, threads: Option<usize>) -> Result<Self, ServeError> {
@@ -116,10 +101,8 @@ impl Snapshot {
         let snapshot = Self { db, generation, partitions: files.processed.len() };
         let setup = snapshot.connect()?;
         let lits = |v: &[String]| v.iter().map(|p| lit(p)).collect::<Vec<_>>();
-        crate::query::define_views(&setup.conn, &lits(&files.processed), &lits(&files.raw)).map_err(engine)?;
+        crate::query::define_views(&setup.conn, &lits(&files.processed), &lits(&files.raw), &lits(&files.quarantine)).map_err(engine)?;
         let mut sql = String::from(COMPAT_MACROS);
-        sql.push_str(&quarantine_view(&files.quarantine));
-        sql.push(';');
         // The containment: only the snapshot's files are readable, then nothing can change it.
         let mut allowed_paths: Vec<String> = files.processed.iter().chain(&files.raw).chain(&files.quarantine).cloned().collect();
         allowed_paths.sort();

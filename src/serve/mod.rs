@@ -118,7 +118,9 @@ async fn survey(lake: &Lake) -> Result<(Vec<(String, String)>, Vec<(String, Stri
         )
     };
     let raw = listing(RAW_PREFIX, ".csv").await?;
-    let quarantine = listing(QUARANTINE_PREFIX, ".csv").await?;
+    // Quarantine files of committed raw files only (a crashed run may have left others).
+    let committed_raw: std::collections::BTreeSet<String> = manifest.raw.keys().map(|k| crate::process::quarantine_key(k)).collect();
+    let quarantine = listing(QUARANTINE_PREFIX, ".csv").await?.into_iter().filter(|(k, _)| committed_raw.contains(k)).collect::<Vec<_>>();
     let mut fp = format!("manifest={manifest_version};");
     for (k, v) in raw.iter().chain(&quarantine) {
         fp.push_str(k);
