@@ -2,6 +2,7 @@
 -- dashboard: Pipeline health
 -- panel: timeseries
 -- format: time_series
+-- datasources: postgres
 SELECT CAST(day AS TIMESTAMP) AS "time", count(*) AS quarantined_rows
 FROM (
     SELECT CAST(substr(stamp, 1, 4) || '-' || substr(stamp, 5, 2) || '-' || substr(stamp, 7, 2) AS DATE) AS day

@@ -59,6 +59,23 @@ fn normalise(json: &str) -> Vec<BTreeMap<String, String>> {
         .collect()
 }
 
+/// A shipped query as Athena receives it: Grafana's panel, variable and alert queries expanded
+/// exactly as the Athena plugin expands their dashboard's Athena variant (a range over the test
+/// lake's days, `$symbol` = BTCUSDT); None for a query that has no Athena variant.
+fn grafana_athena(name: &str, text: &str) -> Option<String> {
+    use tickerlake::serve::grafana::{self, Flavor};
+    let f = grafana::parse(name, text);
+    if !f.is_for(Flavor::Athena) {
+        return None;
+    }
+    if !text.contains('$') {
+        return Some(text.to_owned());
+    }
+    let (from, to) = ("2025-05-08T00:00:00Z".parse().unwrap(), "2025-05-10T23:59:59Z".parse().unwrap());
+    let vars = BTreeMap::from([("symbol".to_owned(), "BTCUSDT".to_owned())]);
+    Some(grafana::expand(&grafana::adapt(&f.sql, Flavor::Athena), Flavor::Athena, from, to, &vars).unwrap())
+}
+
 /// Every shipped query, plus partition filters and the raw table, on both engines.
 async fn assert_engines_agree(lake: &str, env: &[(&'static str, String)]) {
     let mut queries: Vec<(String, String)> = std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/queries"))
@@ -66,6 +83,7 @@ async fn assert_engines_agree(lake: &str, env: &[(&'static str, String)]) {
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| p.extension().is_some_and(|x| x == "sql"))
         .map(|p| (p.file_name().unwrap().to_string_lossy().into_owned(), std::fs::read_to_string(&p).unwrap()))
+        .filter_map(|(name, text)| grafana_athena(&name, &text).map(|sql| (name, sql)))
         .collect();
     assert!(queries.len() >= 5, "the shipped queries are found");
     for (name, sql) in [
@@ -82,6 +100,10 @@ async fn assert_engines_agree(lake: &str, env: &[(&'static str, String)]) {
         local.ok();
         athena.ok();
         assert!(athena.stderr.contains("Athena scanned"), "data scanned is reported: {}", athena.stderr);
+        if sql.contains("current_timestamp") {
+            // A clock-relative answer (the freshness alert): both engines ran it; values move.
+            continue;
+        }
         let (l, a) = (normalise(&local.stdout), normalise(&athena.stdout));
         assert!(!l.is_empty(), "{name}: no rows locally");
         assert_eq!(l, a, "{name}: the engines disagree\nlocal: {}\nathena: {}", local.stdout, athena.stdout);

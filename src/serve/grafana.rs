@@ -9,6 +9,7 @@
 //!   barchart, timeseries); `-- format:` table or time_series; `-- unit:` a Grafana unit;
 //! - `-- variables:` dashboard variables it uses (written `${name:sqlstring}`);
 //! - `-- variable:` the variable this query defines (with `-- dashboard:`);
+//! - `-- datasources:` the variants it belongs in (default: postgres, athena);
 //! - `-- alert:` a rule uid; `-- threshold:` `gt|lt N`; `-- range:` seconds of data it looks at;
 //!   `-- for:`; `-- no-data:` the state when there is no data; `-- summary:` its annotation.
 //!
@@ -120,6 +121,10 @@ impl QueryFile {
     /// Variables the SQL uses.
     pub fn variables(&self) -> Vec<String> {
         self.get("variables").map(|v| v.split(',').map(|s| s.trim().to_owned()).filter(|s| !s.is_empty()).collect()).unwrap_or_default()
+    }
+    /// Whether the file is meant for `flavor` (`-- datasources: postgres, athena`; default both).
+    pub fn is_for(&self, flavor: Flavor) -> bool {
+        self.get("datasources").is_none_or(|d| d.split(',').any(|x| x.trim() == flavor.short()))
     }
     fn bad(&self, message: impl Into<String>) -> GrafanaError {
         GrafanaError::FrontMatter { file: self.name.clone(), message: message.into() }
@@ -373,7 +378,7 @@ pub fn dashboard_titles(files: &[QueryFile]) -> Vec<String> {
 
 /// The dashboard `title` for `flavor`: its file name and JSON.
 pub fn dashboard(files: &[QueryFile], title: &str, flavor: Flavor) -> Result<(String, Value), GrafanaError> {
-    let mine: Vec<&QueryFile> = files.iter().filter(|f| f.get("dashboard") == Some(title)).collect();
+    let mine: Vec<&QueryFile> = files.iter().filter(|f| f.get("dashboard") == Some(title) && f.is_for(flavor)).collect();
     let mut variables = Vec::new();
     for f in mine.iter().filter(|f| f.get("variable").is_some()) {
         let name = f.get("variable").expect("filtered");
@@ -443,7 +448,7 @@ pub fn alert_rules(files: &[QueryFile]) -> Result<Value, GrafanaError> {
     let mut groups = Vec::new();
     for flavor in Flavor::ALL {
         let mut rules = Vec::new();
-        for f in files.iter().filter(|f| f.get("alert").is_some()) {
+        for f in files.iter().filter(|f| f.get("alert").is_some() && f.is_for(flavor)) {
             let (op, n) = f
                 .get("threshold")
                 .and_then(|t| t.split_once(' '))
