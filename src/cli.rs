@@ -182,8 +182,10 @@ pub enum Command {
         #[arg(long)]
         until: Option<chrono::DateTime<Utc>>,
     },
-    /// Answer PostgreSQL clients (Grafana, psql, DBeaver…) over the lake, read-only: views
-    /// `processed`, `raw` and `quarantine`, any database name; new commits are seen without a restart.
+    /// Answer PostgreSQL clients (Grafana, psql…) over the lake, read-only: processed, raw, quarantine.
+    ///
+    /// Any database and user name; a password (SCRAM) from TICKERLAKE_SERVE_PASSWORD, required
+    /// for any address but loopback. New commits are seen without a restart.
     Serve {
         /// Address to listen on; anything but loopback needs TICKERLAKE_SERVE_PASSWORD.
         #[arg(long, hide_env_values = true, env = "TICKERLAKE_SERVE_LISTEN", default_value = crate::serve::DEFAULT_LISTEN)]

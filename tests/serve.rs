@@ -344,3 +344,28 @@ async fn sigterm_stops_the_server_cleanly_even_during_a_query() {
     // The port is free again.
     assert!(std::net::TcpListener::bind(("127.0.0.1", server.port)).is_ok());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partition_read_from_staging_keeps_answering_once_published_and_cleaned_up() {
+    // A run paused right after its commit: the manifest names its partition in the run's staging
+    // area (not yet published). serve reads it there; the run then publishes and deletes the
+    // staging area, and serve, which would not look again for an hour, must still answer.
+    let dir = lake(24, 3).await;
+    let lake_path = dir.path().to_str().unwrap().to_owned();
+    common::tickerlake(&lake_path, &["simulate-history", "--hours", "24", "--symbols", "3", "--until", "2025-05-04T23:00:00Z"], &[])
+        .await
+        .ok();
+    let run = common::PausedRun::start_at(&lake_path, &[], "after-commit", 4).await;
+    let server = Server::start(dir.path(), &["--refresh-secs", "3600"], &[]).await;
+    let client = server.client().await;
+    let during: i64 = client.query_one("SELECT count(DISTINCT \"date\") FROM processed", &[]).await.unwrap().get(0);
+    assert_eq!(during, 2, "the committed (staged) partition is served");
+    let (status, stderr) = run.finish().await;
+    assert!(status.success(), "{stderr}");
+    assert!(!dir.path().join("_tickerlake/runs").read_dir().is_ok_and(|mut d| d.next().is_some()), "staging was cleaned up");
+    for sql in ["SELECT count(*) FROM processed WHERE \"date\" = DATE '2025-05-04'", "SELECT count(*) FROM processed"] {
+        let simple = client.simple_query(sql).await.unwrap_or_else(|e| panic!("{sql}: {e}"));
+        let extended: i64 = client.query_one(sql, &[]).await.unwrap_or_else(|e| panic!("{sql}: {e}")).get(0);
+        assert!(extended > 0 && simple_rows(&simple)[0].get(0).unwrap().parse::<i64>().unwrap() == extended);
+    }
+}

@@ -283,6 +283,17 @@ impl Backend {
     }
 }
 
+/// Whether a failure means a file of the snapshot went away (published and cleaned up since):
+/// worth one retry on a fresh snapshot.
+fn vanished(e: &PgWireError) -> bool {
+    match e {
+        PgWireError::UserError(info) => {
+            info.message.contains("/_tickerlake/runs/") || info.message.contains("No files found") || info.message.contains("No such file")
+        }
+        _ => false,
+    }
+}
+
 fn transaction_response(sql: &str) -> Response {
     let word = sql.trim_start().split(|c: char| !c.is_ascii_alphabetic()).next().unwrap_or("").to_ascii_uppercase();
     match word.as_str() {
@@ -304,10 +315,20 @@ impl SimpleQueryHandler for Backend {
         if is_blank(query) {
             return Ok(vec![Response::EmptyQuery]);
         }
-        let (snap, checked) = self.check(query).await?;
-        match checked.kind {
-            Kind::Transaction => Ok(vec![transaction_response(query)]),
-            Kind::Select => Ok(vec![self.run(snap, checked.sql, Vec::new(), Format::UnifiedText).await?]),
+        let mut retried = false;
+        loop {
+            let outcome = match self.check(query).await {
+                Ok((_, checked)) if checked.kind == Kind::Transaction => return Ok(vec![transaction_response(query)]),
+                Ok((snap, checked)) => self.run(snap, checked.sql, Vec::new(), Format::UnifiedText).await,
+                Err(e) => Err(e),
+            };
+            match outcome {
+                Err(e) if !retried && vanished(&e) => {
+                    retried = true;
+                    self.state.refresh_now().await;
+                }
+                other => return other.map(|r| vec![r]),
+            }
         }
     }
 }
@@ -329,7 +350,13 @@ impl QueryParser for Parser {
             return Ok(None);
         }
         let backend = self.backend.get().and_then(std::sync::Weak::upgrade).ok_or_else(|| encode_err("server stopping"))?;
-        Ok(Some(backend.check(sql).await?.1))
+        match backend.check(sql).await {
+            Err(e) if vanished(&e) => {
+                backend.state.refresh_now().await;
+                Ok(Some(backend.check(sql).await?.1))
+            }
+            other => Ok(Some(other?.1)),
+        }
     }
 
     fn get_parameter_types(&self, stmt: &Checked) -> PgWireResult<Vec<Type>> {
@@ -420,7 +447,14 @@ impl ExtendedQueryHandler for Backend {
             Kind::Select => {
                 let params = parameters(portal)?;
                 let snap = self.state.snapshot().await;
-                self.run(snap, checked.sql.clone(), params, portal.result_column_format.clone()).await
+                match self.run(snap, checked.sql.clone(), params.clone(), portal.result_column_format.clone()).await {
+                    Err(e) if vanished(&e) => {
+                        self.state.refresh_now().await;
+                        let snap = self.state.snapshot().await;
+                        self.run(snap, checked.sql.clone(), params, portal.result_column_format.clone()).await
+                    }
+                    other => other,
+                }
             }
         }
     }

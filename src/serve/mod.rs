@@ -217,6 +217,17 @@ impl LakeState {
         self.current.read().expect("snapshot lock").clone()
     }
 
+    /// Look at the lake now (waiting for a look in progress), rebuilding if it changed: for a
+    /// query that found a file of its snapshot gone (a partition read from a run's staging area
+    /// until it was published, then cleaned up).
+    pub async fn refresh_now(&self) {
+        let mut look = self.look.lock().await;
+        match self.rebuild_if_changed(&mut look).await {
+            Ok(()) => look.at = Instant::now(),
+            Err(e) => tracing::warn!("cannot refresh the served lake: {}", crate::report::one_line(&e)),
+        }
+    }
+
     async fn rebuild_if_changed(&self, look: &mut Look) -> Result<(), ServeError> {
         let (files, fingerprint) = Self::files(&self.lake, self.cache.as_ref()).await?;
         if fingerprint == look.fingerprint {

@@ -33,7 +33,10 @@ impl Server {
     /// Start serving `lake` on a free loopback port with extra args and env.
     pub async fn start(lake: &Path, args: &[&str], env: &[(&str, &str)]) -> Self {
         let mut cmd = tokio::process::Command::new(BIN);
-        cmd.arg("--lake").arg(lake).args(["serve", "--listen", "127.0.0.1:0", "--refresh-secs", "0.2"]).args(args);
+        cmd.arg("--lake").arg(lake).args(["serve", "--listen", "127.0.0.1:0"]).args(args);
+        if !args.contains(&"--refresh-secs") {
+            cmd.args(["--refresh-secs", "0.2"]);
+        }
         cmd.env_remove("RUST_LOG").env_remove("TICKERLAKE_SERVE_PASSWORD").env("NO_COLOR", "1");
         for (k, v) in env {
             cmd.env(k, v);
