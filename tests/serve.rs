@@ -222,7 +222,7 @@ async fn passwords_use_scram_and_open_addresses_need_one() {
     assert_eq!(out.stderr.trim().lines().filter(|l| l.starts_with("error:")).count(), 1);
 
     let server = Server::start(dir.path(), &[], &[("TICKERLAKE_SERVE_PASSWORD", "s3cret")]).await;
-    let err = server.client_as("grafana", Some("wrong")).await.err().expect("a wrong password must fail");
+    let err = server.client_as("grafana", Some("wrong")).await.expect_err("a wrong password must fail");
     assert!(err.to_string().contains("password") || err.as_db_error().is_some(), "{err}");
     assert!(server.client_as("grafana", None).await.is_err(), "no password must fail");
     let client = server.client_as("anyone", Some("s3cret")).await.expect("SCRAM with the right password");

@@ -138,14 +138,12 @@ pub fn parse(name: &str, text: &str) -> QueryFile {
     let mut in_header = true;
     for line in text.lines() {
         if in_header {
-            if let Some(rest) = line.strip_prefix("--") {
-                if let Some((k, v)) = rest.split_once(':') {
-                    let k = k.trim();
-                    if !k.is_empty() && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
-                        meta.insert(k.to_ascii_lowercase(), v.trim().to_owned());
-                        continue;
-                    }
-                }
+            if let Some((k, v)) = line.strip_prefix("--").and_then(|rest| rest.split_once(':'))
+                && !k.trim().is_empty()
+                && k.trim().chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+            {
+                meta.insert(k.trim().to_ascii_lowercase(), v.trim().to_owned());
+                continue;
             }
             in_header = false;
         }
@@ -367,10 +365,10 @@ fn target(flavor: Flavor, ref_id: &str, sql: &str, time_series: bool) -> Value {
 pub fn dashboard_titles(files: &[QueryFile]) -> Vec<String> {
     let mut titles: Vec<String> = Vec::new();
     for f in files {
-        if let Some(d) = f.get("dashboard") {
-            if !titles.iter().any(|t| t == d) {
-                titles.push(d.to_owned());
-            }
+        if let Some(d) = f.get("dashboard")
+            && !titles.iter().any(|t| t == d)
+        {
+            titles.push(d.to_owned());
         }
     }
     titles

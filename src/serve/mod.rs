@@ -58,10 +58,16 @@ pub enum ServeError {
     Lake(#[from] LakeError),
     /// Reading the manifest failed.
     #[error(transparent)]
-    Manifest(#[from] ProcessError),
+    Manifest(Box<ProcessError>),
     /// DuckDB failed while building a snapshot.
     #[error("DuckDB failed while preparing the lake for serving: {0}")]
     Engine(String),
+}
+
+impl From<ProcessError> for ServeError {
+    fn from(e: ProcessError) -> Self {
+        Self::Manifest(Box::new(e))
+    }
 }
 
 impl ServeError {
@@ -203,15 +209,13 @@ impl LakeState {
     /// and it was last looked at more than `refresh` ago. While another query is looking, this one
     /// uses the current snapshot rather than wait.
     pub async fn snapshot(&self) -> Arc<Snapshot> {
-        if let Ok(mut look) = self.look.try_lock() {
-            if look.at.elapsed() >= self.refresh {
-                match self.rebuild_if_changed(&mut look).await {
-                    Ok(()) => look.at = Instant::now(),
-                    // Keep serving the last good state; the next query tries again.
-                    Err(e) => {
-                        tracing::warn!("cannot refresh the served lake, still serving the previous state: {}", crate::report::one_line(&e))
-                    }
-                }
+        if let Ok(mut look) = self.look.try_lock()
+            && look.at.elapsed() >= self.refresh
+        {
+            match self.rebuild_if_changed(&mut look).await {
+                Ok(()) => look.at = Instant::now(),
+                // Keep serving the last good state; the next query tries again.
+                Err(e) => tracing::warn!("cannot refresh the served lake, still serving the previous state: {}", crate::report::one_line(&e)),
             }
         }
         self.current.read().expect("snapshot lock").clone()
