@@ -2,7 +2,7 @@
 //! variable) through `tickerlake serve`, for a 24-hour, a 7-day and a whole-year range ending at
 //! the lake's last hour, with one client and with 20 concurrent clients.
 //!
-//! Usage: bench_serve TICKERLAKE_BIN LAKE [ITERATIONS_SINGLE] [ITERATIONS_PER_CONCURRENT_CLIENT]
+//! Usage: bench_serve TICKERLAKE_BIN LAKE [ITERATIONS_SINGLE] [ITERATIONS_PER_CONCURRENT_CLIENT] [NAME_FILTER]
 //! (the lake must be processed; `./dev bench-serve` builds a year of 3,000 symbols first).
 
 use std::collections::BTreeMap;
@@ -36,6 +36,7 @@ async fn main() {
     let (bin, lake) = (&args[1], &args[2]);
     let single: usize = args.get(3).map_or(10, |s| s.parse().unwrap());
     let per_client: usize = args.get(4).map_or(2, |s| s.parse().unwrap());
+    let only = args.get(5).cloned().unwrap_or_default();
     let mut child = tokio::process::Command::new(bin)
         .args(["--lake", lake, "serve", "--listen", "127.0.0.1:0", "--query-timeout", "120"])
         .stdout(Stdio::piped())
@@ -53,7 +54,7 @@ async fn main() {
     let files: Vec<_> = grafana::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("queries"))
         .unwrap()
         .into_iter()
-        .filter(|f| f.get("dashboard").is_some() && f.is_for(Flavor::Postgres))
+        .filter(|f| f.get("dashboard").is_some() && f.is_for(Flavor::Postgres) && f.name.contains(only.as_str()))
         .collect();
     let vars = BTreeMap::from([("symbol".to_owned(), "BTCUSDT".to_owned())]);
     let ranges = [("24h", to - TimeDelta::hours(24)), ("7d", to - TimeDelta::days(7)), ("year", first.and_utc() - TimeDelta::minutes(1))];

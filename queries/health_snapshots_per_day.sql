@@ -2,7 +2,7 @@
 -- dashboard: Pipeline health
 -- panel: timeseries
 -- format: time_series
-SELECT CAST("date" AS TIMESTAMP) AS "time", count(DISTINCT date_trunc('hour', "timestamp")) AS snapshots
+SELECT CAST("date" AS TIMESTAMP) AS "time", count(DISTINCT "timestamp") AS snapshots
 FROM processed
 WHERE $__timeFilter("timestamp")
   AND "date" BETWEEN CAST($__timeFrom() AS DATE) AND CAST($__timeTo() AS DATE)

@@ -345,12 +345,18 @@ async fn every_postgres_panel_variable_and_alert_runs_through_serve() {
             "health_snapshots_per_day.sql" => {
                 // 72 hourly snapshots and the one at 05:30, over three days.
                 let per_day: Vec<f64> = got.iter().map(|r| num(r.get(1))).collect();
-                assert_eq!(per_day, [24.0, 24.0, 24.0]);
+                assert_eq!(per_day, [24.0, 25.0, 24.0]);
             }
             "health_symbols_per_snapshot.sql" => {
-                assert_eq!(got.len(), 72);
-                let most = in_range.iter().map(|r| r.symbol.as_str()).collect::<BTreeSet<_>>().len() as f64;
-                assert!(got.iter().all(|r| num(r.get(1)) >= 1.0 && num(r.get(1)) <= most));
+                // One point per snapshot: the 72 hourly ones and the 05:30 one (one kept row).
+                assert_eq!(got.len(), 73);
+                let mut per_snapshot: BTreeMap<i64, f64> = BTreeMap::new();
+                for r in &in_range {
+                    *per_snapshot.entry(r.ts_us).or_default() += 1.0;
+                }
+                let want: Vec<f64> = per_snapshot.values().copied().collect();
+                assert_eq!(got.iter().map(|r| num(r.get(1))).collect::<Vec<_>>(), want);
+                assert!(got.iter().any(|r| r.get(0).unwrap().starts_with("2025-05-02 05:30:00") && num(r.get(1)) == 1.0));
             }
             "health_quarantined_per_day.sql" => {
                 assert_eq!(got.len(), 1, "one day had quarantined rows");
