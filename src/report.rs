@@ -55,7 +55,7 @@ pub fn one_line(err: &(dyn Error + 'static)) -> String {
             break;
         }
         let mut text = e.to_string();
-        if e.is::<duckdb::Error>() {
+        if e.is::<duckdb::Error>() || e.is::<Box<duckdb::Error>>() {
             // DuckDB's own message keeps its `LINE n:` excerpt and caret, without the blank line.
             text = text.trim_end().replace("\n\n", "\n");
         }

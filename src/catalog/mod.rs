@@ -98,7 +98,13 @@ pub enum CatalogError {
     },
     /// The lake's manifest could not be read.
     #[error(transparent)]
-    Process(#[from] crate::process::ProcessError),
+    Process(Box<crate::process::ProcessError>),
+}
+
+impl From<crate::process::ProcessError> for CatalogError {
+    fn from(e: crate::process::ProcessError) -> Self {
+        Self::Process(Box::new(e))
+    }
 }
 
 impl CatalogError {

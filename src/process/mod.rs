@@ -143,10 +143,10 @@ pub async fn process(lake: &Lake, opts: &ProcessOptions) -> ProcessResult<Summar
         Some(lake.lock(&format!("run {run_id}, pid {} on {host}", std::process::id())).await?)
     };
     let result = process_locked(lake, opts, &run_id, guard.as_ref()).await;
-    if let Some(guard) = guard {
-        if let Err(e) = guard.release().await {
-            tracing::warn!("could not release the lake lock: {e}");
-        }
+    if let Some(guard) = guard
+        && let Err(e) = guard.release().await
+    {
+        tracing::warn!("could not release the lake lock: {e}");
     }
     let mut summary = result?;
     summary.elapsed = started.elapsed();
@@ -225,7 +225,13 @@ async fn compute_and_commit(
     }
     let chunks = chunks(&new, chunk_budget(&opts.memory_limit));
     tracing::info!(new = new.len(), chunks = chunks.len(), run_id, full = opts.full, "processing raw snapshots");
-    let progress = lake::progress(new.len() as u64, "snapshots");
+    // Files and rows done, and the rate, on a terminal (indicatif draws nothing in logs).
+    let progress = indicatif::ProgressBar::new(new.len() as u64);
+    progress.set_style(
+        ProgressStyle::with_template("{spinner} {pos}/{len} snapshots, {msg} [{bar:30}] {per_sec} eta {eta}")
+            .expect("valid template")
+            .progress_chars("=> "),
+    );
     let mut written = BTreeSet::new();
     let mut emptied = false;
     for chunk in &chunks {
@@ -242,6 +248,7 @@ async fn compute_and_commit(
         written.extend(step.dates_written);
         emptied |= step.emptied;
         progress.inc(chunk.len() as u64);
+        progress.set_message(format!("{} rows", summary.rows_read));
         if chunks.len() > 1 {
             tracing::debug!(done = progress.position(), of = new.len(), rows = summary.rows_read, "chunk staged");
         }
