@@ -255,7 +255,7 @@ pub async fn execute(cli: Cli) -> Result<()> {
         }
         Command::Process { full, memory_limit } => {
             let lake = open(Access::Create).await?;
-            let summary = process::process(&lake, &ProcessOptions { full, memory_limit }).await?;
+            let summary = process::process(&lake, &ProcessOptions { full, memory_limit, chunk_bytes: None }).await?;
             writeln!(stdout, "{summary}")?;
             if let Some(catalog) = cli.catalog.open(&cli.lake.lake, &aws, false).await? {
                 let manifest = crate::process::manifest::Manifest::load(&lake).await?;
@@ -303,7 +303,7 @@ pub async fn execute(cli: Cli) -> Result<()> {
                 once,
                 offset: Duration::from_secs(offset_secs),
                 retry_delay: Duration::from_secs(retry_secs.max(1)),
-                process: ProcessOptions { full: false, memory_limit },
+                process: ProcessOptions { full: false, memory_limit, chunk_bytes: None },
                 catalog: cli.catalog.open(&cli.lake.lake, &aws, false).await?,
             };
             service::run(&lake, &binance.client()?, &opts, Shutdown::on_signals()).await?;

@@ -38,11 +38,13 @@ pub struct ProcessOptions {
     pub full: bool,
     /// DuckDB memory limit (e.g. "256MB", "2GB").
     pub memory_limit: String,
+    /// Raw CSV bytes per chunk; `None`: half the memory limit (tests set it small to force chunks).
+    pub chunk_bytes: Option<u64>,
 }
 
 impl Default for ProcessOptions {
     fn default() -> Self {
-        Self { full: false, memory_limit: DEFAULT_MEMORY_LIMIT.to_owned() }
+        Self { full: false, memory_limit: DEFAULT_MEMORY_LIMIT.to_owned(), chunk_bytes: None }
     }
 }
 
@@ -223,7 +225,7 @@ async fn compute_and_commit(
         tracing::info!("no new raw snapshots in {}", lake.describe());
         return Ok((summary, None));
     }
-    let chunks = chunks(&new, chunk_budget(&opts.memory_limit));
+    let chunks = chunks(&new, opts.chunk_bytes.unwrap_or_else(|| chunk_budget(&opts.memory_limit)));
     tracing::info!(new = new.len(), chunks = chunks.len(), run_id, full = opts.full, "processing raw snapshots");
     // Files and rows done, and the rate, on a terminal (indicatif draws nothing in logs).
     let progress = indicatif::ProgressBar::new(new.len() as u64);
