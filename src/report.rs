@@ -63,7 +63,9 @@ pub fn one_line(err: &(dyn Error + 'static)) -> String {
         if !parts.last().is_some_and(|last| last.ends_with(&text)) {
             parts.push(text);
         }
-        if as_lake_error(e).is_some() {
+        // Complete in themselves: a storage error (below it, transport details) and DuckDB running
+        // out of memory (below it, DuckDB's multi-line tuning advice, which the message replaces).
+        if as_lake_error(e).is_some() || matches!(e.downcast_ref::<ProcessError>(), Some(ProcessError::OutOfMemory { .. })) {
             break;
         }
         next = e.source();
