@@ -75,8 +75,3 @@ pub fn athena_client(sdk: &aws_config::SdkConfig, opts: &AwsOptions) -> aws_sdk_
     }
     aws_sdk_athena::Client::from_conf(conf.build())
 }
-
-/// Where a service's endpoint came from, for `doctor`.
-pub fn describe_endpoint(endpoint: Option<&str>) -> &str {
-    endpoint.unwrap_or("the AWS default")
-}

@@ -22,17 +22,21 @@ use crate::source::snapshot::{self, CollectOutcome};
 #[derive(Debug, Parser)]
 #[command(name = "tickerlake", version, about, max_term_width = 100)]
 pub struct Cli {
+    #[allow(missing_docs)] // clap turns doc comments into help text; these are documented by --help
     #[command(flatten)]
     pub lake: LakeArgs,
+    #[allow(missing_docs)]
     #[command(flatten)]
     pub catalog: CatalogArgs,
     /// More log detail (-v debug, -vv trace); RUST_LOG overrides.
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
+    #[allow(missing_docs)]
     #[command(subcommand)]
     pub command: Command,
 }
 
+/// Where the lake is and how to reach it.
 #[derive(Debug, Args)]
 pub struct LakeArgs {
     /// Where the lake lives: a directory (the embedded default) or s3://BUCKET[/PREFIX].
@@ -77,6 +81,7 @@ impl CatalogArgs {
     }
 }
 
+/// How to reach Binance.
 #[derive(Debug, Args)]
 pub struct BinanceArgs {
     /// Binance REST base URL. Where api.binance.com answers 451 (restricted location), use
@@ -105,7 +110,9 @@ impl BinanceArgs {
     }
 }
 
+/// The subcommands (their doc comments are their --help).
 #[derive(Debug, Subcommand)]
+#[allow(missing_docs)]
 pub enum Command {
     /// Create the lake if missing (S3: the bucket), check credentials and permissions, report.
     Init,
@@ -276,7 +283,7 @@ pub async fn execute(cli: Cli) -> Result<()> {
         }
         Command::Process { full, memory_limit } => {
             let lake = open(Access::Create).await?;
-            let summary = process::process(&lake, &ProcessOptions { full, memory_limit }).await?;
+            let summary = process::process(&lake, &ProcessOptions { full, memory_limit, chunk_bytes: None }).await?;
             writeln!(stdout, "{summary}")?;
             if let Some(catalog) = cli.catalog.open(&cli.lake.lake, &aws, false).await? {
                 let manifest = crate::process::manifest::Manifest::load(&lake).await?;
@@ -324,7 +331,7 @@ pub async fn execute(cli: Cli) -> Result<()> {
                 once,
                 offset: Duration::from_secs(offset_secs),
                 retry_delay: Duration::from_secs(retry_secs.max(1)),
-                process: ProcessOptions { full: false, memory_limit },
+                process: ProcessOptions { full: false, memory_limit, chunk_bytes: None },
                 catalog: cli.catalog.open(&cli.lake.lake, &aws, false).await?,
             };
             service::run(&lake, &binance.client()?, &opts, Shutdown::on_signals()).await?;

@@ -9,12 +9,71 @@
 use std::io::Write;
 use std::path::PathBuf;
 
-use anyhow::{Context, Result, bail};
 use duckdb::Connection;
 use duckdb::arrow::array::RecordBatch;
 use duckdb::arrow::util::display::{ArrayFormatter, FormatOptions};
 
 pub mod athena;
+
+/// A failed query (local engine).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum QueryError {
+    /// No SQL was given.
+    #[error("the query is empty; pass SQL such as \"SELECT * FROM processed LIMIT 10\"")]
+    Empty,
+    /// The lake could not be read.
+    #[error(transparent)]
+    Lake(#[from] crate::lake::LakeError),
+    /// The manifest could not be read.
+    #[error(transparent)]
+    Manifest(Box<crate::process::ProcessError>),
+    /// DuckDB refused or failed the SQL (its message keeps the caret line).
+    #[error("DuckDB {doing} the query {sql:?}")]
+    Sql {
+        /// "rejected" (parse/bind) or "failed running" (execution).
+        doing: &'static str,
+        /// The SQL.
+        sql: String,
+        /// DuckDB's error.
+        #[source]
+        source: Box<duckdb::Error>,
+    },
+    /// Setting up the session's views failed.
+    #[error("cannot define the lake's views")]
+    Views(#[source] Box<duckdb::Error>),
+    /// The result could not be formatted or written.
+    #[error("cannot print the result: {0}")]
+    Output(String),
+    /// A temporary download directory could not be made.
+    #[error("cannot create a download directory: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+impl From<duckdb::Error> for QueryError {
+    fn from(e: duckdb::Error) -> Self {
+        Self::Views(Box::new(e))
+    }
+}
+
+impl From<crate::process::ProcessError> for QueryError {
+    fn from(e: crate::process::ProcessError) -> Self {
+        Self::Manifest(Box::new(e))
+    }
+}
+
+macro_rules! output_err {
+    ($($t:ty),*) => {$(
+        impl From<$t> for QueryError {
+            fn from(e: $t) -> Self {
+                Self::Output(e.to_string())
+            }
+        }
+    )*};
+}
+output_err!(duckdb::arrow::error::ArrowError, csv::Error, serde_json::Error);
+
+type Result<T, E = QueryError> = std::result::Result<T, E>;
 
 use crate::lake::{self, Lake, QUARANTINE_PREFIX, RAW_PREFIX};
 use crate::process::manifest::Manifest;
@@ -44,6 +103,7 @@ pub enum EngineKind {
 
 /// A DuckDB connection with the lake's views defined. Keeps downloaded copies alive (S3 lakes).
 pub struct LakeSession {
+    /// The connection, with the views defined.
     pub conn: Connection,
     _downloads: tempfile::TempDir,
 }
@@ -99,11 +159,9 @@ pub async fn open_session(lake: &Lake, sql: &str) -> Result<LakeSession> {
 /// local paths; none: an empty view with the right columns). `serve` builds its snapshots with it.
 pub fn define_views(conn: &Connection, processed_paths: &[String], raw_paths: &[String], quarantine_paths: &[String]) -> duckdb::Result<()> {
     if processed_paths.is_empty() {
-        conn.execute_batch(
-            "CREATE VIEW processed AS SELECT CAST(NULL AS VARCHAR) AS symbol, CAST(NULL AS DOUBLE) AS price,
-               CAST(NULL AS TIMESTAMP) AS \"timestamp\", CAST(NULL AS DOUBLE) AS moving_avg, CAST(NULL AS DOUBLE) AS previous_price,
-               CAST(NULL AS DOUBLE) AS price_change_pct, CAST(NULL AS DATE) AS date WHERE false",
-        )?;
+        let columns: Vec<String> =
+            crate::indicators::PROCESSED_COLUMNS.iter().map(|c| format!("CAST(NULL AS {}) AS \"{}\"", c.duckdb, c.name)).collect();
+        conn.execute_batch(&format!("CREATE VIEW processed AS SELECT {}, CAST(NULL AS DATE) AS date WHERE false", columns.join(", ")))?;
     } else {
         conn.execute_batch(&format!(
             "CREATE VIEW processed AS SELECT * FROM read_parquet([{}], hive_partitioning = true, hive_types = {{'date': DATE}})",
@@ -142,8 +200,8 @@ pub fn define_views(conn: &Connection, processed_paths: &[String], raw_paths: &[
 
 /// Run `sql` and return the Arrow batches.
 pub fn run_sql(session: &LakeSession, sql: &str) -> Result<Vec<RecordBatch>> {
-    let mut stmt = session.conn.prepare(sql).with_context(|| format!("DuckDB rejected the query {sql:?}"))?;
-    Ok(stmt.query_arrow([]).with_context(|| format!("the query {sql:?} failed"))?.collect())
+    let mut stmt = session.conn.prepare(sql).map_err(|source| QueryError::Sql { doing: "rejected", sql: sql.to_owned(), source: Box::new(source) })?;
+    Ok(stmt.query_arrow([]).map_err(|source| QueryError::Sql { doing: "failed running", sql: sql.to_owned(), source: Box::new(source) })?.collect())
 }
 
 /// Timestamps as the raw files, Athena and the original project print them, in every format:
@@ -192,7 +250,7 @@ pub fn render(batches: &[RecordBatch], format: OutputFormat, out: &mut dyn Write
     let opts = format_options();
     match format {
         OutputFormat::Table => {
-            if batches.iter().all(|b| b.num_rows() == 0) && batches.first().is_none() {
+            if batches.is_empty() {
                 writeln!(out, "(no rows)")?;
             } else {
                 writeln!(out, "{}", duckdb::arrow::util::pretty::pretty_format_batches_with_options(batches, &opts)?)?;
@@ -245,7 +303,7 @@ pub fn render(batches: &[RecordBatch], format: OutputFormat, out: &mut dyn Write
 /// The `query` command: open, run, print.
 pub async fn query(lake: &Lake, sql: &str, format: OutputFormat, out: &mut dyn Write) -> Result<()> {
     if sql.trim().is_empty() {
-        bail!("the query is empty; pass SQL such as \"SELECT * FROM processed LIMIT 10\"");
+        return Err(QueryError::Empty);
     }
     let session = open_session(lake, sql).await?;
     let batches = run_sql(&session, sql)?;

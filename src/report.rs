@@ -56,7 +56,7 @@ pub fn one_line(err: &(dyn Error + 'static)) -> String {
             break;
         }
         let mut text = e.to_string();
-        if e.is::<duckdb::Error>() {
+        if e.is::<duckdb::Error>() || e.is::<Box<duckdb::Error>>() {
             // DuckDB's own message keeps its `LINE n:` excerpt and caret, without the blank line.
             text = text.trim_end().replace("\n\n", "\n");
         }
@@ -64,7 +64,9 @@ pub fn one_line(err: &(dyn Error + 'static)) -> String {
         if !parts.last().is_some_and(|last| last.ends_with(&text)) {
             parts.push(text);
         }
-        if as_lake_error(e).is_some() {
+        // Complete in themselves: a storage error (below it, transport details) and DuckDB running
+        // out of memory (below it, DuckDB's multi-line tuning advice, which the message replaces).
+        if as_lake_error(e).is_some() || matches!(e.downcast_ref::<ProcessError>(), Some(ProcessError::OutOfMemory { .. })) {
             break;
         }
         next = e.source();

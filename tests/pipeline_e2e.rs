@@ -626,3 +626,21 @@ async fn readme_examples_run_as_typed_after_the_demo() {
         assert!(stdout.lines().count() > 4 && !stdout.contains("(no rows)"), "{cmd} printed no rows: {stdout}");
     }
 }
+
+/// A memory limit too small for even one chunk: one line naming --memory-limit and a value that
+/// works, a non-zero exit, and nothing committed; the suggested value then works.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_memory_limit_too_small_for_a_chunk_says_what_would_work() {
+    let (_tmp, lake) = lake_dir();
+    let dir = std::path::Path::new(&lake);
+    tickerlake(&lake, &["simulate-history", "--hours", "6", "--symbols", "3000", "--until", "2025-05-09T05:00:00Z"], &[]).await.ok();
+    let out = tickerlake(&lake, &["process", "--memory-limit", "1MB"], &[]).await;
+    out.failed();
+    let errors: Vec<&str> = out.stderr.lines().filter(|l| !l.contains(" INFO ")).collect();
+    assert_eq!(errors.len(), 1, "one line: {}", out.stderr);
+    assert!(errors[0].starts_with("error: --memory-limit 1MB is too small") && errors[0].contains("re-run with --memory-limit 256MB"), "{}", out.stderr);
+    assert!(!dir.join("_tickerlake/manifest.json").exists() && processed_rows(dir).is_empty(), "nothing committed");
+    let retry = tickerlake(&lake, &["process", "--memory-limit", "256MB"], &[]).await;
+    retry.ok();
+    assert!(retry.stdout.starts_with("6 snapshot(s) read"), "{}", retry.stdout);
+}

@@ -56,14 +56,7 @@ fn column(name: &str, hive_type: &str) -> Column {
 pub fn processed_table(opts: &CatalogOptions, first_date: Option<&str>) -> TableInput {
     let location = opts.location("processed");
     let sd = StorageDescriptor::builder()
-        .set_columns(Some(vec![
-            column("symbol", "string"),
-            column("price", "double"),
-            column("timestamp", "timestamp"),
-            column("moving_avg", "double"),
-            column("previous_price", "double"),
-            column("price_change_pct", "double"),
-        ]))
+        .set_columns(Some(crate::indicators::PROCESSED_COLUMNS.iter().map(|c| column(c.name, c.hive)).collect()))
         .location(&location)
         .input_format("org.apache.hadoop.hive.ql.io.parquet.MapredParquetInputFormat")
         .output_format("org.apache.hadoop.hive.ql.io.parquet.MapredParquetOutputFormat")

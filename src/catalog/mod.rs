@@ -98,7 +98,13 @@ pub enum CatalogError {
     },
     /// The lake's manifest could not be read.
     #[error(transparent)]
-    Process(#[from] crate::process::ProcessError),
+    Process(Box<crate::process::ProcessError>),
+}
+
+impl From<crate::process::ProcessError> for CatalogError {
+    fn from(e: crate::process::ProcessError) -> Self {
+        Self::Process(Box::new(e))
+    }
 }
 
 impl CatalogError {
@@ -145,7 +151,11 @@ impl CatalogReport {
 impl fmt::Display for CatalogReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         if self.is_noop() {
-            return write!(f, "catalog is up to date ({} partitions registered; nothing changed, {} Glue requests)", self.partitions_unchanged, self.requests);
+            return write!(
+                f,
+                "catalog is up to date: nothing changed ({} partition(s) checked, {} Glue requests)",
+                self.partitions_unchanged, self.requests
+            );
         }
         let mut parts = Vec::new();
         if self.database_created {

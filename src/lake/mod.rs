@@ -193,14 +193,14 @@ impl LockGuard {
 
 impl Drop for LockGuard {
     fn drop(&mut self) {
-        if let Some(fut) = self.release.take() {
-            if let Ok(handle) = tokio::runtime::Handle::try_current() {
-                handle.spawn(async move {
-                    if let Err(e) = fut.await {
-                        tracing::warn!("could not release the lake lock: {e}");
-                    }
-                });
-            }
+        if let Some(fut) = self.release.take()
+            && let Ok(handle) = tokio::runtime::Handle::try_current()
+        {
+            handle.spawn(async move {
+                if let Err(e) = fut.await {
+                    tracing::warn!("could not release the lake lock: {e}");
+                }
+            });
         }
     }
 }

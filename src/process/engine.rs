@@ -26,29 +26,41 @@ const HEADER: &str = "symbol,price,timestamp";
 /// Per raw file counts and date range, as parsed by [`Engine::load_raw`].
 #[derive(Debug, Clone, Default)]
 pub struct FileStats {
+    /// Data rows (records after the header).
     pub rows: u64,
+    /// Rows kept for the indicators.
     pub kept: u64,
+    /// Rows quarantined.
     pub quarantined: u64,
+    /// Earliest date of its kept rows.
     pub first_date: Option<String>,
+    /// Latest date of its kept rows.
     pub last_date: Option<String>,
 }
 
 /// Counts of one load, for the run summary.
 #[derive(Debug, Clone, Default)]
 pub struct LoadStats {
+    /// Counts per raw file, by lake key.
     pub per_file: BTreeMap<String, FileStats>,
+    /// Rows dropped by the original job's filters, by reason.
     pub dropped: BTreeMap<String, u64>,
+    /// Rows quarantined, by reason.
     pub quarantined: BTreeMap<String, u64>,
 }
 
 /// Files the stage directory holds after [`Engine::write_outputs`], by date / raw key.
 #[derive(Debug, Default)]
 pub struct StagedOutputs {
+    /// Partition file and row count, by date.
     pub partitions: BTreeMap<String, (PathBuf, u64)>,
+    /// Carry-state file, by date.
     pub carries: BTreeMap<String, PathBuf>,
+    /// Quarantine CSV, by raw key.
     pub quarantine: BTreeMap<String, PathBuf>,
 }
 
+/// One run's DuckDB connection and stage directory.
 pub struct Engine {
     conn: Connection,
     stage: PathBuf,
@@ -239,7 +251,7 @@ impl Engine {
         let processed_dir = out.join("processed");
         let carry_dir = out.join("carry");
         self.conn.execute_batch(&format!(
-            "COPY (SELECT symbol, price, \"timestamp\", moving_avg, previous_price, price_change_pct, date
+            "COPY (SELECT {columns}, date
                    FROM ind_output WHERE NOT is_carry ORDER BY date, symbol, \"timestamp\", price)
              TO {} (FORMAT parquet, PARTITION_BY (date), COMPRESSION zstd, {kv});
              COPY (SELECT d.date, o.symbol, o.price, o.\"timestamp\"
@@ -249,6 +261,7 @@ impl Engine {
              TO {} (FORMAT parquet, PARTITION_BY (date), COMPRESSION zstd, {kv});",
             lit(&processed_dir.to_string_lossy()),
             lit(&carry_dir.to_string_lossy()),
+            columns = indicators::processed_select_list(),
         ))?;
         let mut staged = StagedOutputs::default();
         let counts = self.count_by("SELECT CAST(date AS VARCHAR), count(*) FROM ind_output WHERE NOT is_carry GROUP BY ALL")?;
