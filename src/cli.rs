@@ -8,10 +8,10 @@ use anyhow::{Context, Result};
 use chrono::Utc;
 use clap::{Args, Parser, Subcommand};
 
+use crate::catalog::{Catalog, CatalogKind, CatalogOptions, PartitionMode};
 use crate::config;
 use crate::lake::{self, Access, s3};
 use crate::process::{self, ProcessOptions};
-use crate::catalog::{Catalog, CatalogKind, CatalogOptions, PartitionMode};
 use crate::query::{self, EngineKind, OutputFormat};
 use crate::service::{self, ServiceOptions, Shutdown};
 use crate::simulator::{SimConfig, Simulator};
@@ -101,12 +101,15 @@ pub struct BinanceArgs {
 
 impl BinanceArgs {
     fn client(&self) -> Result<BinanceClient> {
-        Ok(BinanceClient::new(&self.binance_url, RetryPolicy {
-            max_attempts: self.max_attempts.max(1),
-            base_delay: Duration::from_millis(self.retry_ms),
-            timeout: Duration::from_secs(self.timeout_secs.max(1)),
-            ..RetryPolicy::default()
-        })?)
+        Ok(BinanceClient::new(
+            &self.binance_url,
+            RetryPolicy {
+                max_attempts: self.max_attempts.max(1),
+                base_delay: Duration::from_millis(self.retry_ms),
+                timeout: Duration::from_secs(self.timeout_secs.max(1)),
+                ..RetryPolicy::default()
+            },
+        )?)
     }
 }
 

@@ -78,7 +78,10 @@ mod tests {
     fn a_malformed_tuning_variable_is_an_error_naming_it() {
         let env = env_of(&[("TICKERLAKE_LOCK_TTL_SECS", "ten")]);
         let err = aws_options(Target::Aws, None, None, &env).unwrap_err();
-        assert_eq!(err.to_string(), "TICKERLAKE_LOCK_TTL_SECS=\"ten\" is not valid (a whole number of seconds, at least 1); fix or unset it");
+        assert_eq!(
+            err.to_string(),
+            "TICKERLAKE_LOCK_TTL_SECS=\"ten\" is not valid (a whole number of seconds, at least 1); fix or unset it"
+        );
         let env = env_of(&[("TICKERLAKE_S3_TIMEOUT_SECS", "0")]);
         assert!(aws_options(Target::Aws, None, None, &env).unwrap_err().to_string().starts_with("TICKERLAKE_S3_TIMEOUT_SECS"));
         let env = env_of(&[("TICKERLAKE_LOCK_TTL_SECS", "30")]);
@@ -99,7 +102,10 @@ mod tests {
         assert_eq!(aws_options(Target::Aws, Some("http://flag"), None, &env).unwrap().endpoint_url.as_deref(), Some("http://s3only"));
         let env = env_of(&[]);
         let o = aws_options(Target::Localstack, None, None, &env).unwrap();
-        assert_eq!((o.endpoint_url.as_deref(), o.default_region.as_deref(), o.dummy_credentials), (Some("http://localhost:4566"), Some("us-east-1"), true));
+        assert_eq!(
+            (o.endpoint_url.as_deref(), o.default_region.as_deref(), o.dummy_credentials),
+            (Some("http://localhost:4566"), Some("us-east-1"), true)
+        );
         assert_eq!(o.glue_endpoint.as_deref(), Some("http://localhost:4566"));
         let o = aws_options(Target::Aws, None, None, &env).unwrap();
         assert_eq!((o.endpoint_url, o.glue_endpoint, o.path_style), (None, None, false));

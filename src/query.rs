@@ -157,7 +157,12 @@ pub async fn open_session(lake: &Lake, sql: &str) -> Result<LakeSession> {
 
 /// Define the `processed`, `raw` and `quarantine` views over these files (SQL string literals of
 /// local paths; none: an empty view with the right columns). `serve` builds its snapshots with it.
-pub fn define_views(conn: &Connection, processed_paths: &[String], raw_paths: &[String], quarantine_paths: &[String]) -> duckdb::Result<()> {
+pub fn define_views(
+    conn: &Connection,
+    processed_paths: &[String],
+    raw_paths: &[String],
+    quarantine_paths: &[String],
+) -> duckdb::Result<()> {
     if processed_paths.is_empty() {
         let columns: Vec<String> =
             crate::indicators::PROCESSED_COLUMNS.iter().map(|c| format!("CAST(NULL AS {}) AS \"{}\"", c.duckdb, c.name)).collect();
@@ -200,8 +205,12 @@ pub fn define_views(conn: &Connection, processed_paths: &[String], raw_paths: &[
 
 /// Run `sql` and return the Arrow batches.
 pub fn run_sql(session: &LakeSession, sql: &str) -> Result<Vec<RecordBatch>> {
-    let mut stmt = session.conn.prepare(sql).map_err(|source| QueryError::Sql { doing: "rejected", sql: sql.to_owned(), source: Box::new(source) })?;
-    Ok(stmt.query_arrow([]).map_err(|source| QueryError::Sql { doing: "failed running", sql: sql.to_owned(), source: Box::new(source) })?.collect())
+    let mut stmt =
+        session.conn.prepare(sql).map_err(|source| QueryError::Sql { doing: "rejected", sql: sql.to_owned(), source: Box::new(source) })?;
+    Ok(stmt
+        .query_arrow([])
+        .map_err(|source| QueryError::Sql { doing: "failed running", sql: sql.to_owned(), source: Box::new(source) })?
+        .collect())
 }
 
 /// Timestamps as the raw files, Athena and the original project print them, in every format:

@@ -77,7 +77,9 @@ impl Shutdown {
             #[cfg(unix)]
             let term = async {
                 match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                    Ok(mut sig) => { sig.recv().await; }
+                    Ok(mut sig) => {
+                        sig.recv().await;
+                    }
                     Err(_) => std::future::pending::<()>().await,
                 }
             };
@@ -129,7 +131,13 @@ pub fn next_tick(now: DateTime<Utc>, offset: Duration) -> DateTime<Utc> {
 /// One tick: collect this hour's snapshot, process whatever is new, then bring the catalog (if
 /// any) in step: the dates this run wrote, or everything when `catalog_behind` says an earlier
 /// catalog update failed (it is cleared once the catalog has caught up).
-pub async fn tick(lake: &Lake, client: &BinanceClient, opts: &ServiceOptions, shutdown: &Shutdown, catalog_behind: &mut bool) -> Result<(), TickError> {
+pub async fn tick(
+    lake: &Lake,
+    client: &BinanceClient,
+    opts: &ServiceOptions,
+    shutdown: &Shutdown,
+    catalog_behind: &mut bool,
+) -> Result<(), TickError> {
     match snapshot::collect(lake, client, Utc::now).await? {
         CollectOutcome::Written { key, symbols } => tracing::info!(%key, symbols, "collected"),
         CollectOutcome::AlreadyCollected { key } => tracing::info!(%key, "this hour is already collected"),
@@ -171,13 +179,19 @@ pub async fn run(lake: &Lake, client: &BinanceClient, opts: &ServiceOptions, shu
             match tick(lake, client, opts, &shutdown, &mut catalog_behind).await {
                 Ok(()) => break,
                 Err(e) if e.is_permanent() => {
-                    tracing::error!("tick failed: {}; not retrying (this needs a fix, not a retry), the next tick is at {deadline}", crate::report::one_line(&e));
+                    tracing::error!(
+                        "tick failed: {}; not retrying (this needs a fix, not a retry), the next tick is at {deadline}",
+                        crate::report::one_line(&e)
+                    );
                     break;
                 }
                 Err(e) => {
                     let retry_at = Utc::now() + TimeDelta::from_std(delay).unwrap_or_default();
                     if retry_at >= deadline {
-                        tracing::error!("tick failed: {}; giving up on this tick, the next one is at {deadline}", crate::report::one_line(&e));
+                        tracing::error!(
+                            "tick failed: {}; giving up on this tick, the next one is at {deadline}",
+                            crate::report::one_line(&e)
+                        );
                         break;
                     }
                     tracing::error!("tick failed: {}; retrying in {delay:?}", crate::report::one_line(&e));

@@ -82,7 +82,8 @@ impl Drop for Simulator {
     }
 }
 
-const BASES: &[&str] = &["BTC", "ETH", "BNB", "SOL", "XRP", "ADA", "DOGE", "TRX", "DOT", "LINK", "LTC", "AVAX", "ATOM", "UNI", "XLM", "NEAR"];
+const BASES: &[&str] =
+    &["BTC", "ETH", "BNB", "SOL", "XRP", "ADA", "DOGE", "TRX", "DOT", "LINK", "LTC", "AVAX", "ATOM", "UNI", "XLM", "NEAR"];
 const OTHER_QUOTES: &[&str] = &["BTC", "ETH", "FDUSD"];
 
 /// splitmix64: a tiny, stable hash, so the walks never change with a dependency upgrade.
@@ -255,12 +256,18 @@ async fn exchange_info(State(shared): State<Arc<Shared>>) -> Response {
     if let Some(r) = intercept(&shared).await {
         return r;
     }
-    let symbols: Vec<_> = shared.symbols.iter().map(|s| json!({
-        "symbol": s.name, "status": if s.zero { "BREAK" } else { "TRADING" },
-        "baseAsset": s.base, "baseAssetPrecision": 8, "quoteAsset": s.quote, "quotePrecision": 8,
-        "quoteAssetPrecision": 8, "orderTypes": ["LIMIT", "MARKET"], "isSpotTradingAllowed": true,
-        "isMarginTradingAllowed": false, "filters": [], "permissions": [], "permissionSets": [["SPOT"]],
-    })).collect();
+    let symbols: Vec<_> = shared
+        .symbols
+        .iter()
+        .map(|s| {
+            json!({
+                "symbol": s.name, "status": if s.zero { "BREAK" } else { "TRADING" },
+                "baseAsset": s.base, "baseAssetPrecision": 8, "quoteAsset": s.quote, "quotePrecision": 8,
+                "quoteAssetPrecision": 8, "orderTypes": ["LIMIT", "MARKET"], "isSpotTradingAllowed": true,
+                "isMarginTradingAllowed": false, "filters": [], "permissions": [], "permissionSets": [["SPOT"]],
+            })
+        })
+        .collect();
     Json(json!({
         "timezone": "UTC", "serverTime": Utc::now().timestamp_millis(),
         "rateLimits": [
@@ -268,7 +275,8 @@ async fn exchange_info(State(shared): State<Arc<Shared>>) -> Response {
             {"rateLimitType": "RAW_REQUESTS", "interval": "MINUTE", "intervalNum": 5, "limit": 61000}
         ],
         "exchangeFilters": [], "symbols": symbols,
-    })).into_response()
+    }))
+    .into_response()
 }
 
 #[derive(Deserialize)]
@@ -286,7 +294,8 @@ async fn klines(State(shared): State<Arc<Shared>>, Query(q): Query<KlineQuery>) 
         return r;
     }
     if q.interval != "1h" {
-        return (StatusCode::BAD_REQUEST, Json(json!({"code": -1120, "msg": "Invalid interval (the simulator serves 1h)."}))).into_response();
+        return (StatusCode::BAD_REQUEST, Json(json!({"code": -1120, "msg": "Invalid interval (the simulator serves 1h)."})))
+            .into_response();
     }
     let Some(i) = shared.symbols.iter().position(|s| s.name == q.symbol) else {
         return (StatusCode::BAD_REQUEST, Json(json!({"code": -1121, "msg": "Invalid symbol."}))).into_response();
@@ -295,15 +304,28 @@ async fn klines(State(shared): State<Arc<Shared>>, Query(q): Query<KlineQuery>) 
     let limit = q.limit.unwrap_or(500).min(1000) as i64;
     let end_h = q.end_time.map(|t| t.div_euclid(3_600_000)).unwrap_or(now_h).min(now_h);
     let start_h = q.start_time.map(|t| (t + 3_599_999).div_euclid(3_600_000)).unwrap_or(end_h - limit + 1);
-    let rows: Vec<_> = (start_h..=end_h).take(limit as usize).map(|h| {
-        let (open, close) = if shared.symbols[i].zero { (0.0, 0.0) } else { (shared.price_at_hour(i, h), shared.price_at_hour(i, h + 1)) };
-        let volume = 1000.0 + unit(h as u64 ^ i as u64) * 9000.0;
-        json!([
-            h * 3_600_000, fmt_price(Some(open)), fmt_price(Some(open.max(close) * 1.002)), fmt_price(Some(open.min(close) * 0.998)),
-            fmt_price(Some(close)), format!("{volume:.8}"), h * 3_600_000 + 3_599_999, format!("{:.8}", volume * close),
-            100, format!("{:.8}", volume / 2.0), format!("{:.8}", volume * close / 2.0), "0"
-        ])
-    }).collect();
+    let rows: Vec<_> = (start_h..=end_h)
+        .take(limit as usize)
+        .map(|h| {
+            let (open, close) =
+                if shared.symbols[i].zero { (0.0, 0.0) } else { (shared.price_at_hour(i, h), shared.price_at_hour(i, h + 1)) };
+            let volume = 1000.0 + unit(h as u64 ^ i as u64) * 9000.0;
+            json!([
+                h * 3_600_000,
+                fmt_price(Some(open)),
+                fmt_price(Some(open.max(close) * 1.002)),
+                fmt_price(Some(open.min(close) * 0.998)),
+                fmt_price(Some(close)),
+                format!("{volume:.8}"),
+                h * 3_600_000 + 3_599_999,
+                format!("{:.8}", volume * close),
+                100,
+                format!("{:.8}", volume / 2.0),
+                format!("{:.8}", volume * close / 2.0),
+                "0"
+            ])
+        })
+        .collect();
     Json(rows).into_response()
 }
 

@@ -88,9 +88,15 @@ async fn assert_engines_agree(lake: &str, env: &[(&'static str, String)]) {
     assert!(queries.len() >= 5, "the shipped queries are found");
     for (name, sql) in [
         ("date equality", "SELECT count(*) AS n, min(symbol) AS first FROM processed WHERE date = DATE '2025-05-08'"),
-        ("date range", "SELECT date, count(*) AS n FROM processed WHERE date BETWEEN DATE '2025-05-08' AND DATE '2025-05-09' GROUP BY date ORDER BY date"),
+        (
+            "date range",
+            "SELECT date, count(*) AS n FROM processed WHERE date BETWEEN DATE '2025-05-08' AND DATE '2025-05-09' GROUP BY date ORDER BY date",
+        ),
         ("date lower bound", "SELECT count(*) AS n FROM processed WHERE date >= DATE '2025-05-09'"),
-        ("raw table", "SELECT count(*) AS n, count(price) AS priced, min(\"timestamp\") AS first_text, max(price) AS top FROM raw WHERE symbol LIKE '%USDT'"),
+        (
+            "raw table",
+            "SELECT count(*) AS n, count(price) AS priced, min(\"timestamp\") AS first_text, max(price) AS top FROM raw WHERE symbol LIKE '%USDT'",
+        ),
     ] {
         queries.push((name.to_owned(), sql.to_owned()));
     }
@@ -124,7 +130,11 @@ async fn catalog_then_athena_answers_like_the_local_engine() {
     assert!(first.stdout.contains("created table(s) processed, raw") && first.stdout.contains("2 partition(s) added"), "{}", first.stdout);
     let again = tl(lake, &["catalog"], &env).await;
     again.ok();
-    assert!(again.stdout.starts_with("catalog is up to date: nothing changed (2 partition(s) checked"), "a re-run is a no-op: {}", again.stdout);
+    assert!(
+        again.stdout.starts_with("catalog is up to date: nothing changed (2 partition(s) checked"),
+        "a re-run is a no-op: {}",
+        again.stdout
+    );
     assert_engines_agree(lake, &env).await;
 
     // A late snapshot that rewrites an old date, and a new day, processed with the catalog on:
@@ -269,15 +279,32 @@ async fn glue_partition_semantics_on_moto() {
     let fixed = catalog.sync(&manifest_with(fewer.clone())).await.unwrap();
     assert_eq!(fixed.tables_updated, ["processed"], "{fixed:?}");
     assert_eq!(glue_partitions(&glue, None).await, 121, "partitions survive the update");
-    let cols: Vec<String> = glue.get_table().database_name("dbcrypto").name("processed").send().await.unwrap().table.unwrap()
-        .storage_descriptor().unwrap().columns().iter().map(|c| format!("{}:{}", c.name(), c.r#type().unwrap_or(""))).collect();
-    assert_eq!(cols, ["symbol:string", "price:double", "timestamp:timestamp", "moving_avg:double", "previous_price:double", "price_change_pct:double"]);
+    let cols: Vec<String> = glue
+        .get_table()
+        .database_name("dbcrypto")
+        .name("processed")
+        .send()
+        .await
+        .unwrap()
+        .table
+        .unwrap()
+        .storage_descriptor()
+        .unwrap()
+        .columns()
+        .iter()
+        .map(|c| format!("{}:{}", c.name(), c.r#type().unwrap_or("")))
+        .collect();
+    assert_eq!(
+        cols,
+        ["symbol:string", "price:double", "timestamp:timestamp", "moving_avg:double", "previous_price:double", "price_change_pct:double"]
+    );
 
     // Projection: table properties only, the range starting at the first date.
     let projection = Catalog::connect(&aws, CatalogOptions { partitions: PartitionMode::Projection, ..options }).await;
     let report = projection.sync(&manifest_with(fewer)).await.unwrap();
     assert_eq!((report.tables_updated.clone(), report.partitions_added), (vec!["processed".to_owned()], 0), "{report:?}");
-    let params = glue.get_table().database_name("dbcrypto").name("processed").send().await.unwrap().table.unwrap().parameters().cloned().unwrap();
+    let params =
+        glue.get_table().database_name("dbcrypto").name("processed").send().await.unwrap().table.unwrap().parameters().cloned().unwrap();
     assert_eq!(params.get("projection.enabled").map(String::as_str), Some("true"));
     assert_eq!(params.get("projection.date.range").map(String::as_str), Some("2025-01-31,NOW"));
     assert_eq!(params.get("storage.location.template").map(String::as_str), Some("s3://bucket/lake/processed/date=${date}/"));

@@ -19,7 +19,8 @@ fn actions(service: &str, op: &str) -> Vec<String> {
 
 /// Operations called on an SDK client in `file` (`client.put_object()`, across line breaks).
 fn operations(file: &str) -> BTreeSet<String> {
-    let text: String = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/").to_owned() + file).unwrap().split_whitespace().collect();
+    let text: String =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/").to_owned() + file).unwrap().split_whitespace().collect();
     text.split("client.")
         .skip(1)
         .filter_map(|rest| rest.split_once("()").map(|(op, _)| op.to_owned()))
@@ -29,7 +30,12 @@ fn operations(file: &str) -> BTreeSet<String> {
 
 fn policy() -> BTreeSet<String> {
     let v: serde_json::Value = serde_json::from_str(include_str!("../aws/iam-policy.json")).unwrap();
-    v["Statement"].as_array().unwrap().iter().flat_map(|s| s["Action"].as_array().unwrap().iter().map(|a| a.as_str().unwrap().to_owned())).collect()
+    v["Statement"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|s| s["Action"].as_array().unwrap().iter().map(|a| a.as_str().unwrap().to_owned()))
+        .collect()
 }
 
 #[test]

@@ -12,7 +12,8 @@ use proptest::prelude::*;
 use tickerlake::lake::{Lake, local::LocalStore};
 use tickerlake::process::{ProcessOptions, process};
 
-static RT: LazyLock<tokio::runtime::Runtime> = LazyLock::new(|| tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap());
+static RT: LazyLock<tokio::runtime::Runtime> =
+    LazyLock::new(|| tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap());
 
 const SYMBOLS: &[&str] = &["AUSDT", "BUSDT", "CUSDT", "DUSDT", "XBTC", "YETH"];
 
@@ -61,7 +62,8 @@ fn to_csv(rows: &[Input]) -> String {
 
 /// The original job's semantics, written plainly, on one row per symbol and snapshot (its first).
 fn reference(batches: &[Vec<Input>]) -> Vec<Row> {
-    let firsts = batches.iter().flat_map(|b| b.iter().enumerate().filter(|(i, r)| !b[..*i].iter().any(|e| e.symbol == r.symbol)).map(|(_, r)| r));
+    let firsts =
+        batches.iter().flat_map(|b| b.iter().enumerate().filter(|(i, r)| !b[..*i].iter().any(|e| e.symbol == r.symbol)).map(|(_, r)| r));
     let mut kept: Vec<(&str, i64, f64)> = firsts
         .map(|r| (r.symbol, r.ts.timestamp_micros(), r.price_text.parse::<f64>().unwrap()))
         .filter(|(s, _, p)| s.ends_with("USDT") && *p > 0.0)

@@ -16,7 +16,9 @@ fn lake_dir() -> (tempfile::TempDir, String) {
 }
 
 fn raw_files(lake: &str) -> Vec<String> {
-    let mut v: Vec<String> = std::fs::read_dir(format!("{lake}/raw")).map(|d| d.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect()).unwrap_or_default();
+    let mut v: Vec<String> = std::fs::read_dir(format!("{lake}/raw"))
+        .map(|d| d.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect())
+        .unwrap_or_default();
     v.sort();
     v
 }
@@ -50,14 +52,24 @@ async fn backfill_collect_process_query() {
     let out = tickerlake(&lake, &["query", "SELECT * FROM processed LIMIT 10"], &[]).await;
     out.ok();
     assert!(out.stdout.contains("moving_avg") && out.stdout.contains("price_change_pct"), "{}", out.stdout);
-    let out = tickerlake(&lake, &["query", "--format", "json",
-        "SELECT symbol, STDDEV(price_change_pct) AS volatility FROM processed GROUP BY symbol ORDER BY volatility DESC LIMIT 10"], &[]).await;
+    let out = tickerlake(
+        &lake,
+        &[
+            "query",
+            "--format",
+            "json",
+            "SELECT symbol, STDDEV(price_change_pct) AS volatility FROM processed GROUP BY symbol ORDER BY volatility DESC LIMIT 10",
+        ],
+        &[],
+    )
+    .await;
     out.ok();
     let v: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
     let arr = v.as_array().unwrap();
     assert!(!arr.is_empty() && arr.len() <= 10);
     assert!(arr[0]["volatility"].is_number(), "{}", out.stdout);
-    let out = tickerlake(&lake, &["query", "--format", "csv", "SELECT count(*) AS n, count(DISTINCT date) AS days FROM processed"], &[]).await;
+    let out =
+        tickerlake(&lake, &["query", "--format", "csv", "SELECT count(*) AS n, count(DISTINCT date) AS days FROM processed"], &[]).await;
     out.ok();
     assert_eq!(out.stdout.lines().next(), Some("n,days"));
     assert_eq!(out.stdout.lines().nth(1).unwrap().split(',').next().unwrap().parse::<usize>().unwrap(), rows.len());
@@ -89,23 +101,31 @@ async fn collect_twice_in_an_hour_keeps_one_snapshot_and_spends_no_weight() {
 async fn reads_the_original_pipelines_raw_files_unchanged() {
     let (_tmp, lake) = lake_dir();
     let dir = std::path::Path::new(&lake);
-    write_raw(dir, "raw_crypto_prices_20250508T0316.csv", &csv(&[
-        ("BTCUSDT", "97000.50000000", "2025-05-08 03:16:32.801588+00:00"),
-        ("ETHBTC", "0.01900000", "2025-05-08 03:16:32.801588+00:00"),
-        ("DEADUSDT", "0.00000000", "2025-05-08 03:16:32.801588+00:00"),
-    ]));
+    write_raw(
+        dir,
+        "raw_crypto_prices_20250508T0316.csv",
+        &csv(&[
+            ("BTCUSDT", "97000.50000000", "2025-05-08 03:16:32.801588+00:00"),
+            ("ETHBTC", "0.01900000", "2025-05-08 03:16:32.801588+00:00"),
+            ("DEADUSDT", "0.00000000", "2025-05-08 03:16:32.801588+00:00"),
+        ]),
+    );
     // An older file without a UTC offset, and one with a non-UTC offset.
     write_raw(dir, "raw_crypto_prices_20250507T2316.csv", &csv(&[("BTCUSDT", "96000.00000000", "2025-05-07 23:16:31.100000")]));
     write_raw(dir, "raw_crypto_prices_20250508T0416.csv", &csv(&[("BTCUSDT", "98000.00000000", "2025-05-08 06:16:30+02:00")]));
     let out = tickerlake(&lake, &["process"], &[]).await;
     out.ok();
     let rows = processed_rows(dir);
-    let got: Vec<(&str, &str, f64, Option<f64>)> = rows.iter().map(|r| (r.date.as_str(), r.symbol.as_str(), r.price, r.previous_price)).collect();
-    assert_eq!(got, vec![
-        ("2025-05-07", "BTCUSDT", 96000.0, None),
-        ("2025-05-08", "BTCUSDT", 97000.5, Some(96000.0)),
-        ("2025-05-08", "BTCUSDT", 98000.0, Some(97000.5)),
-    ]);
+    let got: Vec<(&str, &str, f64, Option<f64>)> =
+        rows.iter().map(|r| (r.date.as_str(), r.symbol.as_str(), r.price, r.previous_price)).collect();
+    assert_eq!(
+        got,
+        vec![
+            ("2025-05-07", "BTCUSDT", 96000.0, None),
+            ("2025-05-08", "BTCUSDT", 97000.5, Some(96000.0)),
+            ("2025-05-08", "BTCUSDT", 98000.0, Some(97000.5)),
+        ]
+    );
     assert!((rows[2].price_change_pct.unwrap() - (98000.0 - 97000.5) / 97000.5 * 100.0).abs() < 1e-12);
     assert!(out.stdout.contains("1 other quote") && out.stdout.contains("1 non-positive price"), "{}", out.stdout);
 }
@@ -114,24 +134,39 @@ async fn reads_the_original_pipelines_raw_files_unchanged() {
 async fn malformed_rows_are_quarantined_with_reasons_and_counted() {
     let (_tmp, lake) = lake_dir();
     let dir = std::path::Path::new(&lake);
-    write_raw(dir, "raw_crypto_prices_20250508T0300.csv", concat!(
-        "symbol,price,timestamp\n",
-        "BTCUSDT,97000.00000000,2025-05-08 03:00:16.000000+00:00\n",
-        "ETHUSDT,abc,2025-05-08 03:00:16.000000+00:00\n",
-        "SOLUSDT,150.00000000,\n",
-        "XRPUSDT,2.00000000,not a time\n",
-        "ADAUSDT,0.7,2025-05-08 03:00:16+00:00,extra\n",
-        "DOGEUSDT,0.2\n",
-        "LTCUSDT,,2025-05-08 03:00:16+00:00\n",
-    ));
+    write_raw(
+        dir,
+        "raw_crypto_prices_20250508T0300.csv",
+        concat!(
+            "symbol,price,timestamp\n",
+            "BTCUSDT,97000.00000000,2025-05-08 03:00:16.000000+00:00\n",
+            "ETHUSDT,abc,2025-05-08 03:00:16.000000+00:00\n",
+            "SOLUSDT,150.00000000,\n",
+            "XRPUSDT,2.00000000,not a time\n",
+            "ADAUSDT,0.7,2025-05-08 03:00:16+00:00,extra\n",
+            "DOGEUSDT,0.2\n",
+            "LTCUSDT,,2025-05-08 03:00:16+00:00\n",
+        ),
+    );
     let out = tickerlake(&lake, &["process"], &[]).await;
     out.ok();
-    for expected in ["1 kept", "5 quarantined", "1 non-numeric price", "1 missing timestamp", "1 unparsable timestamp", "2 wrong field count", "1 missing price"] {
+    for expected in [
+        "1 kept",
+        "5 quarantined",
+        "1 non-numeric price",
+        "1 missing timestamp",
+        "1 unparsable timestamp",
+        "2 wrong field count",
+        "1 missing price",
+    ] {
         assert!(out.stdout.contains(expected), "summary lacks {expected:?}: {}", out.stdout);
     }
     let q = std::fs::read_to_string(dir.join("quarantine/raw_crypto_prices_20250508T0300.csv")).unwrap();
     assert!(q.starts_with("source_file,line,reason,record\n"), "{q}");
-    assert!(q.contains("raw/raw_crypto_prices_20250508T0300.csv,6,wrong field count,\"ADAUSDT,0.7,2025-05-08 03:00:16+00:00,extra\""), "{q}");
+    assert!(
+        q.contains("raw/raw_crypto_prices_20250508T0300.csv,6,wrong field count,\"ADAUSDT,0.7,2025-05-08 03:00:16+00:00,extra\""),
+        "{q}"
+    );
     assert!(q.contains("non-numeric price,\"ETHUSDT,abc,"), "{q}");
     assert_eq!(q.lines().count(), 6, "{q}");
     let rows = processed_rows(dir);
@@ -149,7 +184,14 @@ fn quarantine_records(lake: &std::path::Path, raw_name: &str) -> Vec<Vec<String>
 async fn quarantine_columns(lake: &str) -> Vec<(String, String)> {
     let out = tickerlake(lake, &["query", "--format", "csv", "SELECT column_name, column_type FROM (DESCRIBE quarantine)"], &[]).await;
     out.ok();
-    out.stdout.lines().skip(1).map(|l| { let (a, b) = l.split_once(',').unwrap(); (a.to_owned(), b.to_owned()) }).collect()
+    out.stdout
+        .lines()
+        .skip(1)
+        .map(|l| {
+            let (a, b) = l.split_once(',').unwrap();
+            (a.to_owned(), b.to_owned())
+        })
+        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -159,23 +201,27 @@ async fn every_quarantined_row_has_its_raw_line_and_a_duplicate_symbol_keeps_its
     // CRLF line ends, blank lines, a record spanning two lines, structurally rejected lines
     // before good and bad rows, and no newline at the end.
     let name = "raw_crypto_prices_20250508T0300.csv";
-    write_raw(dir, name, concat!(
-        "symbol,price,timestamp\r\n",                                // 1
-        "BTCUSDT,97000.00000000,2025-05-08 03:00:16+00:00\r\n",      // 2  kept
-        "\r\n",                                                      // 3
-        "DOGEUSDT,0.2\r\n",                                          // 4  wrong field count
-        "ETHUSDT,abc,2025-05-08 03:00:16+00:00\r\n",                 // 5  non-numeric price
-        "XRPUSDT,2.0,\"2025-05-08\r\n",                              // 6  unparsable timestamp…
-        "03:00:16+00:00\"\r\n",                                      // 7  …spanning two lines
-        "BTCUSDT,97100.00000000,2025-05-08 03:00:16+00:00\r\n",      // 8  duplicate of 2
-        "ADAUSDT,0.7,2025-05-08 03:00:16+00:00,extra\r\n",           // 9  wrong field count
-        "ETHUSDT,1800.50000000,2025-05-08 03:00:16+00:00\r\n",       // 10 kept (5 was malformed)
-        "DEADUSDT,0.00000000,2025-05-08 03:00:16+00:00\r\n",         // 11 dropped (price 0)
-        "DEADUSDT,5.00000000,2025-05-08 03:00:16+00:00\r\n",         // 12 duplicate of 11
-        "LTCUSDT,90.00000000,2025-05-08 03:00:\r\n",                 // 13 unparsable timestamp
-        "\r\n",                                                      // 14
-        "ETHUSDT,1801.00000000,2025-05-08 03:00:16+00:00",           // 15 duplicate of 10
-    ));
+    write_raw(
+        dir,
+        name,
+        concat!(
+            "symbol,price,timestamp\r\n",                           // 1
+            "BTCUSDT,97000.00000000,2025-05-08 03:00:16+00:00\r\n", // 2  kept
+            "\r\n",                                                 // 3
+            "DOGEUSDT,0.2\r\n",                                     // 4  wrong field count
+            "ETHUSDT,abc,2025-05-08 03:00:16+00:00\r\n",            // 5  non-numeric price
+            "XRPUSDT,2.0,\"2025-05-08\r\n",                         // 6  unparsable timestamp…
+            "03:00:16+00:00\"\r\n",                                 // 7  …spanning two lines
+            "BTCUSDT,97100.00000000,2025-05-08 03:00:16+00:00\r\n", // 8  duplicate of 2
+            "ADAUSDT,0.7,2025-05-08 03:00:16+00:00,extra\r\n",      // 9  wrong field count
+            "ETHUSDT,1800.50000000,2025-05-08 03:00:16+00:00\r\n",  // 10 kept (5 was malformed)
+            "DEADUSDT,0.00000000,2025-05-08 03:00:16+00:00\r\n",    // 11 dropped (price 0)
+            "DEADUSDT,5.00000000,2025-05-08 03:00:16+00:00\r\n",    // 12 duplicate of 11
+            "LTCUSDT,90.00000000,2025-05-08 03:00:\r\n",            // 13 unparsable timestamp
+            "\r\n",                                                 // 14
+            "ETHUSDT,1801.00000000,2025-05-08 03:00:16+00:00",      // 15 duplicate of 10
+        ),
+    );
     let out = tickerlake(&lake, &["process"], &[]).await;
     out.ok();
     assert!(
@@ -201,11 +247,19 @@ async fn every_quarantined_row_has_its_raw_line_and_a_duplicate_symbol_keeps_its
     assert_eq!(rows.iter().map(|r| (r.symbol.as_str(), r.price)).collect::<Vec<_>>(), vec![("BTCUSDT", 97000.0), ("ETHUSDT", 1800.5)]);
 
     // The same through `query`, beside `processed` and `raw`.
-    let out = tickerlake(&lake, &["query", "--format", "csv", "SELECT source_file, line, reason FROM quarantine WHERE line < 9 ORDER BY line"], &[]).await;
+    let out = tickerlake(
+        &lake,
+        &["query", "--format", "csv", "SELECT source_file, line, reason FROM quarantine WHERE line < 9 ORDER BY line"],
+        &[],
+    )
+    .await;
     out.ok();
-    assert_eq!(out.stdout, format!(
-        "source_file,line,reason\n{source},4,wrong field count\n{source},5,non-numeric price\n{source},6,unparsable timestamp\n{source},8,duplicate symbol in snapshot\n"
-    ));
+    assert_eq!(
+        out.stdout,
+        format!(
+            "source_file,line,reason\n{source},4,wrong field count\n{source},5,non-numeric price\n{source},6,unparsable timestamp\n{source},8,duplicate symbol in snapshot\n"
+        )
+    );
     let typed = vec![
         ("source_file".to_owned(), "VARCHAR".to_owned()),
         ("line".to_owned(), "BIGINT".to_owned()),
@@ -227,14 +281,21 @@ async fn every_quarantined_row_has_its_raw_line_and_a_duplicate_symbol_keeps_its
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_raw_view_shows_timestamps_as_written() {
     let (_tmp, lake) = lake_dir();
-    write_raw(std::path::Path::new(&lake), "raw_crypto_prices_20250508T0300.csv", &csv(&[
-        ("BTCUSDT", "97000.00000000", "2025-05-08 03:00:16.500000+02:00"),
-        ("ETHUSDT", "1800.00000000", "2025-05-08 03:00:"),
-        ("SOLUSDT", "150.00000000", "2025-05-08 03:00"),
-    ]));
+    write_raw(
+        std::path::Path::new(&lake),
+        "raw_crypto_prices_20250508T0300.csv",
+        &csv(&[
+            ("BTCUSDT", "97000.00000000", "2025-05-08 03:00:16.500000+02:00"),
+            ("ETHUSDT", "1800.00000000", "2025-05-08 03:00:"),
+            ("SOLUSDT", "150.00000000", "2025-05-08 03:00"),
+        ]),
+    );
     let out = tickerlake(&lake, &["query", "--format", "csv", "SELECT symbol, timestamp FROM raw ORDER BY symbol"], &[]).await;
     out.ok();
-    assert_eq!(out.stdout, "symbol,timestamp\nBTCUSDT,2025-05-08 03:00:16.500000+02:00\nETHUSDT,2025-05-08 03:00:\nSOLUSDT,2025-05-08 03:00\n");
+    assert_eq!(
+        out.stdout,
+        "symbol,timestamp\nBTCUSDT,2025-05-08 03:00:16.500000+02:00\nETHUSDT,2025-05-08 03:00:\nSOLUSDT,2025-05-08 03:00\n"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -324,7 +385,8 @@ async fn permanent_failures_are_not_retried() {
     tokio::time::sleep(std::time::Duration::from_secs(4)).await;
     let pid = child.id().unwrap() as i32;
     assert!(std::process::Command::new("kill").args(["-TERM", &pid.to_string()]).status().unwrap().success());
-    let out = tokio::time::timeout(std::time::Duration::from_secs(30), child.wait_with_output()).await.expect("service did not stop").unwrap();
+    let out =
+        tokio::time::timeout(std::time::Duration::from_secs(30), child.wait_with_output()).await.expect("service did not stop").unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
     assert_eq!(stderr.matches("tick failed").count(), 1, "one failed tick, no retries within 4 s: {stderr}");
@@ -369,7 +431,8 @@ async fn service_retries_a_failed_tick_and_stops_cleanly_on_ctrl_c() {
     // Ctrl-C: the service stops between steps with status 0.
     let pid = child.id().unwrap() as i32;
     assert!(std::process::Command::new("kill").args(["-INT", &pid.to_string()]).status().unwrap().success());
-    let out = tokio::time::timeout(std::time::Duration::from_secs(30), child.wait_with_output()).await.expect("service did not stop").unwrap();
+    let out =
+        tokio::time::timeout(std::time::Duration::from_secs(30), child.wait_with_output()).await.expect("service did not stop").unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
     assert!(stderr.contains("tick failed") && stderr.contains("retrying"), "{stderr}");
@@ -404,7 +467,12 @@ async fn a_file_with_another_header_is_quarantined_whole_not_misread() {
     out.ok();
     assert!(out.stdout.contains("1 quarantined (1 unexpected header"), "{}", out.stdout);
     let q = std::fs::read_to_string(dir.join("quarantine/raw_crypto_prices_20250508T0300.csv")).unwrap();
-    assert!(q.contains("raw_crypto_prices_20250508T0300.csv,1,\"unexpected header (expected symbol,price,timestamp)\",\"price,symbol,timestamp\""), "{q}");
+    assert!(
+        q.contains(
+            "raw_crypto_prices_20250508T0300.csv,1,\"unexpected header (expected symbol,price,timestamp)\",\"price,symbol,timestamp\""
+        ),
+        "{q}"
+    );
     let rows = processed_rows(dir);
     assert_eq!(rows.iter().map(|r| r.price).collect::<Vec<_>>(), vec![97100.0]);
 
@@ -574,7 +642,11 @@ async fn symlinked_raw_directories_are_followed_and_loops_refused() {
     symlink(tmp.path().join("gone.csv"), snapshots.join("raw_crypto_prices_20250508T0500.csv")).unwrap();
     let out = tickerlake(l, &["process"], &[]).await;
     out.failed();
-    assert!(out.stderr.contains("raw_crypto_prices_20250508T0500.csv is a broken symlink") && out.stderr.lines().count() == 1, "{}", out.stderr);
+    assert!(
+        out.stderr.contains("raw_crypto_prices_20250508T0500.csv is a broken symlink") && out.stderr.lines().count() == 1,
+        "{}",
+        out.stderr
+    );
 }
 
 /// The README's examples run as typed in the directory that holds the demo's ./lake: `./dev tl …`
@@ -638,7 +710,11 @@ async fn a_memory_limit_too_small_for_a_chunk_says_what_would_work() {
     out.failed();
     let errors: Vec<&str> = out.stderr.lines().filter(|l| !l.contains(" INFO ")).collect();
     assert_eq!(errors.len(), 1, "one line: {}", out.stderr);
-    assert!(errors[0].starts_with("error: --memory-limit 1MB is too small") && errors[0].contains("re-run with --memory-limit 256MB"), "{}", out.stderr);
+    assert!(
+        errors[0].starts_with("error: --memory-limit 1MB is too small") && errors[0].contains("re-run with --memory-limit 256MB"),
+        "{}",
+        out.stderr
+    );
     assert!(!dir.join("_tickerlake/manifest.json").exists() && processed_rows(dir).is_empty(), "nothing committed");
     let retry = tickerlake(&lake, &["process", "--memory-limit", "256MB"], &[]).await;
     retry.ok();

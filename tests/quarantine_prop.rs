@@ -12,7 +12,8 @@ use proptest::prelude::*;
 use tickerlake::lake::{Lake, local::LocalStore};
 use tickerlake::process::{ProcessOptions, process};
 
-static RT: LazyLock<tokio::runtime::Runtime> = LazyLock::new(|| tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap());
+static RT: LazyLock<tokio::runtime::Runtime> =
+    LazyLock::new(|| tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap());
 
 const TS: &str = "2025-05-08 03:00:16+00:00";
 

@@ -51,7 +51,6 @@ async fn keys(client: &aws_sdk_s3::Client, bucket: &str, prefix: &str) -> Vec<St
     out.contents().iter().filter_map(|o| o.key().map(str::to_owned)).collect()
 }
 
-
 /// simulator → collect → S3 → process → query, plus a migrated bucket's raw files.
 async fn pipeline(endpoint: &str, target: &str) {
     let env = aws_env(endpoint, target);
@@ -70,7 +69,14 @@ async fn pipeline(endpoint: &str, target: &str) {
         ("ETHBTC", "0.019", "2025-05-08 03:16:32.801588+00:00"),
         ("SOLUSDT", "150.00000000", "2025-05-08 03:16:"),
     ]);
-    client.put_object().bucket("tickerlake-e2e").key("prices/raw/raw_crypto_prices_20250508T0316.csv").body(seed.into_bytes().into()).send().await.unwrap();
+    client
+        .put_object()
+        .bucket("tickerlake-e2e")
+        .key("prices/raw/raw_crypto_prices_20250508T0316.csv")
+        .body(seed.into_bytes().into())
+        .send()
+        .await
+        .unwrap();
 
     let out = tl(lake, &["process"], &env).await;
     out.ok();
@@ -84,23 +90,42 @@ async fn pipeline(endpoint: &str, target: &str) {
     assert!(processed.iter().all(|k| k.ends_with("/part-00000.parquet")), "one file per partition: {processed:?}");
     assert!(keys(&client, "tickerlake-e2e", "prices/_tickerlake/lock").await.is_empty(), "the lease is released");
 
-    let out = tl(lake, &["query", "--format", "csv", "SELECT symbol, price, previous_price FROM processed WHERE date = DATE '2025-05-08'"], &env).await;
+    let out =
+        tl(lake, &["query", "--format", "csv", "SELECT symbol, price, previous_price FROM processed WHERE date = DATE '2025-05-08'"], &env)
+            .await;
     out.ok();
     assert_eq!(out.stdout.trim(), "symbol,price,previous_price\nBTCUSDT,97000.5,");
-    let out = tl(lake, &["query", "--format", "json", "SELECT symbol, STDDEV(price_change_pct) AS volatility FROM processed GROUP BY symbol ORDER BY volatility DESC LIMIT 10"], &env).await;
+    let out = tl(
+        lake,
+        &[
+            "query",
+            "--format",
+            "json",
+            "SELECT symbol, STDDEV(price_change_pct) AS volatility FROM processed GROUP BY symbol ORDER BY volatility DESC LIMIT 10",
+        ],
+        &env,
+    )
+    .await;
     out.ok();
     let v: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
     assert_eq!(v.as_array().unwrap().len(), 9, "10 USDT pairs, one priced zero: {}", out.stdout);
     // Quarantined rows are downloaded for the quarantine view like the others.
     let out = tl(lake, &["query", "--format", "csv", "SELECT source_file, line, reason, record FROM quarantine"], &env).await;
     out.ok();
-    assert_eq!(out.stdout, "source_file,line,reason,record\nraw/raw_crypto_prices_20250508T0316.csv,4,unparsable timestamp,\"SOLUSDT,150.00000000,2025-05-08 03:16:\"\n");
+    assert_eq!(
+        out.stdout,
+        "source_file,line,reason,record\nraw/raw_crypto_prices_20250508T0316.csv,4,unparsable timestamp,\"SOLUSDT,150.00000000,2025-05-08 03:16:\"\n"
+    );
 
     // Read-only commands on a bucket that does not exist: one line, and no bucket is created.
     for args in [&["query", "SELECT count(*) FROM processed"][..], &["doctor"]] {
         let out = tl("s3://tickerlake-e2e-typo/prices", args, &env).await;
         out.failed();
-        assert!(out.stderr.contains("bucket \"tickerlake-e2e-typo\" does not exist") && out.stderr.lines().count() == 1, "{args:?}: {}", out.stderr);
+        assert!(
+            out.stderr.contains("bucket \"tickerlake-e2e-typo\" does not exist") && out.stderr.lines().count() == 1,
+            "{args:?}: {}",
+            out.stderr
+        );
     }
     assert!(client.head_bucket().bucket("tickerlake-e2e-typo").send().await.is_err(), "a read-only command created a bucket");
 }
@@ -137,7 +162,10 @@ async fn endpoint_down_mid_run(emu: &mut Emulator) {
     let (status, stderr) = run.finish().await;
     assert!(!status.success(), "the run should fail: {stderr}");
     let last = stderr.lines().last().unwrap_or("");
-    assert!(last.starts_with("error: ") && (last.contains("cannot reach the S3 endpoint") || last.contains("timed out")), "one clear line: {stderr}");
+    assert!(
+        last.starts_with("error: ") && (last.contains("cannot reach the S3 endpoint") || last.contains("timed out")),
+        "one clear line: {stderr}"
+    );
 
     match proxy.as_mut() {
         Some(p) => p.resume().await,
@@ -209,7 +237,9 @@ async fn incremental_requests_are_constant(endpoint: &str, target: &str) {
     let mut counts = Vec::new();
     for (lake, hours) in [("s3://tickerlake-req/day", 24), ("s3://tickerlake-req/week", 168)] {
         tl(lake, &["init"], &env).await.ok();
-        tl(lake, &["simulate-history", "--hours", &hours.to_string(), "--symbols", "8", "--until", "2025-05-20T22:00:00Z"], &env).await.ok();
+        tl(lake, &["simulate-history", "--hours", &hours.to_string(), "--symbols", "8", "--until", "2025-05-20T22:00:00Z"], &env)
+            .await
+            .ok();
         tl(lake, &["process"], &env).await.ok();
         tl(lake, &["simulate-history", "--hours", "1", "--symbols", "8", "--until", "2025-05-20T23:00:00Z"], &env).await.ok();
         let out = tl(lake, &["process"], &env).await;

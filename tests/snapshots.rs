@@ -53,15 +53,16 @@ async fn parquet_schema_and_query_result() {
     insta::assert_debug_snapshot!("partitions", rel);
 
     let conn = duckdb::Connection::open_in_memory().unwrap();
-    let mut stmt = conn
-        .prepare(&format!(
-            "SELECT name, type, repetition_type, logical_type FROM parquet_schema('{}')",
-            files[0]
-        ))
-        .unwrap();
+    let mut stmt = conn.prepare(&format!("SELECT name, type, repetition_type, logical_type FROM parquet_schema('{}')", files[0])).unwrap();
     let schema: Vec<String> = stmt
         .query_map([], |r| {
-            Ok(format!("{} {:?} {:?} {:?}", r.get::<_, String>(0)?, r.get::<_, Option<String>>(1)?, r.get::<_, Option<String>>(2)?, r.get::<_, Option<String>>(3)?))
+            Ok(format!(
+                "{} {:?} {:?} {:?}",
+                r.get::<_, String>(0)?,
+                r.get::<_, Option<String>>(1)?,
+                r.get::<_, Option<String>>(2)?,
+                r.get::<_, Option<String>>(3)?
+            ))
         })
         .unwrap()
         .map(Result::unwrap)

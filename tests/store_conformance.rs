@@ -14,7 +14,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use common::emulator::{Emulator, Kind};
 use tickerlake::lake::s3::{AwsOptions, S3Store, Target};
-use tickerlake::lake::{Lake, LakeError, LOCK_KEY, ObjectStore, PutMode, PutOutcome, lease, local::LocalStore};
+use tickerlake::lake::{LOCK_KEY, Lake, LakeError, ObjectStore, PutMode, PutOutcome, lease, local::LocalStore};
 
 /// A fresh, empty store of each kind (the emulator, if any, lives as long as the returned guard).
 async fn local() -> (Option<tempfile::TempDir>, Lake) {
@@ -100,7 +100,11 @@ async fn listing_sorted_and_paged(store: &Lake) {
     // More than one S3 page (1,000 keys), written out of order.
     let n = 1_003;
     let keys: Vec<String> = (0..n).rev().map(|i| format!("l/{i:05}.csv")).collect();
-    futures::stream::iter(keys.iter().map(|k| store.put(k, Bytes::from_static(b"x")))).buffer_unordered(16).try_collect::<Vec<_>>().await.unwrap();
+    futures::stream::iter(keys.iter().map(|k| store.put(k, Bytes::from_static(b"x"))))
+        .buffer_unordered(16)
+        .try_collect::<Vec<_>>()
+        .await
+        .unwrap();
     store.put("l2/other", Bytes::from_static(b"x")).await.unwrap();
     let listed: Vec<String> = store.list("l/").await.unwrap().into_iter().map(|o| o.key).collect();
     let mut want = keys.clone();

@@ -14,7 +14,8 @@ use proptest::prelude::*;
 use tickerlake::lake::{Lake, local::LocalStore};
 use tickerlake::process::{ProcessOptions, process};
 
-static RT: LazyLock<tokio::runtime::Runtime> = LazyLock::new(|| tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap());
+static RT: LazyLock<tokio::runtime::Runtime> =
+    LazyLock::new(|| tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap());
 
 /// The rule, written plainly: the instant in µs since the epoch (fraction truncated to µs, as
 /// the lake stores it) if `s` is a complete, calendar-valid timestamp, None otherwise.

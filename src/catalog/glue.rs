@@ -131,8 +131,7 @@ fn essentials(
     keys: &[Column],
     wanted: &TableInput,
 ) -> String {
-    let owned: BTreeSet<&str> =
-        wanted.parameters().into_iter().flat_map(|p| p.keys().map(String::as_str)).chain(PROJECTION_KEYS).collect();
+    let owned: BTreeSet<&str> = wanted.parameters().into_iter().flat_map(|p| p.keys().map(String::as_str)).chain(PROJECTION_KEYS).collect();
     let params: Vec<(String, String)> = params
         .into_iter()
         .flat_map(|p| p.iter())
@@ -244,7 +243,8 @@ impl Glue {
                 Err(e) => Err(explain(e, "glue:CreateTable", on)),
             };
         };
-        let have = essentials(existing.table_type(), existing.parameters(), existing.storage_descriptor(), existing.partition_keys(), &wanted);
+        let have =
+            essentials(existing.table_type(), existing.parameters(), existing.storage_descriptor(), existing.partition_keys(), &wanted);
         let want = essentials(wanted.table_type(), wanted.parameters(), wanted.storage_descriptor(), wanted.partition_keys(), &wanted);
         if have == want {
             return Ok(TableChange::Unchanged);
@@ -338,7 +338,9 @@ impl Glue {
                 .send()
                 .await
                 .map_err(|e| explain(e, "glue:BatchDeletePartition", Some(format!("{db}.{PROCESSED}"))))?;
-            if let Some(err) = out.errors().iter().find(|e| !e.error_detail().and_then(|d| d.error_code()).unwrap_or("").contains("EntityNotFound")) {
+            if let Some(err) =
+                out.errors().iter().find(|e| !e.error_detail().and_then(|d| d.error_code()).unwrap_or("").contains("EntityNotFound"))
+            {
                 return Err(CatalogError::Glue {
                     action: "glue:BatchDeletePartition",
                     on: Some(format!("{db}.{PROCESSED} partition date={}", err.partition_values().join(","))),
@@ -373,7 +375,14 @@ fn explain<E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static>(
         }
         _ => {
             let detail = err.message().unwrap_or("").to_owned();
-            (format!("{}{}: {detail}", if code.is_empty() { "error" } else { &code }, status.map(|s| format!(" (HTTP {s})")).unwrap_or_default()), false)
+            (
+                format!(
+                    "{}{}: {detail}",
+                    if code.is_empty() { "error" } else { &code },
+                    status.map(|s| format!(" (HTTP {s})")).unwrap_or_default()
+                ),
+                false,
+            )
         }
     };
     CatalogError::Glue { action, on, message, permanent }

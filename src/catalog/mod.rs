@@ -79,7 +79,9 @@ impl CatalogOptions {
 #[non_exhaustive]
 pub enum CatalogError {
     /// Glue catalogs S3 locations only.
-    #[error("--lake {lake} is not an S3 lake; the Glue catalog needs --lake s3://BUCKET/PREFIX (query a local lake with `tickerlake query`)")]
+    #[error(
+        "--lake {lake} is not an S3 lake; the Glue catalog needs --lake s3://BUCKET/PREFIX (query a local lake with `tickerlake query`)"
+    )]
     NotS3 {
         /// The lake given.
         lake: String,

@@ -25,9 +25,7 @@ pub enum LakeError {
         endpoint: String,
     },
     /// The default credential chain found nothing.
-    #[error(
-        "no AWS credentials found: set AWS_PROFILE, or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or run with an instance/task role"
-    )]
+    #[error("no AWS credentials found: set AWS_PROFILE, or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or run with an instance/task role")]
     NoCredentials,
     /// Credentials exist but the service rejected them.
     #[error("the AWS credentials were rejected (unknown key or wrong secret): check AWS_PROFILE / AWS_ACCESS_KEY_ID")]

@@ -17,8 +17,8 @@ use bytes::Bytes;
 
 use super::error::IoContext;
 use super::{
-    LOCK_KEY, LakeError, LakeResult, LockGuard, ObjectMeta, ObjectStore, PROCESSED_PREFIX, PutMode, QUARANTINE_PREFIX, RAW_PREFIX, STATE_PREFIX,
-    Versioned,
+    LOCK_KEY, LakeError, LakeResult, LockGuard, ObjectMeta, ObjectStore, PROCESSED_PREFIX, PutMode, QUARANTINE_PREFIX, RAW_PREFIX,
+    STATE_PREFIX, Versioned,
 };
 
 const TMP_DIR: &str = "_tickerlake/tmp";
@@ -63,7 +63,9 @@ impl LocalStore {
         const HINT: &str = "check --lake, or create one with `tickerlake init`";
         match fs::metadata(root) {
             Ok(m) if m.is_dir() => {}
-            Ok(_) => return Err(LakeError::Location(format!("{} exists and is not a directory; point --lake at a directory", root.display()))),
+            Ok(_) => {
+                return Err(LakeError::Location(format!("{} exists and is not a directory; point --lake at a directory", root.display())));
+            }
             Err(e) if e.kind() == ErrorKind::NotFound => return Err(LakeError::Location(format!("no lake at {}: {HINT}", root.display()))),
             Err(e) => return Err(LakeError::io(format!("cannot read the lake at {}", root.display()), e)),
         }
@@ -128,7 +130,11 @@ impl LocalStore {
     fn with_cas_lock<T>(&self, f: impl FnOnce() -> LakeResult<T>) -> LakeResult<T> {
         let path = self.path(CAS_LOCK);
         self.ensure_parent(&path)?;
-        let file = OpenOptions::new().create(true).truncate(false).write(true).open(&path)
+        let file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
             .io_context(|| format!("cannot open {}", path.display()))?;
         file.lock().io_context(|| format!("cannot lock {}", path.display()))?;
         let out = f();
@@ -163,7 +169,10 @@ impl LocalStore {
     fn sweep_tmp(&self) {
         let Ok(entries) = fs::read_dir(self.root.join(TMP_DIR)) else { return };
         for entry in entries.flatten() {
-            let old = entry.metadata().and_then(|m| m.modified()).ok()
+            let old = entry
+                .metadata()
+                .and_then(|m| m.modified())
+                .ok()
                 .and_then(|t| t.elapsed().ok())
                 .is_some_and(|age| age > Duration::from_secs(3600));
             if old {
@@ -225,10 +234,7 @@ fn walk(dir: &Path, root: &Path, prefix: &str, ancestors: &mut Vec<PathBuf>, out
             walk(&path, root, prefix, ancestors, out)?;
             ancestors.pop();
         } else if key.starts_with(prefix) {
-            let mtime = meta.modified().ok()
-                .and_then(|t| t.duration_since(SystemTime::UNIX_EPOCH).ok())
-                .map(|d| d.as_nanos())
-                .unwrap_or(0);
+            let mtime = meta.modified().ok().and_then(|t| t.duration_since(SystemTime::UNIX_EPOCH).ok()).map(|d| d.as_nanos()).unwrap_or(0);
             out.push(ObjectMeta { key, size: meta.len(), version: format!("{mtime}-{}", meta.len()) });
         }
     }
@@ -344,7 +350,12 @@ impl ObjectStore for LocalStore {
     async fn lock(&self, owner: &str) -> LakeResult<LockGuard> {
         let path = self.path(LOCK_KEY);
         self.ensure_parent(&path)?;
-        let mut file = OpenOptions::new().create(true).truncate(false).read(true).write(true).open(&path)
+        let mut file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .read(true)
+            .write(true)
+            .open(&path)
             .io_context(|| format!("cannot open lock file {}", path.display()))?;
         match file.try_lock() {
             Ok(()) => {}

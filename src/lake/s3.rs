@@ -19,9 +19,9 @@ use aws_sdk_s3::Client;
 use aws_sdk_s3::config::interceptors::BeforeTransmitInterceptorContextRef;
 use aws_sdk_s3::config::{ConfigBag, Intercept, RuntimeComponents, SharedCredentialsProvider};
 use aws_sdk_s3::error::BoxError;
-use aws_sdk_s3::types::{BucketLocationConstraint, CreateBucketConfiguration};
 use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::primitives::{ByteStream, Length};
+use aws_sdk_s3::types::{BucketLocationConstraint, CreateBucketConfiguration};
 use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
 use bytes::Bytes;
 use tokio::io::AsyncWriteExt;
@@ -44,7 +44,12 @@ impl Intercept for RequestCounter {
         "tickerlake-request-counter"
     }
 
-    fn read_before_transmit(&self, _: &BeforeTransmitInterceptorContextRef<'_>, _: &RuntimeComponents, _: &mut ConfigBag) -> Result<(), BoxError> {
+    fn read_before_transmit(
+        &self,
+        _: &BeforeTransmitInterceptorContextRef<'_>,
+        _: &RuntimeComponents,
+        _: &mut ConfigBag,
+    ) -> Result<(), BoxError> {
         self.0.fetch_add(1, Ordering::Relaxed);
         Ok(())
     }
@@ -116,38 +121,67 @@ impl S3Store {
 
     async fn upload_multipart(&self, key: &str, src: &Path, size: u64) -> LakeResult<()> {
         let full = self.full_key(key);
-        let created = self.client.create_multipart_upload().bucket(&self.bucket).key(&full).send().await
+        let created = self
+            .client
+            .create_multipart_upload()
+            .bucket(&self.bucket)
+            .key(&full)
+            .send()
+            .await
             .map_err(|e| self.explain(e, "s3:PutObject", key))?;
-        let upload_id = created.upload_id().ok_or_else(|| LakeError::Service {
-            action: "s3:PutObject".into(),
-            resource: full.clone(),
-            code: "no upload id".into(),
-            status: String::new(),
-            detail: "CreateMultipartUpload returned no upload id".into(),
-        })?.to_owned();
+        let upload_id = created
+            .upload_id()
+            .ok_or_else(|| LakeError::Service {
+                action: "s3:PutObject".into(),
+                resource: full.clone(),
+                code: "no upload id".into(),
+                status: String::new(),
+                detail: "CreateMultipartUpload returned no upload id".into(),
+            })?
+            .to_owned();
         let result: LakeResult<Vec<CompletedPart>> = async {
             let mut parts = Vec::new();
             let mut offset = 0;
             let mut number = 1;
             while offset < size {
                 let len = PART_SIZE.min(size - offset);
-                let body = ByteStream::read_from().path(src).offset(offset).length(Length::Exact(len)).build().await
+                let body = ByteStream::read_from()
+                    .path(src)
+                    .offset(offset)
+                    .length(Length::Exact(len))
+                    .build()
+                    .await
                     .map_err(|e| LakeError::io(format!("cannot read {}", src.display()), std::io::Error::other(e)))?;
-                let out = self.client.upload_part().bucket(&self.bucket).key(&full).upload_id(&upload_id)
-                    .part_number(number).body(body).send().await
+                let out = self
+                    .client
+                    .upload_part()
+                    .bucket(&self.bucket)
+                    .key(&full)
+                    .upload_id(&upload_id)
+                    .part_number(number)
+                    .body(body)
+                    .send()
+                    .await
                     .map_err(|e| self.explain(e, "s3:PutObject", key))?;
                 parts.push(CompletedPart::builder().part_number(number).set_e_tag(out.e_tag().map(str::to_owned)).build());
                 offset += len;
                 number += 1;
             }
             Ok(parts)
-        }.await;
+        }
+        .await;
         match result {
             Ok(parts) => {
                 // The object becomes visible only here, whole.
-                self.client.complete_multipart_upload().bucket(&self.bucket).key(&full).upload_id(&upload_id)
+                self.client
+                    .complete_multipart_upload()
+                    .bucket(&self.bucket)
+                    .key(&full)
+                    .upload_id(&upload_id)
                     .multipart_upload(CompletedMultipartUpload::builder().set_parts(Some(parts)).build())
-                    .send().await.map_err(|e| self.explain(e, "s3:PutObject", key))?;
+                    .send()
+                    .await
+                    .map_err(|e| self.explain(e, "s3:PutObject", key))?;
                 Ok(())
             }
             Err(e) => {
@@ -177,7 +211,9 @@ fn explain<E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static>(
         (SdkError::DispatchFailure(d), _, _) if d.is_user() || format!("{d:?}").contains("credentials") => LakeError::NoCredentials,
         (SdkError::TimeoutError(_), _, _) => LakeError::Timeout { endpoint: endpoint.to_owned() },
         _ if bucket_missing => LakeError::BucketMissing { bucket: bucket.to_owned(), endpoint: endpoint.to_owned() },
-        (_, Some(412), _) | (_, _, Some("PreconditionFailed" | "ConditionalRequestConflict")) => LakeError::Conflict { key: key.to_owned() },
+        (_, Some(412), _) | (_, _, Some("PreconditionFailed" | "ConditionalRequestConflict")) => {
+            LakeError::Conflict { key: key.to_owned() }
+        }
         (_, _, Some("AccessDenied")) | (_, Some(403), _) => {
             LakeError::AccessDenied { action: action.to_owned(), resource: format!("arn:aws:s3:::{bucket}/{key}") }
         }
@@ -274,7 +310,12 @@ impl ObjectStore for S3Store {
             match self.client.get_object().bucket(&self.bucket).key(self.full_key(key)).send().await {
                 Ok(out) => {
                     let version = out.e_tag().unwrap_or_default().to_owned();
-                    Ok(out.body.collect().await.map(|b| Some(Versioned { data: b.into_bytes(), version })).map_err(|e| BodyError(e.to_string())))
+                    Ok(out
+                        .body
+                        .collect()
+                        .await
+                        .map(|b| Some(Versioned { data: b.into_bytes(), version }))
+                        .map_err(|e| BodyError(e.to_string())))
                 }
                 Err(e) if e.as_service_error().is_some_and(|s| s.is_no_such_key()) => Ok(Ok(None)),
                 Err(e) => Err(self.explain(e, "s3:GetObject", key)),
@@ -285,7 +326,13 @@ impl ObjectStore for S3Store {
 
     async fn get_to_file(&self, key: &str, dest: &Path) -> LakeResult<()> {
         with_body_retries(key, || async {
-            let out = self.client.get_object().bucket(&self.bucket).key(self.full_key(key)).send().await
+            let out = self
+                .client
+                .get_object()
+                .bucket(&self.bucket)
+                .key(self.full_key(key))
+                .send()
+                .await
                 .map_err(|e| self.explain(e, "s3:GetObject", key))?;
             let mut body = out.body;
             let mut file = tokio::fs::File::create(dest).await.io_context(|| format!("cannot create {}", dest.display()))?;
@@ -323,9 +370,16 @@ impl ObjectStore for S3Store {
         if size > MULTIPART_THRESHOLD {
             return self.upload_multipart(key, src, size).await;
         }
-        let body = ByteStream::from_path(src).await
+        let body = ByteStream::from_path(src)
+            .await
             .map_err(|e| LakeError::io(format!("cannot read {}", src.display()), std::io::Error::other(e)))?;
-        self.client.put_object().bucket(&self.bucket).key(self.full_key(key)).body(body).send().await
+        self.client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(self.full_key(key))
+            .body(body)
+            .send()
+            .await
             .map_err(|e| self.explain(e, "s3:PutObject", key))?;
         Ok(())
     }
@@ -348,13 +402,24 @@ impl ObjectStore for S3Store {
     async fn copy(&self, from: &str, to: &str) -> LakeResult<()> {
         // CopyObject handles objects up to 5 GB in one request; partitions are far smaller.
         let source = format!("{}/{}", self.bucket, self.full_key(from));
-        self.client.copy_object().bucket(&self.bucket).key(self.full_key(to)).copy_source(source).send().await
+        self.client
+            .copy_object()
+            .bucket(&self.bucket)
+            .key(self.full_key(to))
+            .copy_source(source)
+            .send()
+            .await
             .map_err(|e| self.explain(e, "s3:PutObject", to))?;
         Ok(())
     }
 
     async fn delete(&self, key: &str) -> LakeResult<()> {
-        self.client.delete_object().bucket(&self.bucket).key(self.full_key(key)).send().await
+        self.client
+            .delete_object()
+            .bucket(&self.bucket)
+            .key(self.full_key(key))
+            .send()
+            .await
             .map_err(|e| self.explain(e, "s3:DeleteObject", key))?;
         Ok(())
     }

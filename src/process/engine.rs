@@ -67,17 +67,13 @@ pub struct Engine {
     loads: usize,
 }
 
-
 impl Engine {
     /// A session spilling to `stage` beyond `memory_limit` (DuckDB syntax, e.g. "256MB").
     pub fn new(stage: &Path, memory_limit: &str) -> Result<Self> {
         let conn = Connection::open_in_memory().doing("starting DuckDB")?;
         let spill = stage.join("duckdb-spill");
         std::fs::create_dir_all(&spill)?;
-        conn.execute_batch(&format!(
-            "SET temp_directory = {}; SET preserve_insertion_order = false;",
-            lit(&spill.to_string_lossy())
-        ))?;
+        conn.execute_batch(&format!("SET temp_directory = {}; SET preserve_insertion_order = false;", lit(&spill.to_string_lossy())))?;
         conn.execute_batch(&format!("SET memory_limit = {}", lit(memory_limit)))
             .map_err(|source| ProcessError::MemoryLimit { value: memory_limit.to_owned(), source })?;
         Ok(Self { conn, stage: stage.to_path_buf(), loads: 0 })
@@ -171,8 +167,15 @@ impl Engine {
              FROM {keys_table} k LEFT JOIN rows r USING (file_index) LEFT JOIN rejected x USING (file_index)"
         ))?;
         let rows = stmt.query_map([], |r| {
-            Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?, r.get::<_, i64>(2)?, r.get::<_, i64>(3)?,
-                r.get::<_, Option<String>>(4)?, r.get::<_, Option<String>>(5)?, r.get::<_, i64>(6)?))
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, i64>(1)?,
+                r.get::<_, i64>(2)?,
+                r.get::<_, i64>(3)?,
+                r.get::<_, Option<String>>(4)?,
+                r.get::<_, Option<String>>(5)?,
+                r.get::<_, i64>(6)?,
+            ))
         })?;
         let records: BTreeMap<&str, u64> = readable.iter().map(|(_, key, records, _)| (*key, *records)).collect();
         for row in rows {
@@ -183,15 +186,20 @@ impl Engine {
             {
                 tracing::warn!(%key, records = want, read = n + rejects, "DuckDB did not account for every record of a raw file");
             }
-            stats.per_file.insert(key, FileStats {
-                rows: (n + rejects) as u64,
-                kept: kept as u64,
-                quarantined: (quarantined + rejects) as u64,
-                first_date: first,
-                last_date: last,
-            });
+            stats.per_file.insert(
+                key,
+                FileStats {
+                    rows: (n + rejects) as u64,
+                    kept: kept as u64,
+                    quarantined: (quarantined + rejects) as u64,
+                    first_date: first,
+                    last_date: last,
+                },
+            );
         }
-        stats.dropped = self.count_by(&format!("SELECT drop_reason, count(*) FROM {table} WHERE quarantine_reason IS NULL AND drop_reason IS NOT NULL GROUP BY ALL"))?;
+        stats.dropped = self.count_by(&format!(
+            "SELECT drop_reason, count(*) FROM {table} WHERE quarantine_reason IS NULL AND drop_reason IS NOT NULL GROUP BY ALL"
+        ))?;
         stats.quarantined = self.count_by(&format!(
             "SELECT reason, count(*) FROM (SELECT quarantine_reason AS reason FROM {table} WHERE quarantine_reason IS NOT NULL
                                            UNION ALL SELECT reason FROM {table}_rejects) GROUP BY ALL"
@@ -225,14 +233,20 @@ impl Engine {
         let mut parts = vec!["SELECT CAST(NULL AS VARCHAR) AS symbol, CAST(NULL AS DOUBLE) AS price, CAST(NULL AS TIMESTAMP) AS \"timestamp\", false AS is_carry WHERE false".to_owned()];
         for (table, dates) in loaded {
             let date_filter = match dates {
-                Some(d) => format!(" AND CAST(\"timestamp\" AS DATE) IN ({})", d.iter().map(|s| format!("DATE {}", lit(s))).collect::<Vec<_>>().join(", ")),
+                Some(d) => format!(
+                    " AND CAST(\"timestamp\" AS DATE) IN ({})",
+                    d.iter().map(|s| format!("DATE {}", lit(s))).collect::<Vec<_>>().join(", ")
+                ),
                 None => String::new(),
             };
             parts.push(format!("SELECT symbol, price, \"timestamp\", false FROM {table} WHERE quarantine_reason IS NULL AND drop_reason IS NULL{date_filter}"));
         }
         if !partitions.is_empty() {
             let paths: Vec<String> = partitions.iter().map(|p| p.to_string_lossy().into_owned()).collect();
-            parts.push(format!("SELECT symbol, price, \"timestamp\", false FROM read_parquet({})", crate::sql::list(paths.iter().map(String::as_str))));
+            parts.push(format!(
+                "SELECT symbol, price, \"timestamp\", false FROM read_parquet({})",
+                crate::sql::list(paths.iter().map(String::as_str))
+            ));
         }
         if let Some(c) = carry {
             parts.push(format!("SELECT symbol, price, \"timestamp\", true FROM read_parquet({})", lit(&c.to_string_lossy())));
@@ -379,7 +393,8 @@ fn number_lines(src: &Path, dest: &Path) -> Result<Numbered> {
     if !norm.is_empty() && norm != HEADER {
         return Ok(Numbered::BadHeader(first));
     }
-    let mut out = std::io::BufWriter::with_capacity(1 << 16, std::fs::File::options().read(true).write(true).create(true).truncate(true).open(dest)?);
+    let mut out =
+        std::io::BufWriter::with_capacity(1 << 16, std::fs::File::options().read(true).write(true).create(true).truncate(true).open(dest)?);
     let mut chunk = Vec::with_capacity(1 << 17);
     loop {
         let buf = input.fill_buf()?;

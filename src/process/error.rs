@@ -70,7 +70,9 @@ pub enum ProcessError {
         source: std::io::Error,
     },
     /// One chunk of raw files needs more memory than `--memory-limit` allows.
-    #[error("--memory-limit {limit} is too small for this lake's raw files (DuckDB ran out of memory); re-run with --memory-limit {suggestion}")]
+    #[error(
+        "--memory-limit {limit} is too small for this lake's raw files (DuckDB ran out of memory); re-run with --memory-limit {suggestion}"
+    )]
     OutOfMemory {
         /// The limit given.
         limit: String,
@@ -92,7 +94,8 @@ impl ProcessError {
             Self::Engine { source, .. } if source.to_string().contains("Out of Memory") => {
                 // Four times the limit, and never below the default, which holds a month of 3,000 symbols.
                 let bytes = super::parse_size(limit).unwrap_or(256 << 20).saturating_mul(4).max(256 << 20);
-                let suggestion = if bytes >= 1 << 30 { format!("{}GB", bytes.div_ceil(1 << 30)) } else { format!("{}MB", bytes.div_ceil(1 << 20)) };
+                let suggestion =
+                    if bytes >= 1 << 30 { format!("{}GB", bytes.div_ceil(1 << 30)) } else { format!("{}MB", bytes.div_ceil(1 << 20)) };
                 Self::OutOfMemory { limit: limit.to_owned(), suggestion, source }
             }
             other => other,

@@ -128,7 +128,8 @@ impl Manifest {
 
     /// Committed raw files whose kept rows touch `date`.
     pub fn raw_files_for(&self, date: &str) -> impl Iterator<Item = &str> {
-        self.raw.iter()
+        self.raw
+            .iter()
             .filter(move |(_, e)| matches!((&e.first_date, &e.last_date), (Some(a), Some(b)) if a.as_str() <= date && date <= b.as_str()))
             .map(|(k, _)| k.as_str())
     }

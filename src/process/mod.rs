@@ -452,7 +452,9 @@ pub fn quarantine_key(raw_key: &str) -> String {
 /// quarantine files of raw files it does not have (after a `--full` rebuild, or dates emptied by
 /// a rebuild). Returns the partition keys removed.
 async fn remove_stale(lake: &Lake, committed: &Manifest) -> ProcessResult<Vec<String>> {
-    let keep: BTreeSet<String> = committed.partitions.keys()
+    let keep: BTreeSet<String> = committed
+        .partitions
+        .keys()
         .flat_map(|d| [lake::processed_key(d), lake::carry_key(d)])
         .chain(committed.raw.keys().map(|k| quarantine_key(k)))
         .collect();
@@ -472,17 +474,27 @@ async fn remove_stale(lake: &Lake, committed: &Manifest) -> ProcessResult<Vec<St
 
 /// The manifest after this run: its new raw files, and its partitions as the committed ones.
 /// Returns whether a date lost its partition (its published file is then stale).
-fn record(manifest: &mut Manifest, new: &[ObjectMeta], loaded: &LoadStats, staged: &StagedOutputs, dirty_dates: &[String], run_id: &str) -> bool {
+fn record(
+    manifest: &mut Manifest,
+    new: &[ObjectMeta],
+    loaded: &LoadStats,
+    staged: &StagedOutputs,
+    dirty_dates: &[String],
+    run_id: &str,
+) -> bool {
     for obj in new {
         let s = loaded.per_file.get(&obj.key).cloned().unwrap_or_default();
-        manifest.raw.insert(obj.key.clone(), RawEntry {
-            version: obj.version.clone(),
-            rows: s.rows,
-            kept: s.kept,
-            quarantined: s.quarantined,
-            first_date: s.first_date,
-            last_date: s.last_date,
-        });
+        manifest.raw.insert(
+            obj.key.clone(),
+            RawEntry {
+                version: obj.version.clone(),
+                rows: s.rows,
+                kept: s.kept,
+                quarantined: s.quarantined,
+                first_date: s.first_date,
+                last_date: s.last_date,
+            },
+        );
     }
     for (date, (_, rows)) in &staged.partitions {
         manifest.partitions.insert(date.clone(), PartitionEntry { run_id: run_id.to_owned(), rows: *rows, published: false });
@@ -499,7 +511,9 @@ fn record(manifest: &mut Manifest, new: &[ObjectMeta], loaded: &LoadStats, stage
 fn report_drift(manifest: &Manifest, present: &BTreeMap<String, ObjectMeta>) {
     for (key, entry) in &manifest.raw {
         match present.get(key) {
-            None => tracing::warn!(%key, "raw file was processed but is gone; its rows stay in processed/ until `tickerlake process --full`"),
+            None => {
+                tracing::warn!(%key, "raw file was processed but is gone; its rows stay in processed/ until `tickerlake process --full`")
+            }
             Some(o) if o.version != entry.version => {
                 tracing::warn!(%key, "raw file changed after it was processed; run `tickerlake process --full` to rebuild from the new contents")
             }

@@ -82,7 +82,9 @@ fn explain<E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static>(
         SdkError::DispatchFailure(d) if d.is_io() || d.is_timeout() => {
             ("cannot reach the Athena endpoint: is it running, and is --endpoint-url (or AWS_ENDPOINT_URL_ATHENA) right?".to_owned(), false)
         }
-        SdkError::DispatchFailure(_) => ("no AWS credentials found: set AWS_PROFILE, or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY".to_owned(), true),
+        SdkError::DispatchFailure(_) => {
+            ("no AWS credentials found: set AWS_PROFILE, or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY".to_owned(), true)
+        }
         SdkError::TimeoutError(_) => ("the Athena endpoint timed out; retry later".to_owned(), false),
         _ if code == "AccessDeniedException" || status == Some(403) => {
             (format!("access denied: grant the credentials {action} (see aws/iam-policy.json)"), true)
@@ -148,7 +150,11 @@ pub async fn run(
     let execution = loop {
         let got = with_throttling("athena:GetQueryExecution", || client.get_query_execution().query_execution_id(&query_id).send()).await?;
         let Some(execution) = got.query_execution else {
-            return Err(AthenaError::Service { action: "athena:GetQueryExecution", message: format!("no execution returned for {query_id}"), permanent: false });
+            return Err(AthenaError::Service {
+                action: "athena:GetQueryExecution",
+                message: format!("no execution returned for {query_id}"),
+                permanent: false,
+            });
         };
         let state = execution.status().and_then(|s| s.state()).cloned();
         match state {

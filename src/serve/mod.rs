@@ -215,7 +215,9 @@ impl LakeState {
             match self.rebuild_if_changed(&mut look).await {
                 Ok(()) => look.at = Instant::now(),
                 // Keep serving the last good state; the next query tries again.
-                Err(e) => tracing::warn!("cannot refresh the served lake, still serving the previous state: {}", crate::report::one_line(&e)),
+                Err(e) => {
+                    tracing::warn!("cannot refresh the served lake, still serving the previous state: {}", crate::report::one_line(&e))
+                }
             }
         }
         self.current.read().expect("snapshot lock").clone()

@@ -166,8 +166,8 @@ impl BinanceClient {
             ("limit", "1000".to_owned()),
         ];
         let body = self.get_with_retries(&url, &query).await?;
-        let rows: Vec<Vec<serde_json::Value>> = serde_json::from_slice(&body)
-            .map_err(|e| BinanceError::Malformed { url: url.clone(), detail: e.to_string() })?;
+        let rows: Vec<Vec<serde_json::Value>> =
+            serde_json::from_slice(&body).map_err(|e| BinanceError::Malformed { url: url.clone(), detail: e.to_string() })?;
         rows.into_iter()
             .map(|k| match (k.get(6).and_then(|v| v.as_i64()), k.get(4).and_then(|v| v.as_str())) {
                 (Some(close_time), Some(close)) => Ok((close_time, close.to_owned())),
