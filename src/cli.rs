@@ -4,14 +4,15 @@
 use std::io::Write;
 use std::time::Duration;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use chrono::Utc;
 use clap::{Args, Parser, Subcommand};
 
 use crate::config;
 use crate::lake::{self, Access, s3};
 use crate::process::{self, ProcessOptions};
-use crate::query::{self, OutputFormat};
+use crate::catalog::{Catalog, CatalogKind, CatalogOptions, PartitionMode};
+use crate::query::{self, EngineKind, OutputFormat};
 use crate::service::{self, ServiceOptions, Shutdown};
 use crate::simulator::{SimConfig, Simulator};
 use crate::source::binance::{self, BinanceClient, RetryPolicy};
@@ -21,15 +22,21 @@ use crate::source::snapshot::{self, CollectOutcome};
 #[derive(Debug, Parser)]
 #[command(name = "tickerlake", version, about, max_term_width = 100)]
 pub struct Cli {
+    #[allow(missing_docs)] // clap turns doc comments into help text; these are documented by --help
     #[command(flatten)]
     pub lake: LakeArgs,
+    #[allow(missing_docs)]
+    #[command(flatten)]
+    pub catalog: CatalogArgs,
     /// More log detail (-v debug, -vv trace); RUST_LOG overrides.
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
+    #[allow(missing_docs)]
     #[command(subcommand)]
     pub command: Command,
 }
 
+/// Where the lake is and how to reach it.
 #[derive(Debug, Args)]
 pub struct LakeArgs {
     /// Where the lake lives: a directory (the embedded default) or s3://BUCKET[/PREFIX].
@@ -39,7 +46,8 @@ pub struct LakeArgs {
     /// credentials if none), or s3-compatible (MinIO, SeaweedFS, Garage…: path-style, needs an endpoint).
     #[arg(long, global = true, hide_env_values = true, env = "TICKERLAKE_TARGET", value_enum, default_value_t = s3::Target::Aws)]
     pub target: s3::Target,
-    /// S3 endpoint URL; otherwise AWS_ENDPOINT_URL_S3 / AWS_ENDPOINT_URL, else the target's default.
+    /// Endpoint URL of every AWS service (S3, Glue, Athena: one emulator port); a service's
+    /// AWS_ENDPOINT_URL_S3/_GLUE/_ATHENA overrides it, AWS_ENDPOINT_URL applies when neither is set.
     #[arg(long, global = true, hide_env_values = true, env = "TICKERLAKE_ENDPOINT_URL")]
     pub endpoint_url: Option<String>,
     /// Force path-style (true) or virtual-hosted (false) S3 addressing; default: path-style for
@@ -48,6 +56,32 @@ pub struct LakeArgs {
     pub path_style: Option<bool>,
 }
 
+/// Where the lake is registered for Athena (S3 lakes).
+#[derive(Debug, Args)]
+pub struct CatalogArgs {
+    /// Keep a catalog in step after each committed process: none, or glue (S3 lakes).
+    #[arg(long, global = true, hide_env_values = true, env = "TICKERLAKE_CATALOG", value_enum, default_value_t = CatalogKind::None)]
+    pub catalog: CatalogKind,
+    /// Glue database of the lake's tables.
+    #[arg(long, global = true, hide_env_values = true, env = "TICKERLAKE_GLUE_DATABASE", default_value = "dbcrypto")]
+    pub database: String,
+    /// How partitions reach Athena: register them in Glue, or partition projection.
+    #[arg(long, global = true, hide_env_values = true, env = "TICKERLAKE_PARTITIONS", value_enum, default_value_t = PartitionMode::Register)]
+    pub partitions: PartitionMode,
+}
+
+impl CatalogArgs {
+    /// The Glue catalog of the lake at `lake`, if `--catalog glue` (or `always`) asks for one.
+    async fn open(&self, lake: &str, aws: &crate::aws::AwsOptions, always: bool) -> Result<Option<Catalog>> {
+        if self.catalog == CatalogKind::None && !always {
+            return Ok(None);
+        }
+        let options = CatalogOptions::for_lake(lake, &self.database, self.partitions)?;
+        Ok(Some(Catalog::connect(aws, options).await))
+    }
+}
+
+/// How to reach Binance.
 #[derive(Debug, Args)]
 pub struct BinanceArgs {
     /// Binance REST base URL. Where api.binance.com answers 451 (restricted location), use
@@ -76,7 +110,9 @@ impl BinanceArgs {
     }
 }
 
+/// The subcommands (their doc comments are their --help).
 #[derive(Debug, Subcommand)]
+#[allow(missing_docs)]
 pub enum Command {
     /// Create the lake if missing (S3: the bucket), check credentials and permissions, report.
     Init,
@@ -104,13 +140,25 @@ pub enum Command {
         #[arg(long, hide_env_values = true, env = "TICKERLAKE_MEMORY_LIMIT", default_value = process::DEFAULT_MEMORY_LIMIT)]
         memory_limit: String,
     },
-    /// Run SQL over the lake: views `processed` and `raw`, as the original Athena tables.
+    /// Run SQL over the lake: views `processed` and `raw`, as the original Athena tables, and `quarantine`.
     Query {
-        /// The SQL, e.g. "SELECT * FROM processed LIMIT 10".
+        /// The SQL, e.g. "SELECT * FROM processed LIMIT 10" (a leading `-- comment` is fine).
+        #[arg(allow_hyphen_values = true)]
         sql: String,
         #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
         format: OutputFormat,
+        /// local: embedded DuckDB over the lake; athena: Athena over the Glue catalog.
+        #[arg(long, value_enum, default_value_t = EngineKind::Local)]
+        engine: EngineKind,
+        /// Athena workgroup.
+        #[arg(long, hide_env_values = true, env = "TICKERLAKE_ATHENA_WORKGROUP", default_value = "primary")]
+        workgroup: String,
+        /// Where Athena writes results; default s3://BUCKET/PREFIX/athena-results/.
+        #[arg(long, hide_env_values = true, env = "TICKERLAKE_ATHENA_OUTPUT")]
+        output_location: Option<String>,
     },
+    /// Register the S3 lake in AWS Glue (database, tables, partitions) so Athena can query it.
+    Catalog,
     /// The hourly service: collect then process at the top of every hour, until stopped.
     Run {
         /// One tick now (collect + process), then exit: for cron.
@@ -171,15 +219,15 @@ pub fn exit_code(err: &anyhow::Error) -> u8 {
 
 impl LakeArgs {
     /// Resolve the lake's settings (flags and environment) once, failing on any bad value.
-    pub fn s3_options(&self) -> Result<s3::S3Options, config::ConfigError> {
-        config::s3_options(self.target, self.endpoint_url.as_deref(), self.path_style, &config::process_env)
+    pub fn aws_options(&self) -> Result<crate::aws::AwsOptions, config::ConfigError> {
+        config::aws_options(self.target, self.endpoint_url.as_deref(), self.path_style, &config::process_env)
     }
 }
 
 /// Run the parsed command line.
 pub async fn execute(cli: Cli) -> Result<()> {
-    let s3_options = cli.lake.s3_options()?;
-    let open = |access| lake::open(&cli.lake.lake, &s3_options, access);
+    let aws = cli.lake.aws_options()?;
+    let open = |access| lake::open(&cli.lake.lake, &aws, access);
     let mut stdout = std::io::stdout().lock();
     match cli.command {
         Command::Init | Command::Doctor => {
@@ -187,6 +235,9 @@ pub async fn execute(cli: Cli) -> Result<()> {
             let lake = open(if create { Access::Create } else { Access::Existing }).await?;
             for line in lake.check(create).await? {
                 writeln!(stdout, "ok: {line}")?;
+            }
+            if let Some(catalog) = cli.catalog.open(&cli.lake.lake, &aws, false).await? {
+                writeln!(stdout, "ok: {}", catalog.check().await?)?;
             }
             writeln!(stdout, "{} is ready", lake.describe())?;
         }
@@ -204,12 +255,47 @@ pub async fn execute(cli: Cli) -> Result<()> {
         }
         Command::Process { full, memory_limit } => {
             let lake = open(Access::Create).await?;
-            let summary = process::process(&lake, &ProcessOptions { full, memory_limit }).await?;
+            let summary = process::process(&lake, &ProcessOptions { full, memory_limit, chunk_bytes: None }).await?;
             writeln!(stdout, "{summary}")?;
+            if let Some(catalog) = cli.catalog.open(&cli.lake.lake, &aws, false).await? {
+                let manifest = crate::process::manifest::Manifest::load(&lake).await?;
+                let report = catalog
+                    .after_commit(&manifest, &summary.partitions_written)
+                    .await
+                    .context("the run is committed, but the catalog update failed; `tickerlake catalog` catches up")?;
+                writeln!(stdout, "{report}")?;
+            }
         }
-        Command::Query { sql, format } => {
+        Command::Catalog => {
+            let catalog = cli.catalog.open(&cli.lake.lake, &aws, true).await?.expect("always opened");
+            let lake = open(Access::Existing).await?;
+            let manifest = crate::process::manifest::Manifest::load(&lake).await?;
+            writeln!(stdout, "{}", catalog.sync(&manifest).await?)?;
+        }
+        Command::Query { sql, format, engine: EngineKind::Local, .. } => {
             let lake = open(Access::Existing).await?;
             query::query(&lake, &sql, format, &mut stdout).await?;
+        }
+        Command::Query { sql, format, engine: EngineKind::Athena, workgroup, output_location } => {
+            let options = CatalogOptions::for_lake(&cli.lake.lake, &cli.catalog.database, cli.catalog.partitions)?;
+            let athena = query::athena::AthenaOptions {
+                database: options.database.clone(),
+                workgroup,
+                output_location: output_location.unwrap_or_else(|| options.location("athena-results")),
+            };
+            let sdk = crate::aws::sdk_config(&aws).await;
+            let client = crate::aws::athena_client(&sdk, &aws);
+            let interrupt = async {
+                let _ = tokio::signal::ctrl_c().await;
+            };
+            let result = query::athena::run(&client, &athena, &sql, interrupt).await?;
+            tracing::info!(
+                query_id = %result.query_id,
+                "Athena scanned {} bytes in {} ms",
+                result.scanned_bytes.unwrap_or(0),
+                result.elapsed_ms.unwrap_or(0)
+            );
+            query::render(&result.batches, format, &mut stdout)?;
         }
         Command::Run { once, offset_secs, retry_secs, memory_limit, binance } => {
             let lake = open(Access::Create).await?;
@@ -217,7 +303,8 @@ pub async fn execute(cli: Cli) -> Result<()> {
                 once,
                 offset: Duration::from_secs(offset_secs),
                 retry_delay: Duration::from_secs(retry_secs.max(1)),
-                process: ProcessOptions { full: false, memory_limit },
+                process: ProcessOptions { full: false, memory_limit, chunk_bytes: None },
+                catalog: cli.catalog.open(&cli.lake.lake, &aws, false).await?,
             };
             service::run(&lake, &binance.client()?, &opts, Shutdown::on_signals()).await?;
         }

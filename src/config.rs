@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use crate::lake::s3::{S3Options, Target};
+use crate::aws::{AwsOptions, Target};
 
 /// A setting from the environment that cannot be used.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -38,22 +38,27 @@ fn seconds(env: Env<'_>, name: &'static str) -> Result<Option<Duration>, ConfigE
     }
 }
 
-/// The S3 options for `target` and `--endpoint-url` / `--path-style`, completed from the environment.
+/// The AWS options for `target` and `--endpoint-url` / `--path-style`, completed from the environment.
 ///
-/// The endpoint is resolved here, in the documented order (flag, `AWS_ENDPOINT_URL_S3`,
-/// `AWS_ENDPOINT_URL`, the target's default), rather than left to the SDK, which applies the
-/// `_S3` variable only when building the client: too late to choose the addressing style.
-pub fn s3_options(target: Target, endpoint_url: Option<&str>, path_style: Option<bool>, env: Env<'_>) -> Result<S3Options, ConfigError> {
-    let endpoint = endpoint_url
-        .map(str::to_owned)
-        .or_else(|| env("AWS_ENDPOINT_URL_S3"))
-        .or_else(|| env("AWS_ENDPOINT_URL"))
-        .or_else(|| (target == Target::Localstack).then(|| "http://localhost:4566".to_owned()));
+/// Endpoints are resolved here, per service, in the documented order: the SDK's per-service
+/// variable (`AWS_ENDPOINT_URL_S3`, `_GLUE`, `_ATHENA`), then `--endpoint-url` (one emulator such as
+/// ministack serves every service on one port), then `AWS_ENDPOINT_URL`, then the target's default.
+/// Resolving them here rather than in the SDK is what lets the S3 addressing style follow them.
+pub fn aws_options(target: Target, endpoint_url: Option<&str>, path_style: Option<bool>, env: Env<'_>) -> Result<AwsOptions, ConfigError> {
+    let endpoint = |service_var: &str| {
+        env(service_var)
+            .or_else(|| endpoint_url.map(str::to_owned))
+            .or_else(|| env("AWS_ENDPOINT_URL"))
+            .or_else(|| (target == Target::Localstack).then(|| "http://localhost:4566".to_owned()))
+    };
+    let s3 = endpoint("AWS_ENDPOINT_URL_S3");
     let localstack = target == Target::Localstack;
-    Ok(S3Options {
+    Ok(AwsOptions {
         target,
-        path_style: path_style.unwrap_or(target != Target::Aws || endpoint.is_some()),
-        endpoint_url: endpoint,
+        path_style: path_style.unwrap_or(target != Target::Aws || s3.is_some()),
+        endpoint_url: s3,
+        glue_endpoint: endpoint("AWS_ENDPOINT_URL_GLUE"),
+        athena_endpoint: endpoint("AWS_ENDPOINT_URL_ATHENA"),
         default_region: (localstack && env("AWS_REGION").is_none() && env("AWS_DEFAULT_REGION").is_none()).then(|| "us-east-1".into()),
         dummy_credentials: localstack && env("AWS_ACCESS_KEY_ID").is_none() && env("AWS_PROFILE").is_none(),
         lock_ttl: seconds(env, "TICKERLAKE_LOCK_TTL_SECS")?,
@@ -72,25 +77,31 @@ mod tests {
     #[test]
     fn a_malformed_tuning_variable_is_an_error_naming_it() {
         let env = env_of(&[("TICKERLAKE_LOCK_TTL_SECS", "ten")]);
-        let err = s3_options(Target::Aws, None, None, &env).unwrap_err();
+        let err = aws_options(Target::Aws, None, None, &env).unwrap_err();
         assert_eq!(err.to_string(), "TICKERLAKE_LOCK_TTL_SECS=\"ten\" is not valid (a whole number of seconds, at least 1); fix or unset it");
         let env = env_of(&[("TICKERLAKE_S3_TIMEOUT_SECS", "0")]);
-        assert!(s3_options(Target::Aws, None, None, &env).unwrap_err().to_string().starts_with("TICKERLAKE_S3_TIMEOUT_SECS"));
+        assert!(aws_options(Target::Aws, None, None, &env).unwrap_err().to_string().starts_with("TICKERLAKE_S3_TIMEOUT_SECS"));
         let env = env_of(&[("TICKERLAKE_LOCK_TTL_SECS", "30")]);
-        assert_eq!(s3_options(Target::Aws, None, None, &env).unwrap().lock_ttl, Some(Duration::from_secs(30)));
+        assert_eq!(aws_options(Target::Aws, None, None, &env).unwrap().lock_ttl, Some(Duration::from_secs(30)));
     }
 
     #[test]
-    fn endpoint_order_is_flag_then_s3_variable_then_generic_then_target_default() {
-        let env = env_of(&[("AWS_ENDPOINT_URL_S3", "http://s3only"), ("AWS_ENDPOINT_URL", "http://generic")]);
-        assert_eq!(s3_options(Target::Aws, Some("http://flag"), None, &env).unwrap().endpoint_url.as_deref(), Some("http://flag"));
-        let o = s3_options(Target::Aws, None, None, &env).unwrap();
-        assert_eq!(o.endpoint_url.as_deref(), Some("http://s3only"));
+    fn endpoint_order_is_service_variable_then_flag_then_generic_then_target_default() {
+        let env = env_of(&[("AWS_ENDPOINT_URL_GLUE", "http://glue"), ("AWS_ENDPOINT_URL", "http://generic")]);
+        let o = aws_options(Target::Aws, Some("http://flag"), None, &env).unwrap();
+        assert_eq!(o.endpoint_url.as_deref(), Some("http://flag"));
+        assert_eq!(o.glue_endpoint.as_deref(), Some("http://glue"), "the per-service variable overrides the flag");
+        assert_eq!(o.athena_endpoint.as_deref(), Some("http://flag"));
+        let o = aws_options(Target::Aws, None, None, &env).unwrap();
+        assert_eq!(o.endpoint_url.as_deref(), Some("http://generic"));
         assert!(o.path_style, "a custom endpoint means path-style");
+        let env = env_of(&[("AWS_ENDPOINT_URL_S3", "http://s3only")]);
+        assert_eq!(aws_options(Target::Aws, Some("http://flag"), None, &env).unwrap().endpoint_url.as_deref(), Some("http://s3only"));
         let env = env_of(&[]);
-        let o = s3_options(Target::Localstack, None, None, &env).unwrap();
+        let o = aws_options(Target::Localstack, None, None, &env).unwrap();
         assert_eq!((o.endpoint_url.as_deref(), o.default_region.as_deref(), o.dummy_credentials), (Some("http://localhost:4566"), Some("us-east-1"), true));
-        let o = s3_options(Target::Aws, None, None, &env).unwrap();
-        assert_eq!((o.endpoint_url, o.path_style), (None, false));
+        assert_eq!(o.glue_endpoint.as_deref(), Some("http://localhost:4566"));
+        let o = aws_options(Target::Aws, None, None, &env).unwrap();
+        assert_eq!((o.endpoint_url, o.glue_endpoint, o.path_style), (None, None, false));
     }
 }

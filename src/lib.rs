@@ -4,6 +4,8 @@
 //! stored) → `process` + `indicators` (raw → processed partitions) → `query` (SQL over the lake);
 //! `service` runs the hourly loop, `simulator` stands in for Binance offline.
 
+pub mod aws;
+pub mod catalog;
 pub mod cli;
 pub mod config;
 pub mod faults;

@@ -1,31 +1,109 @@
 //! `query`: SQL over the lake in DuckDB, with views named like the original Athena tables:
 //! `processed` (partitioned Parquet, `date` from the partition path) and `raw` (the CSV snapshots,
-//! typed like a Glue crawler would type them), so the original project's queries run as written.
-//! `processed` is exactly the committed state: the partition files the manifest names, never a
-//! file a run is still writing or left behind.
+//! typed like the Glue `raw` table), so the original project's queries run as written; and
+//! `quarantine`, the rows `process` rejected (source_file, line, reason, record). The same SQL
+//! runs on Athena through [`athena`] (`tickerlake query --engine athena`).
+//! `processed` and `quarantine` are exactly the committed state: the files the manifest names,
+//! never a file a run is still writing or left behind.
 
 use std::io::Write;
 use std::path::PathBuf;
 
-use anyhow::{Context, Result, bail};
 use duckdb::Connection;
 use duckdb::arrow::array::RecordBatch;
 use duckdb::arrow::util::display::{ArrayFormatter, FormatOptions};
 
-use crate::lake::{self, Lake, RAW_PREFIX};
+pub mod athena;
+
+/// A failed query (local engine).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum QueryError {
+    /// No SQL was given.
+    #[error("the query is empty; pass SQL such as \"SELECT * FROM processed LIMIT 10\"")]
+    Empty,
+    /// The lake could not be read.
+    #[error(transparent)]
+    Lake(#[from] crate::lake::LakeError),
+    /// The manifest could not be read.
+    #[error(transparent)]
+    Manifest(Box<crate::process::ProcessError>),
+    /// DuckDB refused or failed the SQL (its message keeps the caret line).
+    #[error("DuckDB {doing} the query {sql:?}")]
+    Sql {
+        /// "rejected" (parse/bind) or "failed running" (execution).
+        doing: &'static str,
+        /// The SQL.
+        sql: String,
+        /// DuckDB's error.
+        #[source]
+        source: Box<duckdb::Error>,
+    },
+    /// Setting up the session's views failed.
+    #[error("cannot define the lake's views")]
+    Views(#[source] Box<duckdb::Error>),
+    /// The result could not be formatted or written.
+    #[error("cannot print the result: {0}")]
+    Output(String),
+    /// A temporary download directory could not be made.
+    #[error("cannot create a download directory: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+impl From<duckdb::Error> for QueryError {
+    fn from(e: duckdb::Error) -> Self {
+        Self::Views(Box::new(e))
+    }
+}
+
+impl From<crate::process::ProcessError> for QueryError {
+    fn from(e: crate::process::ProcessError) -> Self {
+        Self::Manifest(Box::new(e))
+    }
+}
+
+macro_rules! output_err {
+    ($($t:ty),*) => {$(
+        impl From<$t> for QueryError {
+            fn from(e: $t) -> Self {
+                Self::Output(e.to_string())
+            }
+        }
+    )*};
+}
+output_err!(duckdb::arrow::error::ArrowError, csv::Error, serde_json::Error);
+
+type Result<T, E = QueryError> = std::result::Result<T, E>;
+
+use crate::lake::{self, Lake, QUARANTINE_PREFIX, RAW_PREFIX};
 use crate::process::manifest::Manifest;
 use crate::sql::lit;
 
+/// How results are printed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
 pub enum OutputFormat {
+    /// An aligned table.
     #[default]
     Table,
+    /// CSV with a header row.
     Csv,
+    /// One JSON array of objects (numbers stay numbers, NULL is null).
     Json,
+}
+
+/// Which engine answers `query`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum EngineKind {
+    /// Embedded DuckDB over the lake's committed files (no AWS needed).
+    #[default]
+    Local,
+    /// Athena over the Glue catalog (`tickerlake catalog` first).
+    Athena,
 }
 
 /// A DuckDB connection with the lake's views defined. Keeps downloaded copies alive (S3 lakes).
 pub struct LakeSession {
+    /// The connection, with the views defined.
     pub conn: Connection,
     _downloads: tempfile::TempDir,
 }
@@ -46,27 +124,37 @@ async fn view_files(lake: &Lake, sql: &str, view: &str, prefix: &str, ext: &str)
 /// Open DuckDB over the lake for `sql`: local files in place; on S3, the objects of the views the
 /// SQL mentions are downloaded to a temp dir first (no httpfs: DuckDB extensions are not fetched).
 pub async fn open_session(lake: &Lake, sql: &str) -> Result<LakeSession> {
-    let processed: Vec<String> = if mentions(sql, "processed") {
-        Manifest::load(lake).await?.committed_partitions().into_iter().map(|p| p.key).collect()
-    } else {
-        Vec::new()
+    let committed = match mentions(sql, "processed") || mentions(sql, "quarantine") {
+        true => Some(Manifest::load(lake).await?),
+        false => None,
+    };
+    let processed: Vec<String> = match (&committed, mentions(sql, "processed")) {
+        (Some(m), true) => m.committed_partitions().into_iter().map(|p| p.key).collect(),
+        _ => Vec::new(),
     };
     let raw = view_files(lake, sql, "raw", RAW_PREFIX, ".csv").await?;
+    // Quarantine files of committed raw files only (a crashed run may have left others).
+    let quarantine: Vec<String> = match (&committed, mentions(sql, "quarantine")) {
+        (Some(m), true) => {
+            let keys: std::collections::BTreeSet<String> = m.raw.keys().map(|k| crate::process::quarantine_key(k)).collect();
+            view_files(lake, sql, "quarantine", QUARANTINE_PREFIX, ".csv").await?.into_iter().filter(|k| keys.contains(k)).collect()
+        }
+        _ => Vec::new(),
+    };
     // Where remote objects are downloaded (a local lake is read in place and leaves it empty).
     let tmp = tempfile::Builder::new().prefix("tickerlake-query-").tempdir()?;
     let sql_paths = |files: Vec<(PathBuf, String)>| -> Vec<String> { files.iter().map(|(p, _)| lit(&p.to_string_lossy())).collect() };
     let processed_paths = sql_paths(lake::materialize(lake, &processed, tmp.path(), "download").await?);
     let raw_paths = sql_paths(lake::materialize(lake, &raw, tmp.path(), "download").await?);
+    let quarantine_paths = sql_paths(lake::materialize(lake, &quarantine, tmp.path(), "download").await?);
     let conn = Connection::open_in_memory()?;
     if processed_paths.is_empty() {
         if mentions(sql, "processed") {
             tracing::warn!("{} has no processed partitions yet; run `tickerlake process` first", lake.describe());
         }
-        conn.execute_batch(
-            "CREATE VIEW processed AS SELECT CAST(NULL AS VARCHAR) AS symbol, CAST(NULL AS DOUBLE) AS price,
-               CAST(NULL AS TIMESTAMP) AS \"timestamp\", CAST(NULL AS DOUBLE) AS moving_avg, CAST(NULL AS DOUBLE) AS previous_price,
-               CAST(NULL AS DOUBLE) AS price_change_pct, CAST(NULL AS DATE) AS date WHERE false",
-        )?;
+        let columns: Vec<String> =
+            crate::indicators::PROCESSED_COLUMNS.iter().map(|c| format!("CAST(NULL AS {}) AS \"{}\"", c.duckdb, c.name)).collect();
+        conn.execute_batch(&format!("CREATE VIEW processed AS SELECT {}, CAST(NULL AS DATE) AS date WHERE false", columns.join(", ")))?;
     } else {
         conn.execute_batch(&format!(
             "CREATE VIEW processed AS SELECT * FROM read_parquet([{}], hive_partitioning = true, hive_types = {{'date': DATE}})",
@@ -74,14 +162,30 @@ pub async fn open_session(lake: &Lake, sql: &str) -> Result<LakeSession> {
         ))?;
     }
     if raw_paths.is_empty() {
-        conn.execute_batch("CREATE VIEW raw AS SELECT CAST(NULL AS VARCHAR) AS symbol, CAST(NULL AS DOUBLE) AS price, CAST(NULL AS TIMESTAMP) AS \"timestamp\" WHERE false")?;
+        conn.execute_batch("CREATE VIEW raw AS SELECT CAST(NULL AS VARCHAR) AS symbol, CAST(NULL AS DOUBLE) AS price, CAST(NULL AS VARCHAR) AS \"timestamp\" WHERE false")?;
     } else {
+        // Typed as the Glue `raw` table (catalog::glue::raw_table): `timestamp` stays the raw text,
+        // since Athena's CSV SerDes cannot parse one with an offset; the same SQL then answers alike.
         conn.execute_batch(&format!(
-            "CREATE VIEW raw AS SELECT symbol, TRY_CAST(price AS DOUBLE) AS price,
-                    TRY_CAST(TRY_CAST(\"timestamp\" AS TIMESTAMPTZ) AS TIMESTAMP) AS \"timestamp\"
+            "CREATE VIEW raw AS SELECT symbol, TRY_CAST(price AS DOUBLE) AS price, \"timestamp\"
              FROM read_csv([{}], columns = {{'symbol': 'VARCHAR', 'price': 'VARCHAR', 'timestamp': 'VARCHAR'}},
                            header = true, auto_detect = false, ignore_errors = true)",
             raw_paths.join(", ")
+        ))?;
+    }
+    if quarantine_paths.is_empty() {
+        conn.execute_batch(
+            "CREATE VIEW quarantine AS SELECT CAST(NULL AS VARCHAR) AS source_file, CAST(NULL AS BIGINT) AS line,
+               CAST(NULL AS VARCHAR) AS reason, CAST(NULL AS VARCHAR) AS record WHERE false",
+        )?;
+    } else {
+        // As `process` writes them (records may hold quotes and line breaks); line is empty in
+        // files from versions that did not number every row.
+        conn.execute_batch(&format!(
+            "CREATE VIEW quarantine AS SELECT source_file, line, reason, record
+             FROM read_csv([{}], columns = {{'source_file': 'VARCHAR', 'line': 'BIGINT', 'reason': 'VARCHAR', 'record': 'VARCHAR'}},
+                           header = true, auto_detect = false, delim = ',', quote = '\"', escape = '\"')",
+            quarantine_paths.join(", ")
         ))?;
     }
     Ok(LakeSession { conn, _downloads: tmp })
@@ -89,8 +193,8 @@ pub async fn open_session(lake: &Lake, sql: &str) -> Result<LakeSession> {
 
 /// Run `sql` and return the Arrow batches.
 pub fn run_sql(session: &LakeSession, sql: &str) -> Result<Vec<RecordBatch>> {
-    let mut stmt = session.conn.prepare(sql).with_context(|| format!("DuckDB rejected the query {sql:?}"))?;
-    Ok(stmt.query_arrow([]).with_context(|| format!("the query {sql:?} failed"))?.collect())
+    let mut stmt = session.conn.prepare(sql).map_err(|source| QueryError::Sql { doing: "rejected", sql: sql.to_owned(), source: Box::new(source) })?;
+    Ok(stmt.query_arrow([]).map_err(|source| QueryError::Sql { doing: "failed running", sql: sql.to_owned(), source: Box::new(source) })?.collect())
 }
 
 /// Timestamps as the raw files, Athena and the original project print them, in every format:
@@ -139,7 +243,7 @@ pub fn render(batches: &[RecordBatch], format: OutputFormat, out: &mut dyn Write
     let opts = format_options();
     match format {
         OutputFormat::Table => {
-            if batches.iter().all(|b| b.num_rows() == 0) && batches.first().is_none() {
+            if batches.is_empty() {
                 writeln!(out, "(no rows)")?;
             } else {
                 writeln!(out, "{}", duckdb::arrow::util::pretty::pretty_format_batches_with_options(batches, &opts)?)?;
@@ -192,7 +296,7 @@ pub fn render(batches: &[RecordBatch], format: OutputFormat, out: &mut dyn Write
 /// The `query` command: open, run, print.
 pub async fn query(lake: &Lake, sql: &str, format: OutputFormat, out: &mut dyn Write) -> Result<()> {
     if sql.trim().is_empty() {
-        bail!("the query is empty; pass SQL such as \"SELECT * FROM processed LIMIT 10\"");
+        return Err(QueryError::Empty);
     }
     let session = open_session(lake, sql).await?;
     let batches = run_sql(&session, sql)?;

@@ -32,7 +32,9 @@ pub fn is_permanent(err: &(dyn Error + 'static)) -> bool {
             || e.downcast_ref::<ConfigError>().is_some()
             || e.downcast_ref::<BinanceError>().is_some_and(BinanceError::is_permanent)
             || e.downcast_ref::<CollectError>().is_some_and(|c| matches!(c, CollectError::Binance(b) if b.is_permanent()))
-            || e.downcast_ref::<TickError>().is_some_and(TickError::is_permanent);
+            || e.downcast_ref::<TickError>().is_some_and(TickError::is_permanent)
+            || e.downcast_ref::<crate::catalog::CatalogError>().is_some_and(crate::catalog::CatalogError::is_permanent)
+            || e.downcast_ref::<crate::query::athena::AthenaError>().is_some_and(crate::query::athena::AthenaError::is_permanent);
         if permanent {
             return true;
         }
@@ -53,7 +55,7 @@ pub fn one_line(err: &(dyn Error + 'static)) -> String {
             break;
         }
         let mut text = e.to_string();
-        if e.is::<duckdb::Error>() {
+        if e.is::<duckdb::Error>() || e.is::<Box<duckdb::Error>>() {
             // DuckDB's own message keeps its `LINE n:` excerpt and caret, without the blank line.
             text = text.trim_end().replace("\n\n", "\n");
         }
@@ -61,7 +63,9 @@ pub fn one_line(err: &(dyn Error + 'static)) -> String {
         if !parts.last().is_some_and(|last| last.ends_with(&text)) {
             parts.push(text);
         }
-        if as_lake_error(e).is_some() {
+        // Complete in themselves: a storage error (below it, transport details) and DuckDB running
+        // out of memory (below it, DuckDB's multi-line tuning advice, which the message replaces).
+        if as_lake_error(e).is_some() || matches!(e.downcast_ref::<ProcessError>(), Some(ProcessError::OutOfMemory { .. })) {
             break;
         }
         next = e.source();

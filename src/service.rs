@@ -12,7 +12,9 @@ use std::time::Duration;
 use chrono::{DateTime, TimeDelta, Utc};
 use tokio::sync::Notify;
 
+use crate::catalog::{Catalog, CatalogError};
 use crate::lake::Lake;
+use crate::process::manifest::Manifest;
 use crate::process::{self, ProcessError, ProcessOptions};
 use crate::source::binance::BinanceClient;
 use crate::source::snapshot::{self, CollectError, CollectOutcome};
@@ -27,6 +29,9 @@ pub enum TickError {
     /// Processing failed.
     #[error(transparent)]
     Process(#[from] ProcessError),
+    /// The run committed, but the catalog could not be brought in step (the next tick catches up).
+    #[error("the run is committed, but the catalog update failed: {0}")]
+    Catalog(#[from] CatalogError),
 }
 
 impl TickError {
@@ -35,6 +40,7 @@ impl TickError {
         match self {
             Self::Collect(CollectError::Lake(e)) | Self::Process(ProcessError::Lake(e)) => e.is_permanent(),
             Self::Collect(CollectError::Binance(e)) => e.is_permanent(),
+            Self::Catalog(e) => e.is_permanent(),
             _ => false,
         }
     }
@@ -51,6 +57,8 @@ pub struct ServiceOptions {
     pub retry_delay: Duration,
     /// Options of each tick's processing.
     pub process: ProcessOptions,
+    /// The catalog to keep in step after each committed run, if any.
+    pub catalog: Option<Catalog>,
 }
 
 /// Set once a stop was requested; woken waiters re-check it.
@@ -118,8 +126,10 @@ pub fn next_tick(now: DateTime<Utc>, offset: Duration) -> DateTime<Utc> {
     t
 }
 
-/// One tick: collect this hour's snapshot, then process whatever is new.
-pub async fn tick(lake: &Lake, client: &BinanceClient, process_opts: &ProcessOptions, shutdown: &Shutdown) -> Result<(), TickError> {
+/// One tick: collect this hour's snapshot, process whatever is new, then bring the catalog (if
+/// any) in step: the dates this run wrote, or everything when `catalog_behind` says an earlier
+/// catalog update failed (it is cleared once the catalog has caught up).
+pub async fn tick(lake: &Lake, client: &BinanceClient, opts: &ServiceOptions, shutdown: &Shutdown, catalog_behind: &mut bool) -> Result<(), TickError> {
     match snapshot::collect(lake, client, Utc::now).await? {
         CollectOutcome::Written { key, symbols } => tracing::info!(%key, symbols, "collected"),
         CollectOutcome::AlreadyCollected { key } => tracing::info!(%key, "this hour is already collected"),
@@ -127,23 +137,38 @@ pub async fn tick(lake: &Lake, client: &BinanceClient, process_opts: &ProcessOpt
     if shutdown.is_requested() {
         return Ok(());
     }
-    let summary = process::process(lake, process_opts).await?;
+    let summary = process::process(lake, &opts.process).await?;
     tracing::info!("processed: {summary}");
+    if let Some(catalog) = &opts.catalog {
+        if summary.partitions_written.is_empty() && !*catalog_behind {
+            return Ok(());
+        }
+        let manifest = Manifest::load(lake).await?;
+        // Behind until this update succeeds: a failed one is caught up by a full sync next time.
+        let behind = std::mem::replace(catalog_behind, true);
+        let report = match behind {
+            true => catalog.sync(&manifest).await?,
+            false => catalog.after_commit(&manifest, &summary.partitions_written).await?,
+        };
+        *catalog_behind = false;
+        tracing::info!("{report}");
+    }
     Ok(())
 }
 
 /// Run ticks until stopped (or one, with `once`, whose failure is returned).
 pub async fn run(lake: &Lake, client: &BinanceClient, opts: &ServiceOptions, shutdown: Shutdown) -> Result<(), TickError> {
     if opts.once {
-        return tick(lake, client, &opts.process, &shutdown).await;
+        return tick(lake, client, opts, &shutdown, &mut false).await;
     }
     tracing::info!(lake = %lake.describe(), binance = client.base_url(), "hourly service started; Ctrl-C stops it");
     // First tick right away (catches up the current hour), then aligned to the clock.
+    let mut catalog_behind = opts.catalog.is_some();
     loop {
         let deadline = next_tick(Utc::now(), opts.offset);
         let mut delay = opts.retry_delay;
         loop {
-            match tick(lake, client, &opts.process, &shutdown).await {
+            match tick(lake, client, opts, &shutdown, &mut catalog_behind).await {
                 Ok(()) => break,
                 Err(e) if e.is_permanent() => {
                     tracing::error!("tick failed: {}; not retrying (this needs a fix, not a retry), the next tick is at {deadline}", crate::report::one_line(&e));

@@ -20,9 +20,12 @@ use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use serde_json::json;
 
+/// What the simulator serves.
 #[derive(Debug, Clone)]
 pub struct SimConfig {
+    /// How many symbols (a mix of USDT and other quotes, some priced zero).
     pub symbols: usize,
+    /// Seed of the price walks (the same seed gives the same prices).
     pub seed: u64,
 }
 
@@ -32,11 +35,21 @@ impl Default for SimConfig {
     }
 }
 
+/// A fault the simulator injects into its next answers.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Fault {
-    Status { code: u16, retry_after: Option<u64> },
+    /// Answer with this HTTP status (and `Retry-After`, if given).
+    Status {
+        /// The HTTP status.
+        code: u16,
+        /// Seconds for the `Retry-After` header.
+        retry_after: Option<u64>,
+    },
+    /// Answer only after this long.
     Slow(Duration),
+    /// Answer with JSON that is not a price list.
     Malformed,
+    /// Answer with an empty price list.
     Empty,
 }
 
@@ -168,6 +181,7 @@ impl Simulator {
         Ok(Self { addr, shared, task })
     }
 
+    /// The base URL to pass as `--binance-url`.
     pub fn url(&self) -> String {
         format!("http://{}", self.addr)
     }

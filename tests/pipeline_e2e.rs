@@ -138,6 +138,105 @@ async fn malformed_rows_are_quarantined_with_reasons_and_counted() {
     assert_eq!(rows.iter().map(|r| r.symbol.as_str()).collect::<Vec<_>>(), vec!["BTCUSDT"]);
 }
 
+/// The quarantine file of a raw file, as records.
+fn quarantine_records(lake: &std::path::Path, raw_name: &str) -> Vec<Vec<String>> {
+    let mut r = csv::Reader::from_path(lake.join("quarantine").join(raw_name)).unwrap();
+    assert_eq!(r.headers().unwrap().iter().collect::<Vec<_>>(), ["source_file", "line", "reason", "record"]);
+    r.records().map(|rec| rec.unwrap().iter().map(str::to_owned).collect()).collect()
+}
+
+/// `DESCRIBE quarantine` as (column, type) pairs.
+async fn quarantine_columns(lake: &str) -> Vec<(String, String)> {
+    let out = tickerlake(lake, &["query", "--format", "csv", "SELECT column_name, column_type FROM (DESCRIBE quarantine)"], &[]).await;
+    out.ok();
+    out.stdout.lines().skip(1).map(|l| { let (a, b) = l.split_once(',').unwrap(); (a.to_owned(), b.to_owned()) }).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_quarantined_row_has_its_raw_line_and_a_duplicate_symbol_keeps_its_first_row() {
+    let (_tmp, lake) = lake_dir();
+    let dir = std::path::Path::new(&lake);
+    // CRLF line ends, blank lines, a record spanning two lines, structurally rejected lines
+    // before good and bad rows, and no newline at the end.
+    let name = "raw_crypto_prices_20250508T0300.csv";
+    write_raw(dir, name, concat!(
+        "symbol,price,timestamp\r\n",                                // 1
+        "BTCUSDT,97000.00000000,2025-05-08 03:00:16+00:00\r\n",      // 2  kept
+        "\r\n",                                                      // 3
+        "DOGEUSDT,0.2\r\n",                                          // 4  wrong field count
+        "ETHUSDT,abc,2025-05-08 03:00:16+00:00\r\n",                 // 5  non-numeric price
+        "XRPUSDT,2.0,\"2025-05-08\r\n",                              // 6  unparsable timestamp…
+        "03:00:16+00:00\"\r\n",                                      // 7  …spanning two lines
+        "BTCUSDT,97100.00000000,2025-05-08 03:00:16+00:00\r\n",      // 8  duplicate of 2
+        "ADAUSDT,0.7,2025-05-08 03:00:16+00:00,extra\r\n",           // 9  wrong field count
+        "ETHUSDT,1800.50000000,2025-05-08 03:00:16+00:00\r\n",       // 10 kept (5 was malformed)
+        "DEADUSDT,0.00000000,2025-05-08 03:00:16+00:00\r\n",         // 11 dropped (price 0)
+        "DEADUSDT,5.00000000,2025-05-08 03:00:16+00:00\r\n",         // 12 duplicate of 11
+        "LTCUSDT,90.00000000,2025-05-08 03:00:\r\n",                 // 13 unparsable timestamp
+        "\r\n",                                                      // 14
+        "ETHUSDT,1801.00000000,2025-05-08 03:00:16+00:00",           // 15 duplicate of 10
+    ));
+    let out = tickerlake(&lake, &["process"], &[]).await;
+    out.ok();
+    assert!(
+        out.stdout.contains("11 rows: 2 kept, 1 dropped (1 non-positive price), 8 quarantined (3 duplicate symbol in snapshot, 1 non-numeric price, 2 unparsable timestamp, 2 wrong field count)"),
+        "{}", out.stdout
+    );
+    let source = format!("raw/{name}");
+    let want: Vec<Vec<String>> = [
+        ("4", "wrong field count", "DOGEUSDT,0.2"),
+        ("5", "non-numeric price", "ETHUSDT,abc,2025-05-08 03:00:16+00:00"),
+        ("6", "unparsable timestamp", "XRPUSDT,2.0,2025-05-08\r\n03:00:16+00:00"),
+        ("8", "duplicate symbol in snapshot", "BTCUSDT,97100.00000000,2025-05-08 03:00:16+00:00"),
+        ("9", "wrong field count", "ADAUSDT,0.7,2025-05-08 03:00:16+00:00,extra"),
+        ("12", "duplicate symbol in snapshot", "DEADUSDT,5.00000000,2025-05-08 03:00:16+00:00"),
+        ("13", "unparsable timestamp", "LTCUSDT,90.00000000,2025-05-08 03:00:"),
+        ("15", "duplicate symbol in snapshot", "ETHUSDT,1801.00000000,2025-05-08 03:00:16+00:00"),
+    ]
+    .iter()
+    .map(|(line, reason, record)| vec![source.clone(), (*line).to_owned(), (*reason).to_owned(), (*record).to_owned()])
+    .collect();
+    assert_eq!(quarantine_records(dir, name), want);
+    let rows = processed_rows(dir);
+    assert_eq!(rows.iter().map(|r| (r.symbol.as_str(), r.price)).collect::<Vec<_>>(), vec![("BTCUSDT", 97000.0), ("ETHUSDT", 1800.5)]);
+
+    // The same through `query`, beside `processed` and `raw`.
+    let out = tickerlake(&lake, &["query", "--format", "csv", "SELECT source_file, line, reason FROM quarantine WHERE line < 9 ORDER BY line"], &[]).await;
+    out.ok();
+    assert_eq!(out.stdout, format!(
+        "source_file,line,reason\n{source},4,wrong field count\n{source},5,non-numeric price\n{source},6,unparsable timestamp\n{source},8,duplicate symbol in snapshot\n"
+    ));
+    let typed = vec![
+        ("source_file".to_owned(), "VARCHAR".to_owned()),
+        ("line".to_owned(), "BIGINT".to_owned()),
+        ("reason".to_owned(), "VARCHAR".to_owned()),
+        ("record".to_owned(), "VARCHAR".to_owned()),
+    ];
+    assert_eq!(quarantine_columns(&lake).await, typed);
+    // An empty lake has the view too, empty and typed alike.
+    let (_empty_tmp, empty) = lake_dir();
+    tickerlake(&empty, &["init"], &[]).await.ok();
+    assert_eq!(quarantine_columns(&empty).await, typed);
+    let out = tickerlake(&empty, &["query", "--format", "csv", "SELECT count(*) AS n FROM quarantine"], &[]).await;
+    out.ok();
+    assert_eq!(out.stdout, "n\n0\n");
+}
+
+/// `raw` shows timestamps as written (as the Glue `raw` table does): a truncated one stays
+/// visibly truncated, never an invented time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_raw_view_shows_timestamps_as_written() {
+    let (_tmp, lake) = lake_dir();
+    write_raw(std::path::Path::new(&lake), "raw_crypto_prices_20250508T0300.csv", &csv(&[
+        ("BTCUSDT", "97000.00000000", "2025-05-08 03:00:16.500000+02:00"),
+        ("ETHUSDT", "1800.00000000", "2025-05-08 03:00:"),
+        ("SOLUSDT", "150.00000000", "2025-05-08 03:00"),
+    ]));
+    let out = tickerlake(&lake, &["query", "--format", "csv", "SELECT symbol, timestamp FROM raw ORDER BY symbol"], &[]).await;
+    out.ok();
+    assert_eq!(out.stdout, "symbol,timestamp\nBTCUSDT,2025-05-08 03:00:16.500000+02:00\nETHUSDT,2025-05-08 03:00:\nSOLUSDT,2025-05-08 03:00\n");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rerun_with_nothing_new_changes_nothing_and_late_data_matches_full() {
     let (_tmp, lake) = lake_dir();
@@ -526,4 +625,22 @@ async fn readme_examples_run_as_typed_after_the_demo() {
         assert!(out.status.success(), "{cmd}\nstdout: {stdout}\nstderr: {stderr}");
         assert!(stdout.lines().count() > 4 && !stdout.contains("(no rows)"), "{cmd} printed no rows: {stdout}");
     }
+}
+
+/// A memory limit too small for even one chunk: one line naming --memory-limit and a value that
+/// works, a non-zero exit, and nothing committed; the suggested value then works.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_memory_limit_too_small_for_a_chunk_says_what_would_work() {
+    let (_tmp, lake) = lake_dir();
+    let dir = std::path::Path::new(&lake);
+    tickerlake(&lake, &["simulate-history", "--hours", "6", "--symbols", "3000", "--until", "2025-05-09T05:00:00Z"], &[]).await.ok();
+    let out = tickerlake(&lake, &["process", "--memory-limit", "1MB"], &[]).await;
+    out.failed();
+    let errors: Vec<&str> = out.stderr.lines().filter(|l| !l.contains(" INFO ")).collect();
+    assert_eq!(errors.len(), 1, "one line: {}", out.stderr);
+    assert!(errors[0].starts_with("error: --memory-limit 1MB is too small") && errors[0].contains("re-run with --memory-limit 256MB"), "{}", out.stderr);
+    assert!(!dir.join("_tickerlake/manifest.json").exists() && processed_rows(dir).is_empty(), "nothing committed");
+    let retry = tickerlake(&lake, &["process", "--memory-limit", "256MB"], &[]).await;
+    retry.ok();
+    assert!(retry.stdout.starts_with("6 snapshot(s) read"), "{}", retry.stdout);
 }

@@ -65,7 +65,11 @@ async fn pipeline(endpoint: &str, target: &str) {
     tl(lake, &["backfill", "--hours", "6", "--binance-url", &sim.url()], &env).await.ok();
     // A bucket migrated from the original pipeline: its file naming and timestamp format.
     let client = s3_client(endpoint).await;
-    let seed = common::csv(&[("BTCUSDT", "97000.50000000", "2025-05-08 03:16:32.801588+00:00"), ("ETHBTC", "0.019", "2025-05-08 03:16:32.801588+00:00")]);
+    let seed = common::csv(&[
+        ("BTCUSDT", "97000.50000000", "2025-05-08 03:16:32.801588+00:00"),
+        ("ETHBTC", "0.019", "2025-05-08 03:16:32.801588+00:00"),
+        ("SOLUSDT", "150.00000000", "2025-05-08 03:16:"),
+    ]);
     client.put_object().bucket("tickerlake-e2e").key("prices/raw/raw_crypto_prices_20250508T0316.csv").body(seed.into_bytes().into()).send().await.unwrap();
 
     let out = tl(lake, &["process"], &env).await;
@@ -87,6 +91,10 @@ async fn pipeline(endpoint: &str, target: &str) {
     out.ok();
     let v: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
     assert_eq!(v.as_array().unwrap().len(), 9, "10 USDT pairs, one priced zero: {}", out.stdout);
+    // Quarantined rows are downloaded for the quarantine view like the others.
+    let out = tl(lake, &["query", "--format", "csv", "SELECT source_file, line, reason, record FROM quarantine"], &env).await;
+    out.ok();
+    assert_eq!(out.stdout, "source_file,line,reason,record\nraw/raw_crypto_prices_20250508T0316.csv,4,unparsable timestamp,\"SOLUSDT,150.00000000,2025-05-08 03:16:\"\n");
 
     // Read-only commands on a bucket that does not exist: one line, and no bucket is created.
     for args in [&["query", "SELECT count(*) FROM processed"][..], &["doctor"]] {

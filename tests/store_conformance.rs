@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use common::emulator::{Emulator, Kind};
-use tickerlake::lake::s3::{S3Options, S3Store, Target};
+use tickerlake::lake::s3::{AwsOptions, S3Store, Target};
 use tickerlake::lake::{Lake, LakeError, LOCK_KEY, ObjectStore, PutMode, PutOutcome, lease, local::LocalStore};
 
 /// A fresh, empty store of each kind (the emulator, if any, lives as long as the returned guard).
@@ -24,9 +24,11 @@ async fn local() -> (Option<tempfile::TempDir>, Lake) {
 }
 
 async fn s3(emu: &Emulator, bucket: &str) -> Lake {
-    let opts = S3Options {
+    let opts = AwsOptions {
         target: Target::S3Compatible,
         endpoint_url: Some(emu.endpoint()),
+        glue_endpoint: None,
+        athena_endpoint: None,
         path_style: true,
         default_region: Some("us-east-1".into()),
         dummy_credentials: true,

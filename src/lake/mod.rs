@@ -193,14 +193,14 @@ impl LockGuard {
 
 impl Drop for LockGuard {
     fn drop(&mut self) {
-        if let Some(fut) = self.release.take() {
-            if let Ok(handle) = tokio::runtime::Handle::try_current() {
-                handle.spawn(async move {
-                    if let Err(e) = fut.await {
-                        tracing::warn!("could not release the lake lock: {e}");
-                    }
-                });
-            }
+        if let Some(fut) = self.release.take()
+            && let Ok(handle) = tokio::runtime::Handle::try_current()
+        {
+            handle.spawn(async move {
+                if let Err(e) = fut.await {
+                    tracing::warn!("could not release the lake lock: {e}");
+                }
+            });
         }
     }
 }
@@ -261,7 +261,7 @@ pub enum Access {
 }
 
 /// Open the lake named by `--lake`: a directory path, or `s3://bucket[/prefix]`.
-pub async fn open(location: &str, s3: &s3::S3Options, access: Access) -> LakeResult<Lake> {
+pub async fn open(location: &str, s3: &crate::aws::AwsOptions, access: Access) -> LakeResult<Lake> {
     if let Some(rest) = location.strip_prefix("s3://") {
         let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
         if bucket.is_empty() {

@@ -33,37 +33,7 @@ use super::{LOCK_KEY, LakeError, LakeResult, LockGuard, ObjectMeta, ObjectStore,
 const MULTIPART_THRESHOLD: u64 = 16 * 1024 * 1024;
 const PART_SIZE: u64 = 8 * 1024 * 1024;
 
-/// Which kind of S3 endpoint the lake lives on; picks sensible defaults for each.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
-pub enum Target {
-    /// Real AWS S3: virtual-hosted addressing, endpoint from the SDK (or AWS_ENDPOINT_URL*).
-    #[default]
-    Aws,
-    /// LocalStack: default endpoint http://localhost:4566, path-style, region us-east-1,
-    /// LocalStack's dummy credentials when the default chain has none.
-    Localstack,
-    /// MinIO, SeaweedFS, Garage, RustFS, ministack…: path-style; set --endpoint-url.
-    S3Compatible,
-}
-
-/// How to reach the bucket, resolved once at start-up (see `config::s3_options`).
-#[derive(Debug, Clone, Default)]
-pub struct S3Options {
-    /// Which kind of endpoint.
-    pub target: Target,
-    /// The endpoint, if not AWS's own (flag, AWS_ENDPOINT_URL_S3, AWS_ENDPOINT_URL, target default).
-    pub endpoint_url: Option<String>,
-    /// Path-style (true) or virtual-hosted (false) addressing.
-    pub path_style: bool,
-    /// A region to use when the environment names none (LocalStack's us-east-1).
-    pub default_region: Option<String>,
-    /// Use LocalStack's documented dummy credentials (the environment has none).
-    pub dummy_credentials: bool,
-    /// How long a writer's lease lasts if the writer dies without releasing it.
-    pub lock_ttl: Option<Duration>,
-    /// Limit for one attempt of one request (the SDK then retries); a hung endpoint fails, not blocks.
-    pub attempt_timeout: Option<Duration>,
-}
+pub use crate::aws::{AwsOptions, Target};
 
 /// Counts every request the SDK transmits (retries included), for run summaries and benchmarks.
 #[derive(Debug, Default, Clone)]
@@ -97,32 +67,21 @@ pub struct S3Store {
 
 impl S3Store {
     /// A client for `bucket` (nothing is sent until the first operation).
-    pub async fn connect(bucket: &str, prefix: &str, opts: &S3Options) -> LakeResult<Self> {
-        let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest());
-        let custom_endpoint = opts.endpoint_url.clone();
-        if let Some(url) = &custom_endpoint {
-            loader = loader.endpoint_url(url);
-        }
-        if opts.target == Target::S3Compatible && custom_endpoint.is_none() {
+    pub async fn connect(bucket: &str, prefix: &str, opts: &AwsOptions) -> LakeResult<Self> {
+        if opts.target == Target::S3Compatible && opts.endpoint_url.is_none() {
             return Err(LakeError::Location(
                 "--target s3-compatible needs an endpoint: pass --endpoint-url http://HOST:PORT or set AWS_ENDPOINT_URL_S3".into(),
             ));
         }
-        if let Some(region) = &opts.default_region {
-            loader = loader.region(aws_config::Region::new(region.clone()));
-        }
-        if opts.dummy_credentials {
-            // LocalStack accepts any key; these are its documented dummy values, not secrets.
-            loader = loader.credentials_provider(aws_sdk_s3::config::Credentials::new("test", "test", None, None, "localstack-default"));
-        }
-        let timeouts = aws_config::timeout::TimeoutConfig::builder()
-            .connect_timeout(Duration::from_secs(5))
-            .operation_attempt_timeout(opts.attempt_timeout.unwrap_or(Duration::from_secs(60)))
-            .build();
-        let sdk = loader.timeout_config(timeouts).load().await;
+        let sdk = crate::aws::sdk_config(opts).await;
+        let custom_endpoint = opts.endpoint_url.clone();
         let path_style = opts.path_style;
         let requests = RequestCounter::default();
-        let conf = aws_sdk_s3::config::Builder::from(&sdk).force_path_style(path_style).interceptor(requests.clone()).build();
+        let mut conf = aws_sdk_s3::config::Builder::from(&sdk).force_path_style(path_style).interceptor(requests.clone());
+        if let Some(url) = &custom_endpoint {
+            conf = conf.endpoint_url(url);
+        }
+        let conf = conf.build();
         let endpoint = custom_endpoint.unwrap_or_else(|| "AWS S3".to_owned());
         let prefix = match prefix.trim_matches('/') {
             "" => String::new(),

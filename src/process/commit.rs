@@ -38,7 +38,7 @@ use futures::{StreamExt, TryStreamExt};
 use super::error::ProcessResult;
 use super::manifest::Manifest;
 use crate::faults;
-use crate::lake::{self, Lake, LakeError, LakeResult, RUNS_PREFIX};
+use crate::lake::{self, Lake, LakeResult, RUNS_PREFIX};
 
 /// Staging areas of runs that never committed are deleted only when older than this, so a slow
 /// concurrent writer's files are never pulled from under it.
@@ -145,11 +145,6 @@ fn run_started(run_id: &str) -> Option<DateTime<Utc>> {
 /// A new run id: its start time (sortable, readable in listings) and a random suffix.
 pub fn new_run_id() -> String {
     format!("{}-{:06x}", Utc::now().format("%Y%m%dT%H%M%S%.3fZ"), rand::random::<u32>() & 0xff_ffff)
-}
-
-/// Whether an error is a lost race that the next run resolves by itself.
-pub fn is_conflict(e: &LakeError) -> bool {
-    matches!(e, LakeError::Conflict { .. })
 }
 
 #[cfg(test)]

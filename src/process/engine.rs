@@ -2,7 +2,7 @@
 //! indicators, and write the partitions, carry state and quarantine files to a local stage
 //! directory (the caller publishes them to the lake).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::path::{Path, PathBuf};
 
 use duckdb::Connection;
@@ -14,33 +14,53 @@ use crate::sql::lit;
 const VALIDATE_SQL: &str = include_str!("validate.sql");
 /// Parquet key-value metadata naming the run that wrote a file (see manifest.rs).
 pub const RUN_ID_KEY: &str = "tickerlake_run_id";
+/// A complete raw timestamp (RE2, whole string): `YYYY-MM-DD HH:MM:SS` or with a `T`, an optional
+/// fraction of 1–9 digits, an optional offset `Z`, `±HH`, `±HHMM` or `±HH:MM` (hours 00–23).
+/// The calendar (month, day, leap years) is left to DuckDB's cast, which this guards: on its
+/// own the cast reads `2025-01-03 18:01:` as 18:01:00 and accepts 24:00:00 or an offset of +99:99.
+pub const TIMESTAMP_PATTERN: &str =
+    r"[0-9]{4}-[0-9]{2}-[0-9]{2}[ T]([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](\.[0-9]{1,9})?(Z|[+-]([01][0-9]|2[0-3])(:?[0-5][0-9])?)?";
+/// The expected first line of a raw file (compared without quotes, case-insensitively).
+const HEADER: &str = "symbol,price,timestamp";
 
 /// Per raw file counts and date range, as parsed by [`Engine::load_raw`].
 #[derive(Debug, Clone, Default)]
 pub struct FileStats {
+    /// Data rows (records after the header).
     pub rows: u64,
+    /// Rows kept for the indicators.
     pub kept: u64,
+    /// Rows quarantined.
     pub quarantined: u64,
+    /// Earliest date of its kept rows.
     pub first_date: Option<String>,
+    /// Latest date of its kept rows.
     pub last_date: Option<String>,
 }
 
 /// Counts of one load, for the run summary.
 #[derive(Debug, Clone, Default)]
 pub struct LoadStats {
+    /// Counts per raw file, by lake key.
     pub per_file: BTreeMap<String, FileStats>,
+    /// Rows dropped by the original job's filters, by reason.
     pub dropped: BTreeMap<String, u64>,
+    /// Rows quarantined, by reason.
     pub quarantined: BTreeMap<String, u64>,
 }
 
 /// Files the stage directory holds after [`Engine::write_outputs`], by date / raw key.
 #[derive(Debug, Default)]
 pub struct StagedOutputs {
+    /// Partition file and row count, by date.
     pub partitions: BTreeMap<String, (PathBuf, u64)>,
+    /// Carry-state file, by date.
     pub carries: BTreeMap<String, PathBuf>,
+    /// Quarantine CSV, by raw key.
     pub quarantine: BTreeMap<String, PathBuf>,
 }
 
+/// One run's DuckDB connection and stage directory.
 pub struct Engine {
     conn: Connection,
     stage: PathBuf,
@@ -67,32 +87,49 @@ impl Engine {
     pub fn load_raw(&mut self, table: &str, files: &[(PathBuf, String)]) -> Result<LoadStats> {
         self.loads += 1;
         let keys_table = format!("{table}_keys");
-        // Readable files first: their position is DuckDB's file_index in the scan.
+        // DuckDB reads line-numbered copies (see number_lines), readable files first: their
+        // position is DuckDB's file_index in the scan.
+        let copies = self.stage.join(format!("lines-{}", self.loads));
+        std::fs::create_dir_all(&copies)?;
         let mut readable = Vec::new();
         let mut bad_headers = Vec::new();
-        for (path, key) in files {
-            match header_problem(path)? {
-                None => readable.push((path.to_string_lossy().into_owned(), key.as_str())),
-                Some(first_line) => bad_headers.push((path.to_string_lossy().into_owned(), key.as_str(), first_line)),
+        let mut repeated_symbols = Vec::new();
+        for ((path, key), (copy, numbered)) in files.iter().zip(number_all(files, &copies)?) {
+            match numbered {
+                Numbered::Records { records, unterminated, repeated } => {
+                    repeated_symbols.extend(repeated.into_iter().map(|s| (readable.len() as i32, s)));
+                    readable.push((copy.to_string_lossy().into_owned(), key.as_str(), records, unterminated));
+                }
+                Numbered::BadHeader(first_line) => bad_headers.push((path.to_string_lossy().into_owned(), key.as_str(), first_line)),
             }
         }
-        self.conn.execute_batch(&format!("CREATE OR REPLACE TEMP TABLE {keys_table} (file_index INTEGER, path VARCHAR, key VARCHAR)"))?;
+        self.conn.execute_batch(&format!(
+            "CREATE OR REPLACE TEMP TABLE {keys_table} (file_index INTEGER, path VARCHAR, key VARCHAR);
+             CREATE OR REPLACE TEMP TABLE {table}_repeated (file_index INTEGER, symbol VARCHAR);"
+        ))?;
         {
             let mut app = self.conn.appender(&keys_table)?;
-            let all = readable.iter().map(|(p, k)| (p, *k)).chain(bad_headers.iter().map(|(p, k, _)| (p, *k)));
+            let all = readable.iter().map(|(p, k, ..)| (p, *k)).chain(bad_headers.iter().map(|(p, k, _)| (p, *k)));
             for (i, (path, key)) in all.enumerate() {
                 app.append_row(duckdb::params![i as i32, path, key])?;
             }
+            let mut app = self.conn.appender(&format!("{table}_repeated"))?;
+            for (i, symbol) in &repeated_symbols {
+                app.append_row(duckdb::params![i, symbol])?;
+            }
         }
         let rejects = format!("rejects_{}", self.loads);
-        let files_list = crate::sql::list(readable.iter().map(|(p, _)| p.as_str()));
-        let sql = crate::sql::render(VALIDATE_SQL, &[("files", &files_list), ("rejects", &rejects), ("out", table)])
-            .expect("validate.sql's holes are exactly files, rejects and out");
+        let files_list = crate::sql::list(readable.iter().map(|(p, ..)| p.as_str()));
+        let sql = crate::sql::render(
+            VALIDATE_SQL,
+            &[("files", &files_list), ("rejects", &rejects), ("ts_pattern", &lit(TIMESTAMP_PATTERN)), ("out", table)],
+        )
+        .expect("validate.sql's holes are exactly files, rejects, ts_pattern and out");
         let sql = if readable.is_empty() {
             // Nothing for read_csv (it needs a file): the same relations, empty.
             self.conn.execute_batch(&format!(
-                "CREATE OR REPLACE TEMP VIEW {table}_scan AS SELECT CAST(NULL AS INTEGER) AS file_index, CAST(NULL AS VARCHAR) AS symbol,
-                        CAST(NULL AS VARCHAR) AS price_text, CAST(NULL AS VARCHAR) AS ts_text WHERE false;
+                "CREATE OR REPLACE TEMP VIEW {table}_scan AS SELECT CAST(NULL AS INTEGER) AS file_index, CAST(NULL AS BIGINT) AS line,
+                        CAST(NULL AS VARCHAR) AS symbol, CAST(NULL AS VARCHAR) AS price_text, CAST(NULL AS VARCHAR) AS ts_text WHERE false;
                  CREATE OR REPLACE TEMP TABLE {rejects}_errors (scan_id UBIGINT, file_id UBIGINT, line UBIGINT, error_type VARCHAR, csv_line VARCHAR);
                  CREATE OR REPLACE TEMP TABLE {rejects}_scans (scan_id UBIGINT, file_id UBIGINT, file_path VARCHAR);"
             ))?;
@@ -101,11 +138,21 @@ impl Engine {
             sql
         };
         self.conn.execute_batch(&sql).doing(format!("reading the raw files ({} files)", files.len()))?;
+        // The copies are read: {table} and its rejects hold all that is used of them.
+        std::fs::remove_dir_all(&copies)?;
         for (i, (_, _, first_line)) in bad_headers.iter().enumerate() {
             self.conn.execute(
                 &format!("INSERT INTO {table}_rejects VALUES (?, 1, 'unexpected header (expected symbol,price,timestamp)', ?)"),
                 duckdb::params![(readable.len() + i) as i32, first_line],
             )?;
+        }
+        for (i, (.., unterminated)) in readable.iter().enumerate() {
+            if let Some((line, record)) = unterminated {
+                self.conn.execute(
+                    &format!("INSERT INTO {table}_rejects VALUES (?, ?, 'unterminated quote', ?)"),
+                    duckdb::params![i as i32, *line as i64, record],
+                )?;
+            }
         }
 
         let mut stats = LoadStats::default();
@@ -127,8 +174,15 @@ impl Engine {
             Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?, r.get::<_, i64>(2)?, r.get::<_, i64>(3)?,
                 r.get::<_, Option<String>>(4)?, r.get::<_, Option<String>>(5)?, r.get::<_, i64>(6)?))
         })?;
+        let records: BTreeMap<&str, u64> = readable.iter().map(|(_, key, records, _)| (*key, *records)).collect();
         for row in rows {
             let (key, n, kept, quarantined, first, last, rejects) = row?;
+            // Each record of the copy is a row or a reject; a shortfall is DuckDB losing one.
+            if let Some(&want) = records.get(key.as_str())
+                && want != (n + rejects) as u64
+            {
+                tracing::warn!(%key, records = want, read = n + rejects, "DuckDB did not account for every record of a raw file");
+            }
             stats.per_file.insert(key, FileStats {
                 rows: (n + rejects) as u64,
                 kept: kept as u64,
@@ -197,7 +251,7 @@ impl Engine {
         let processed_dir = out.join("processed");
         let carry_dir = out.join("carry");
         self.conn.execute_batch(&format!(
-            "COPY (SELECT symbol, price, \"timestamp\", moving_avg, previous_price, price_change_pct, date
+            "COPY (SELECT {columns}, date
                    FROM ind_output WHERE NOT is_carry ORDER BY date, symbol, \"timestamp\", price)
              TO {} (FORMAT parquet, PARTITION_BY (date), COMPRESSION zstd, {kv});
              COPY (SELECT d.date, o.symbol, o.price, o.\"timestamp\"
@@ -207,6 +261,7 @@ impl Engine {
              TO {} (FORMAT parquet, PARTITION_BY (date), COMPRESSION zstd, {kv});",
             lit(&processed_dir.to_string_lossy()),
             lit(&carry_dir.to_string_lossy()),
+            columns = indicators::processed_select_list(),
         ))?;
         let mut staged = StagedOutputs::default();
         let counts = self.count_by("SELECT CAST(date AS VARCHAR), count(*) FROM ind_output WHERE NOT is_carry GROUP BY ALL")?;
@@ -219,7 +274,7 @@ impl Engine {
         Ok(staged)
     }
 
-    /// One CSV per raw file with rejected rows: source_file, line (when known), reason, record.
+    /// One CSV per raw file with rejected rows: source_file, line (in the raw file), reason, record.
     fn write_quarantine(&self, table: &str, dir: &Path) -> Result<BTreeMap<String, PathBuf>> {
         let mut files = BTreeMap::new();
         let sources = {
@@ -238,7 +293,7 @@ impl Engine {
                 "COPY (SELECT {key} AS source_file, line, reason, record FROM (
                          SELECT line, reason, record FROM {table}_rejects WHERE file_index = {index}
                          UNION ALL
-                         SELECT NULL, quarantine_reason,
+                         SELECT line, quarantine_reason,
                                 concat_ws(',', coalesce(symbol, ''), coalesce(price_text, ''), coalesce(ts_text, ''))
                          FROM {table} WHERE file_index = {index} AND quarantine_reason IS NOT NULL)
                        ORDER BY line NULLS LAST, reason, record)
@@ -252,16 +307,300 @@ impl Engine {
     }
 }
 
-/// The first line of a raw file if it is not the expected header (None when it is, or the file is empty).
-fn header_problem(path: &Path) -> Result<Option<String>> {
-    // Read as bytes: the file may not be UTF-8 (DuckDB then quarantines its bad lines).
-    use std::io::{BufRead, Read};
-    let file = std::fs::File::open(path).map_err(|source| ProcessError::Io { context: format!("cannot open {}", path.display()), source })?;
+/// [`number_lines`] for each file into `dir/<i>.csv`, on a few threads (a rebuild reads many).
+fn number_all(files: &[(PathBuf, String)], dir: &Path) -> Result<Vec<(PathBuf, Numbered)>> {
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let workers = std::thread::available_parallelism().map_or(1, |n| n.get()).clamp(1, 4).min(files.len().max(1));
+    let done: Vec<Vec<(usize, Result<Numbered>)>> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..workers)
+            .map(|_| {
+                s.spawn(|| {
+                    let mut out = Vec::new();
+                    loop {
+                        let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        let Some((path, _)) = files.get(i) else { break out };
+                        out.push((i, number_lines(path, &dir.join(format!("{i}.csv")))));
+                    }
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().expect("a line-numbering thread panicked")).collect()
+    });
+    let mut all: Vec<(usize, Result<Numbered>)> = done.into_iter().flatten().collect();
+    all.sort_by_key(|(i, _)| *i);
+    all.into_iter().map(|(i, numbered)| Ok((dir.join(format!("{i}.csv")), numbered?))).collect()
+}
+
+/// What [`number_lines`] made of a raw file.
+#[derive(Debug, PartialEq)]
+enum Numbered {
+    /// The copy is written. `records` counts every record, including one whose quote never
+    /// closes (it runs to the end of the file): that one is held back as `unterminated`, its
+    /// line and text (DuckDB, reading many files, may drop such a record without a reject).
+    /// `repeated`: the first fields (symbols) that more than one record starts with.
+    Records { records: u64, unterminated: Option<(u64, String)>, repeated: BTreeSet<String> },
+    /// The first line is not the expected header: the file is quarantined whole.
+    BadHeader(String),
+}
+
+/// Copy a raw file for DuckDB with each record's line in the raw file in front of it as a first
+/// field: the line travels with the record whatever DuckDB accepts, rejects or reorders
+/// (read_csv has no line column, and its reject table counts records, not lines). The header is
+/// checked and left out, and so are blank lines. A line ends with LF, CRLF or a lone CR; outside
+/// quotes that becomes LF (DuckDB fails a whole file whose line ends are mixed). Quoting is what
+/// validate.sql tells read_csv: a quote opens only at the start of a field and `""` inside quotes
+/// is a quote, so a line break inside quotes stays in its record. On the way, the symbols seen
+/// more than once are noted, so that only their rows go through the duplicate check.
+fn number_lines(src: &Path, dest: &Path) -> Result<Numbered> {
+    use std::io::{BufRead, Read, Seek, Write};
+    let file = std::fs::File::open(src).map_err(|source| ProcessError::Io { context: format!("cannot open {}", src.display()), source })?;
+    let mut input = std::io::BufReader::with_capacity(1 << 16, file);
+    // The header, as bytes (the file may not be UTF-8): up to the first line end, at most 4 KiB.
+    let mut numberer = LineNumberer { line: 2, ..LineNumberer::default() };
     let mut first = Vec::new();
-    std::io::BufReader::new(file).take(4096).read_until(b'\n', &mut first)?;
-    let first = String::from_utf8_lossy(&first);
-    let norm = first.trim_start_matches('\u{feff}').trim_end_matches(['\r', '\n']).replace('"', "").to_ascii_lowercase();
-    Ok((!norm.is_empty() && norm != "symbol,price,timestamp").then(|| first.trim_end_matches(['\r', '\n']).to_owned()))
+    loop {
+        let buf = input.fill_buf()?;
+        let room = 4096 - first.len();
+        if buf.is_empty() || room == 0 {
+            break;
+        }
+        if let Some(end) = buf.iter().take(room).position(|b| matches!(b, b'\n' | b'\r')) {
+            first.extend_from_slice(&buf[..end]);
+            numberer.after_cr = buf[end] == b'\r';
+            input.consume(end + 1);
+            break;
+        }
+        let n = buf.len().min(room);
+        first.extend_from_slice(&buf[..n]);
+        input.consume(n);
+    }
+    let first = String::from_utf8_lossy(&first).into_owned();
+    let norm = first.trim_start_matches('\u{feff}').replace('"', "").to_ascii_lowercase();
+    if !norm.is_empty() && norm != HEADER {
+        return Ok(Numbered::BadHeader(first));
+    }
+    let mut out = std::io::BufWriter::with_capacity(1 << 16, std::fs::File::options().read(true).write(true).create(true).truncate(true).open(dest)?);
+    let mut chunk = Vec::with_capacity(1 << 17);
+    loop {
+        let buf = input.fill_buf()?;
+        if buf.is_empty() {
+            break;
+        }
+        chunk.clear();
+        numberer.feed(buf, &mut chunk);
+        let n = buf.len();
+        input.consume(n);
+        out.write_all(&chunk)?;
+    }
+    numberer.finish();
+    let mut out = out.into_inner().map_err(|e| e.into_error())?;
+    let unterminated = match numberer.unterminated() {
+        None => None,
+        Some((line, record_start, text_start)) => {
+            let mut text = Vec::new();
+            out.seek(std::io::SeekFrom::Start(text_start))?;
+            out.read_to_end(&mut text)?;
+            out.set_len(record_start)?;
+            Some((line, String::from_utf8_lossy(&text).into_owned()))
+        }
+    };
+    let repeated = numberer.repeated.iter().map(|s| String::from_utf8_lossy(s).into_owned()).collect();
+    Ok(Numbered::Records { records: numberer.records, unterminated, repeated })
+}
+
+/// Where [`LineNumberer`] is in a record.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+enum CsvState {
+    #[default]
+    RecordStart,
+    FieldStart,
+    Unquoted,
+    Quoted,
+    /// A quote inside quotes: the field's end, or the first half of `""`.
+    QuoteInQuoted,
+}
+
+/// The byte-level part of [`number_lines`], fed the raw file after its header.
+#[derive(Debug, Default)]
+struct LineNumberer {
+    /// Line of the raw file the next byte is on (the header is line 1, the first fed line 2).
+    line: u64,
+    state: CsvState,
+    /// The last byte was a CR ending a line: an LF right after it belongs to the same line end.
+    after_cr: bool,
+    records: u64,
+    /// Bytes of the copy written before the current feed.
+    written: u64,
+    /// The current record: its line, and where it and its text (after the line) start in the copy.
+    record_line: u64,
+    record_start: u64,
+    text_start: u64,
+    /// The current record's first field as DuckDB reads it (quotes removed), while in it.
+    symbol: Vec<u8>,
+    in_symbol: bool,
+    /// Hashes of the first fields so far, and the first fields seen more than once (or whose
+    /// hash was: a collision only sends a few more rows through the duplicate check).
+    seen: HashSet<u64>,
+    repeated: BTreeSet<Vec<u8>>,
+}
+
+impl LineNumberer {
+    /// Append the copy of `input` to `out`, which starts empty.
+    fn feed(&mut self, input: &[u8], out: &mut Vec<u8>) {
+        debug_assert!(out.is_empty());
+        let mut i = 0;
+        while i < input.len() {
+            let b = input[i];
+            if std::mem::take(&mut self.after_cr) && b == b'\n' {
+                if self.state == CsvState::Quoted {
+                    out.push(b);
+                    self.symbol_bytes(&[b]);
+                }
+                i += 1;
+                continue;
+            }
+            let rest = &input[i..];
+            // A whole line without quotes (nearly all of them) is a record as it is.
+            if self.state == CsvState::RecordStart
+                && let Some(end) = rest.iter().position(|c| matches!(c, b'\n' | b'\r' | b'"'))
+                && end > 0
+                && rest[end] != b'"'
+            {
+                let line = &rest[..end];
+                self.start_record(out);
+                out.extend_from_slice(line);
+                out.push(b'\n');
+                self.note_symbol(&line[..line.iter().position(|&c| c == b',').unwrap_or(line.len())]);
+                self.end_line(rest[end]);
+                i += end + 1;
+                continue;
+            }
+            // Inside a field, a run of bytes that change nothing is copied as it is.
+            let plain = match self.state {
+                CsvState::Unquoted => rest.iter().position(|c| matches!(c, b',' | b'\n' | b'\r')).unwrap_or(rest.len()),
+                CsvState::Quoted => rest.iter().position(|c| matches!(c, b'"' | b'\n' | b'\r')).unwrap_or(rest.len()),
+                _ => 0,
+            };
+            if plain > 0 {
+                out.extend_from_slice(&rest[..plain]);
+                self.symbol_bytes(&rest[..plain]);
+                i += plain;
+                continue;
+            }
+            self.byte(b, out);
+            i += 1;
+        }
+        self.written += out.len() as u64;
+    }
+
+    fn byte(&mut self, b: u8, out: &mut Vec<u8>) {
+        use CsvState::*;
+        let line_end = matches!(b, b'\n' | b'\r');
+        loop {
+            match (self.state, b) {
+                // A blank line: nothing to read, left out.
+                (RecordStart, _) if line_end => self.end_line(b),
+                (RecordStart, _) => {
+                    self.start_record(out);
+                    self.in_symbol = true;
+                    self.state = FieldStart;
+                    continue;
+                }
+                (FieldStart, b'"') => {
+                    out.push(b);
+                    self.state = Quoted;
+                }
+                (FieldStart, _) => {
+                    self.state = Unquoted;
+                    continue;
+                }
+                (Unquoted, b',') => {
+                    out.push(b);
+                    self.end_symbol();
+                    self.state = FieldStart;
+                }
+                (Unquoted, _) if line_end => {
+                    out.push(b'\n');
+                    self.end_symbol();
+                    self.end_line(b);
+                    self.state = RecordStart;
+                }
+                (Unquoted, _) => {
+                    out.push(b);
+                    self.symbol_bytes(&[b]);
+                }
+                (Quoted, b'"') => {
+                    out.push(b);
+                    self.state = QuoteInQuoted;
+                }
+                (Quoted, _) => {
+                    out.push(b);
+                    self.symbol_bytes(&[b]);
+                    if line_end {
+                        self.end_line(b);
+                    }
+                }
+                (QuoteInQuoted, b'"') => {
+                    out.push(b);
+                    self.symbol_bytes(&[b]);
+                    self.state = Quoted;
+                }
+                (QuoteInQuoted, _) => {
+                    self.state = Unquoted;
+                    continue;
+                }
+            }
+            return;
+        }
+    }
+
+    /// Count a record and write its line in front of it.
+    fn start_record(&mut self, out: &mut Vec<u8>) {
+        self.records += 1;
+        self.record_line = self.line;
+        self.record_start = self.written + out.len() as u64;
+        out.extend_from_slice(self.line.to_string().as_bytes());
+        out.push(b',');
+        self.text_start = self.written + out.len() as u64;
+    }
+
+    fn end_line(&mut self, b: u8) {
+        self.line += 1;
+        self.after_cr = b == b'\r';
+    }
+
+    fn symbol_bytes(&mut self, bytes: &[u8]) {
+        if self.in_symbol {
+            self.symbol.extend_from_slice(bytes);
+        }
+    }
+
+    fn end_symbol(&mut self) {
+        if std::mem::take(&mut self.in_symbol) {
+            let symbol = std::mem::take(&mut self.symbol);
+            self.note_symbol(&symbol);
+            self.symbol = symbol;
+            self.symbol.clear();
+        }
+    }
+
+    fn note_symbol(&mut self, symbol: &[u8]) {
+        // FNV-1a: no allocation per record (all but a few symbols of a snapshot are new).
+        let hash = symbol.iter().fold(0xcbf2_9ce4_8422_2325_u64, |h, &b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3));
+        if !self.seen.insert(hash) {
+            self.repeated.insert(symbol.to_vec());
+        }
+    }
+
+    /// At the end of the file: a last record without a line end is complete too.
+    fn finish(&mut self) {
+        self.end_symbol();
+    }
+
+    /// The last record's line and copy offsets if its quote never closed.
+    fn unterminated(&self) -> Option<(u64, u64, u64)> {
+        (self.state == CsvState::Quoted).then_some((self.record_line, self.record_start, self.text_start))
+    }
 }
 
 /// `dir/date=YYYY-MM-DD/<file>.parquet` as written by COPY … PARTITION_BY (date), by date.
@@ -282,4 +621,49 @@ fn partition_files(dir: &Path) -> Result<BTreeMap<String, PathBuf>> {
         out.insert(date.to_owned(), files.remove(0));
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn numbered(raw: &[u8]) -> (Numbered, String) {
+        let dir = tempfile::tempdir().unwrap();
+        let (src, dest) = (dir.path().join("raw.csv"), dir.path().join("copy.csv"));
+        std::fs::write(&src, raw).unwrap();
+        let n = number_lines(&src, &dest).unwrap();
+        (n, std::fs::read_to_string(&dest).unwrap_or_default())
+    }
+
+    #[test]
+    fn records_carry_their_line_in_the_raw_file() {
+        let raw = b"\xef\xbb\xbfsymbol,price,timestamp\r\nA,1,t\r\n\r\nB,2\rC,\"x\r\ny\",t\n\nD,\"\"\"q\"\"\",t\nE,a\"b,t";
+        let (n, copy) = numbered(raw);
+        assert_eq!(n, Numbered::Records { records: 5, unterminated: None, repeated: BTreeSet::new() });
+        assert_eq!(copy, "2,A,1,t\n4,B,2\n5,C,\"x\r\ny\",t\n8,D,\"\"\"q\"\"\",t\n9,E,a\"b,t");
+    }
+
+    #[test]
+    fn an_unterminated_quote_is_held_back_with_its_line() {
+        let (n, copy) = numbered(b"symbol,price,timestamp\nA,1,t\nB,\"2,t\nC,3,t\n");
+        assert_eq!(n, Numbered::Records { records: 2, unterminated: Some((3, "B,\"2,t\nC,3,t\n".to_owned())), repeated: BTreeSet::new() });
+        assert_eq!(copy, "2,A,1,t\n");
+    }
+
+    #[test]
+    fn symbols_seen_twice_are_noted_as_duckdb_reads_them() {
+        let raw = b"symbol,price,timestamp\nA,1,t\n\"A\",2,t\nB\"x,1\r\"B\"\"x\",2\n\"C\r\nD\",1\n\"C\r\nD\"\nE,1\nF";
+        let (n, _) = numbered(raw);
+        // `B"x` twice: a quote inside an unquoted field is a character, `""` inside quotes one too.
+        let repeated = ["A", "B\"x", "C\r\nD"].map(str::to_owned).into();
+        assert_eq!(n, Numbered::Records { records: 8, unterminated: None, repeated });
+    }
+
+    #[test]
+    fn the_header_is_checked() {
+        assert_eq!(numbered(b"price,symbol,timestamp\r\nA,1,t\n").0, Numbered::BadHeader("price,symbol,timestamp".to_owned()));
+        assert_eq!(numbered(b"\"Symbol\",\"Price\",\"Timestamp\"\rA,1,t").1, "2,A,1,t");
+        assert_eq!(numbered(b"").0, Numbered::Records { records: 0, unterminated: None, repeated: BTreeSet::new() });
+        assert_eq!(numbered(b"symbol,price,timestamp").0, Numbered::Records { records: 0, unterminated: None, repeated: BTreeSet::new() });
+    }
 }

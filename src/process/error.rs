@@ -90,7 +90,8 @@ impl ProcessError {
     pub(crate) fn with_memory_hint(self, limit: &str) -> Self {
         match self {
             Self::Engine { source, .. } if source.to_string().contains("Out of Memory") => {
-                let bytes = super::parse_size(limit).unwrap_or(256 << 20).saturating_mul(4);
+                // Four times the limit, and never below the default, which holds a month of 3,000 symbols.
+                let bytes = super::parse_size(limit).unwrap_or(256 << 20).saturating_mul(4).max(256 << 20);
                 let suggestion = if bytes >= 1 << 30 { format!("{}GB", bytes.div_ceil(1 << 30)) } else { format!("{}MB", bytes.div_ceil(1 << 20)) };
                 Self::OutOfMemory { limit: limit.to_owned(), suggestion, source }
             }

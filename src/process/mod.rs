@@ -38,11 +38,13 @@ pub struct ProcessOptions {
     pub full: bool,
     /// DuckDB memory limit (e.g. "256MB", "2GB").
     pub memory_limit: String,
+    /// Raw CSV bytes per chunk; `None`: half the memory limit (tests set it small to force chunks).
+    pub chunk_bytes: Option<u64>,
 }
 
 impl Default for ProcessOptions {
     fn default() -> Self {
-        Self { full: false, memory_limit: DEFAULT_MEMORY_LIMIT.to_owned() }
+        Self { full: false, memory_limit: DEFAULT_MEMORY_LIMIT.to_owned(), chunk_bytes: None }
     }
 }
 
@@ -143,10 +145,10 @@ pub async fn process(lake: &Lake, opts: &ProcessOptions) -> ProcessResult<Summar
         Some(lake.lock(&format!("run {run_id}, pid {} on {host}", std::process::id())).await?)
     };
     let result = process_locked(lake, opts, &run_id, guard.as_ref()).await;
-    if let Some(guard) = guard {
-        if let Err(e) = guard.release().await {
-            tracing::warn!("could not release the lake lock: {e}");
-        }
+    if let Some(guard) = guard
+        && let Err(e) = guard.release().await
+    {
+        tracing::warn!("could not release the lake lock: {e}");
     }
     let mut summary = result?;
     summary.elapsed = started.elapsed();
@@ -223,9 +225,15 @@ async fn compute_and_commit(
         tracing::info!("no new raw snapshots in {}", lake.describe());
         return Ok((summary, None));
     }
-    let chunks = chunks(&new, chunk_budget(&opts.memory_limit));
+    let chunks = chunks(&new, opts.chunk_bytes.unwrap_or_else(|| chunk_budget(&opts.memory_limit)));
     tracing::info!(new = new.len(), chunks = chunks.len(), run_id, full = opts.full, "processing raw snapshots");
-    let progress = lake::progress(new.len() as u64, "snapshots");
+    // Files and rows done, and the rate, on a terminal (indicatif draws nothing in logs).
+    let progress = indicatif::ProgressBar::new(new.len() as u64);
+    progress.set_style(
+        ProgressStyle::with_template("{spinner} {pos}/{len} snapshots, {msg} [{bar:30}] {per_sec} eta {eta}")
+            .expect("valid template")
+            .progress_chars("=> "),
+    );
     let mut written = BTreeSet::new();
     let mut emptied = false;
     for chunk in &chunks {
@@ -242,6 +250,7 @@ async fn compute_and_commit(
         written.extend(step.dates_written);
         emptied |= step.emptied;
         progress.inc(chunk.len() as u64);
+        progress.set_message(format!("{} rows", summary.rows_read));
         if chunks.len() > 1 {
             tracing::debug!(done = progress.position(), of = new.len(), rows = summary.rows_read, "chunk staged");
         }

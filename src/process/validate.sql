@@ -1,27 +1,36 @@
 -- Parse and classify raw snapshot rows. Placeholders filled in by process::engine:
 --   {files}    list literal of local CSV paths, in the order of {out}_keys.file_index
 --   {rejects}  name for this scan's reject tables        {out}  table to create
+--   {ts_pattern}  engine::TIMESTAMP_PATTERN as a string literal
+-- and the engine's tables {out}_keys (file_index, path, key) and {out}_repeated (file_index,
+-- symbol): the symbols that start more than one record of a file.
 -- A row is either KEPT, DROPPED (the original job's filters: other quote, price missing or <= 0),
 -- or QUARANTINED with a reason (malformed data the original job would have crashed on or kept).
+-- The files read here are the engine's copies of the raw files (engine::number_lines): header
+-- removed, blank lines left out, and each record prefixed with its line number in the raw file,
+-- so every row, accepted or rejected, carries the line it came from.
 -- Files whose first line is not the `symbol,price,timestamp` header never get here: the engine
 -- quarantines them whole, and replaces the scan view with an empty one when no file is left.
 CREATE OR REPLACE TEMP VIEW {out}_scan AS
-SELECT CAST(file_index AS INTEGER) AS file_index, symbol, price AS price_text, "timestamp" AS ts_text
+SELECT CAST(file_index AS INTEGER) AS file_index, line, symbol, price AS price_text, "timestamp" AS ts_text
 FROM read_csv({files},
-    columns = {'symbol': 'VARCHAR', 'price': 'VARCHAR', 'timestamp': 'VARCHAR'},
-    header = true, auto_detect = false, delim = ',', quote = '"', escape = '"',
+    columns = {'line': 'BIGINT', 'symbol': 'VARCHAR', 'price': 'VARCHAR', 'timestamp': 'VARCHAR'},
+    header = false, auto_detect = false, delim = ',', quote = '"', escape = '"', new_line = '\n',
     strict_mode = true, null_padding = false,
     store_rejects = true, rejects_table = '{rejects}_errors', rejects_scan = '{rejects}_scans');
 
 -- @classify
 CREATE OR REPLACE TEMP TABLE {out} AS
 WITH parsed AS (
-    SELECT file_index, symbol, price_text, ts_text,
+    SELECT file_index, line, symbol, price_text, ts_text,
            TRY_CAST(price_text AS DOUBLE) AS price,
-           -- Offsets are honoured; a timestamp without one (older original files) is UTC.
-           TRY_CAST(TRY_CAST(ts_text AS TIMESTAMPTZ) AS TIMESTAMP) AS "timestamp"
+           -- Complete timestamps only: the cast alone would read '2025-01-03 18:01:' as 18:01:00.
+           -- The cast then checks the calendar (Feb 30). Offsets are honoured; a timestamp without
+           -- one (older original files) is UTC.
+           CASE WHEN regexp_full_match(ts_text, {ts_pattern})
+                THEN TRY_CAST(TRY_CAST(ts_text AS TIMESTAMPTZ) AS TIMESTAMP) END AS "timestamp"
     FROM {out}_scan
-), classified AS (
+), checked AS (
     SELECT *,
         CASE
             WHEN symbol IS NULL OR trim(symbol) = '' THEN 'missing symbol'
@@ -29,34 +38,56 @@ WITH parsed AS (
             WHEN "timestamp" IS NULL THEN 'unparsable timestamp'
             WHEN price_text IS NOT NULL AND price IS NULL THEN 'non-numeric price'
             WHEN isnan(price) OR isinf(price) THEN 'non-finite price'
-        END AS quarantine_reason,
+        END AS malformed
+    FROM parsed
+), classified AS (
+    SELECT c.*,
+        malformed AS quarantine_reason,
         CASE
             WHEN NOT symbol LIKE '%USDT' THEN 'other quote'
             WHEN price IS NULL THEN 'missing price'
             WHEN price <= 0 THEN 'non-positive price'
-        END AS drop_reason
-    FROM parsed
+        END AS drop_reason,
+        -- Its symbol starts another record of the file too (engine::number_lines noted it):
+        -- maybe a duplicate, decided below.
+        r.symbol IS NOT NULL AS repeated
+    FROM checked c LEFT JOIN {out}_repeated r USING (file_index, symbol)
 )
--- Each row keeps only what later steps read: parsed values if kept, text if quarantined, just
--- the reason if dropped (half of a snapshot is other quotes; this halves the run's memory).
+-- Each row keeps only what later steps read: parsed values if kept, line and text if
+-- quarantined or maybe a duplicate, just the reason if dropped (half of a snapshot is other
+-- quotes; this halves the run's memory).
 SELECT file_index, quarantine_reason, drop_reason,
-       CASE WHEN quarantine_reason IS NOT NULL OR drop_reason IS NULL THEN symbol END AS symbol,
+       CASE WHEN quarantine_reason IS NOT NULL OR repeated THEN line END AS line,
+       CASE WHEN quarantine_reason IS NOT NULL OR drop_reason IS NULL OR repeated THEN symbol END AS symbol,
        CASE WHEN quarantine_reason IS NULL AND drop_reason IS NULL THEN price END AS price,
        CASE WHEN quarantine_reason IS NULL AND drop_reason IS NULL THEN "timestamp" END AS "timestamp",
-       CASE WHEN quarantine_reason IS NOT NULL THEN price_text END AS price_text,
-       CASE WHEN quarantine_reason IS NOT NULL THEN ts_text END AS ts_text
+       CASE WHEN quarantine_reason IS NOT NULL OR repeated THEN price_text END AS price_text,
+       CASE WHEN quarantine_reason IS NOT NULL OR repeated THEN ts_text END AS ts_text
 FROM classified;
 
+-- A snapshot has one row per symbol: its first well-formed row by line (kept, or dropped by the
+-- original job's filters). Later well-formed rows of the symbol are quarantined. Only rows of
+-- repeated symbols are looked at: well-formed ones are those with a line and no reason yet.
+UPDATE {out} SET quarantine_reason = 'duplicate symbol in snapshot', price = NULL, "timestamp" = NULL
+FROM (SELECT file_index, symbol, min(line) AS first_line FROM {out}
+      WHERE quarantine_reason IS NULL AND line IS NOT NULL GROUP BY ALL) f
+WHERE {out}.file_index = f.file_index AND {out}.symbol = f.symbol
+  AND {out}.quarantine_reason IS NULL AND {out}.line > f.first_line;
+
 -- Structural errors (wrong field count, bad quoting, invalid UTF-8) never reach {out}; they are
--- read back from the reject tables with their line number.
+-- read back from the reject tables. The line is the one the engine put in front of the record
+-- (DuckDB's own line numbers count records, not lines); a line DuckDB reports once per bad
+-- column is one quarantined row.
 CREATE OR REPLACE TEMP TABLE {out}_rejects AS
-SELECT k.file_index, e.line,
-       CASE CAST(e.error_type AS VARCHAR)
-           WHEN 'MISSING COLUMNS' THEN 'wrong field count'
-           WHEN 'TOO MANY COLUMNS' THEN 'wrong field count'
-           ELSE lower(CAST(e.error_type AS VARCHAR))
-       END AS reason,
-       e.csv_line AS record
+SELECT k.file_index,
+       TRY_CAST(regexp_extract(e.csv_line, '^([0-9]+),', 1) AS BIGINT) AS line,
+       min(CASE CAST(e.error_type AS VARCHAR)
+               WHEN 'MISSING COLUMNS' THEN 'wrong field count'
+               WHEN 'TOO MANY COLUMNS' THEN 'wrong field count'
+               ELSE lower(CAST(e.error_type AS VARCHAR))
+           END) AS reason,
+       regexp_replace(e.csv_line, '^[0-9]+,', '') AS record
 FROM {rejects}_errors e
 JOIN {rejects}_scans s USING (scan_id, file_id)
-JOIN {out}_keys k ON k.path = s.file_path;
+JOIN {out}_keys k ON k.path = s.file_path
+GROUP BY ALL;

@@ -15,15 +15,19 @@ use rand::Rng;
 use reqwest::StatusCode;
 use serde::Deserialize;
 
+/// Binance's main REST endpoint.
 pub const DEFAULT_BASE_URL: &str = "https://api.binance.com";
 
 /// One entry of `/api/v3/ticker/price`. The price stays the exact string Binance sent.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 pub struct TickerPrice {
+    /// The trading pair, e.g. `BTCUSDT`.
     pub symbol: String,
+    /// The last price, as sent.
     pub price: String,
 }
 
+/// How the client retries.
 #[derive(Debug, Clone)]
 pub struct RetryPolicy {
     /// Attempts in total for 5xx / timeouts / connection errors (and for 429s).
@@ -47,7 +51,10 @@ impl Default for RetryPolicy {
     }
 }
 
+/// A failed Binance request; each message says what to do. Fields are what the message names.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+#[allow(missing_docs)] // the fields are the message's values (URL, HTTP status, attempts, body)
 pub enum BinanceError {
     #[error(
         "Binance refused the request from this location (HTTP 451, restricted location) at {url}; \
@@ -84,6 +91,7 @@ impl BinanceError {
     }
 }
 
+/// A Binance REST client with the retry policy built in.
 #[derive(Debug, Clone)]
 pub struct BinanceClient {
     http: reqwest::Client,
@@ -92,6 +100,7 @@ pub struct BinanceClient {
 }
 
 impl BinanceClient {
+    /// A client for `base_url` (`http://` or `https://`).
     pub fn new(base_url: &str, policy: RetryPolicy) -> Result<Self, BinanceError> {
         let base_url = base_url.trim_end_matches('/').to_owned();
         if !(base_url.starts_with("http://") || base_url.starts_with("https://")) {
@@ -106,6 +115,7 @@ impl BinanceClient {
         Ok(Self { http, base_url, policy })
     }
 
+    /// The base URL requests go to.
     pub fn base_url(&self) -> &str {
         &self.base_url
     }

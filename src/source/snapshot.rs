@@ -31,6 +31,7 @@ pub enum CollectError {
 
 type Result<T, E = CollectError> = std::result::Result<T, E>;
 
+/// The header of every raw snapshot.
 pub const HEADER: &str = "symbol,price,timestamp";
 const FILE_PREFIX: &str = "raw_crypto_prices_";
 
@@ -77,7 +78,10 @@ pub enum CollectOutcome {
         symbols: usize,
     },
     /// The hour already has a snapshot (this key or a migrated one); nothing was fetched or written.
-    AlreadyCollected { key: String },
+    AlreadyCollected {
+        /// The snapshot already there.
+        key: String,
+    },
 }
 
 /// The snapshot already stored for the hour, if any.

@@ -76,7 +76,7 @@ impl Emulator {
         let data = self.data.path().to_str().unwrap().to_owned();
         match self.kind {
             Kind::Ministack => {
-                cmd.env("GATEWAY_PORT", &port).env("BIND_HOST", "127.0.0.1").env("S3_DATA_DIR", &data).env("S3_PERSIST", "1");
+                cmd.env("GATEWAY_PORT", &port).env("BIND_HOST", "127.0.0.1").env("S3_DATA_DIR", &data).env("S3_PERSIST", "1").env("ATHENA_ENGINE", "duckdb");
             }
             Kind::Localstack => {
                 let listen = format!("127.0.0.1:{port}");

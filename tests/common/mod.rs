@@ -153,10 +153,9 @@ pub fn csv(rows: &[(&str, &str, &str)]) -> String {
 
 /// Fails the calling test, with what to do, when the binary was built without its crash hooks.
 pub fn require_fault_injection() {
-    assert!(
-        cfg!(feature = "fault-injection"),
-        "this test needs the crash hooks: run it with `cargo test --features fault-injection` (./dev test does)"
-    );
+    if !cfg!(feature = "fault-injection") {
+        panic!("this test needs the crash hooks: run it with `cargo test --features fault-injection` (./dev test does)");
+    }
 }
 
 /// A `process` run paused for 3 s after its first upload; the caller acts during the pause.

@@ -1,0 +1,380 @@
+//! The Glue calls of the catalog, and the table definitions (exact Hive types, Parquet and CSV
+//! SerDes, partition projection properties).
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use aws_sdk_glue::Client;
+use aws_sdk_glue::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_glue::types::{Column, DatabaseInput, PartitionInput, PartitionValueList, SerDeInfo, StorageDescriptor, Table, TableInput};
+
+use super::{CatalogError, CatalogOptions, PartitionMode};
+
+/// The processed table's name (as the original project's crawler named it).
+pub const PROCESSED: &str = "processed";
+/// The raw table's name.
+pub const RAW: &str = "raw";
+/// Partitions per BatchCreatePartition call (Glue's limit).
+const CREATE_CHUNK: usize = 100;
+/// Partitions per BatchDeletePartition call (Glue's limit).
+const DELETE_CHUNK: usize = 25;
+/// Table parameters tickerlake owns; on update every other parameter is kept as Glue has it.
+const PROJECTION_KEYS: [&str; 7] = [
+    "projection.enabled",
+    "projection.date.type",
+    "projection.date.format",
+    "projection.date.range",
+    "projection.date.interval",
+    "projection.date.interval.unit",
+    "storage.location.template",
+];
+
+/// What `ensure_table` did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TableChange {
+    /// The table did not exist.
+    Created,
+    /// Its definition differed and was replaced (partitions kept).
+    Updated,
+    /// It was already as wanted.
+    Unchanged,
+}
+
+/// A Glue client that counts its requests.
+#[derive(Debug, Clone)]
+pub struct Glue {
+    client: Client,
+    requests: Arc<AtomicU64>,
+}
+
+fn column(name: &str, hive_type: &str) -> Column {
+    Column::builder().name(name).r#type(hive_type).build().expect("name is set")
+}
+
+/// The `processed` table: Parquet, Hive types, partitioned by `date`.
+pub fn processed_table(opts: &CatalogOptions, first_date: Option<&str>) -> TableInput {
+    let location = opts.location("processed");
+    let sd = StorageDescriptor::builder()
+        .set_columns(Some(crate::indicators::PROCESSED_COLUMNS.iter().map(|c| column(c.name, c.hive)).collect()))
+        .location(&location)
+        .input_format("org.apache.hadoop.hive.ql.io.parquet.MapredParquetInputFormat")
+        .output_format("org.apache.hadoop.hive.ql.io.parquet.MapredParquetOutputFormat")
+        .serde_info(
+            SerDeInfo::builder()
+                .serialization_library("org.apache.hadoop.hive.ql.io.parquet.serde.ParquetHiveSerDe")
+                .parameters("serialization.format", "1")
+                .build(),
+        )
+        .build();
+    let mut params: HashMap<String, String> =
+        [("classification", "parquet"), ("EXTERNAL", "TRUE")].into_iter().map(|(k, v)| (k.to_owned(), v.to_owned())).collect();
+    if opts.partitions == PartitionMode::Projection {
+        let first = first_date.unwrap_or("2017-01-01");
+        for (k, v) in [
+            ("projection.enabled", "true".to_owned()),
+            ("projection.date.type", "date".to_owned()),
+            ("projection.date.format", "yyyy-MM-dd".to_owned()),
+            ("projection.date.range", format!("{first},NOW")),
+            ("projection.date.interval", "1".to_owned()),
+            ("projection.date.interval.unit", "DAYS".to_owned()),
+            ("storage.location.template", format!("{location}date=${{date}}/")),
+        ] {
+            params.insert(k.to_owned(), v);
+        }
+    }
+    TableInput::builder()
+        .name(PROCESSED)
+        .description("tickerlake indicators per symbol and hour, partitioned by UTC date")
+        .table_type("EXTERNAL_TABLE")
+        .set_parameters(Some(params))
+        .storage_descriptor(sd)
+        .partition_keys(column("date", "date"))
+        .build()
+        .expect("name is set")
+}
+
+/// The `raw` table: the CSV snapshots, header skipped; `timestamp` stays text (see the module doc).
+pub fn raw_table(opts: &CatalogOptions) -> TableInput {
+    let sd = StorageDescriptor::builder()
+        .set_columns(Some(vec![column("symbol", "string"), column("price", "double"), column("timestamp", "string")]))
+        .location(opts.location("raw"))
+        .input_format("org.apache.hadoop.mapred.TextInputFormat")
+        .output_format("org.apache.hadoop.hive.ql.io.HiveIgnoreKeyTextOutputFormat")
+        .serde_info(
+            SerDeInfo::builder()
+                .serialization_library("org.apache.hadoop.hive.serde2.lazy.LazySimpleSerDe")
+                .parameters("field.delim", ",")
+                .parameters("serialization.format", ",")
+                .build(),
+        )
+        .build();
+    let params: HashMap<String, String> = [("classification", "csv"), ("EXTERNAL", "TRUE"), ("skip.header.line.count", "1")]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
+    TableInput::builder()
+        .name(RAW)
+        .description("tickerlake raw hourly snapshots as collected from Binance (symbol, price, timestamp text)")
+        .table_type("EXTERNAL_TABLE")
+        .set_parameters(Some(params))
+        .storage_descriptor(sd)
+        .build()
+        .expect("name is set")
+}
+
+/// The parts of a definition tickerlake owns, for comparison.
+fn essentials(
+    table_type: Option<&str>,
+    params: Option<&HashMap<String, String>>,
+    sd: Option<&StorageDescriptor>,
+    keys: &[Column],
+    wanted: &TableInput,
+) -> String {
+    let owned: BTreeSet<&str> =
+        wanted.parameters().into_iter().flat_map(|p| p.keys().map(String::as_str)).chain(PROJECTION_KEYS).collect();
+    let params: Vec<(String, String)> = params
+        .into_iter()
+        .flat_map(|p| p.iter())
+        .filter(|(k, _)| owned.contains(k.as_str()))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect::<std::collections::BTreeMap<_, _>>()
+        .into_iter()
+        .collect();
+    let cols = |c: &[Column]| c.iter().map(|c| format!("{}:{}", c.name(), c.r#type().unwrap_or(""))).collect::<Vec<_>>().join(",");
+    let serde = sd.and_then(|s| s.serde_info());
+    let serde_params: std::collections::BTreeMap<_, _> = serde.and_then(|s| s.parameters()).into_iter().flat_map(|p| p.iter()).collect();
+    format!(
+        "{table_type:?}|{params:?}|{:?}|{:?}|{:?}|{:?}|{serde_params:?}|{}|{}",
+        sd.and_then(|s| s.location()),
+        sd.and_then(|s| s.input_format()),
+        sd.and_then(|s| s.output_format()),
+        serde.and_then(|s| s.serialization_library()),
+        sd.map(|s| cols(s.columns())).unwrap_or_default(),
+        cols(keys),
+    )
+}
+
+/// The full TableInput of an existing table with tickerlake's parts replaced by `wanted`'s: what
+/// UpdateTable needs (it replaces the whole definition), keeping everything else Glue holds.
+fn rebuilt(existing: &Table, wanted: &TableInput) -> TableInput {
+    let mut params: HashMap<String, String> = existing.parameters().cloned().unwrap_or_default();
+    for k in PROJECTION_KEYS {
+        params.remove(k);
+    }
+    params.extend(wanted.parameters().cloned().unwrap_or_default());
+    TableInput::builder()
+        .name(existing.name())
+        .set_description(wanted.description().or(existing.description()).map(str::to_owned))
+        .set_owner(existing.owner().map(str::to_owned))
+        .set_last_access_time(existing.last_access_time().cloned())
+        .set_last_analyzed_time(existing.last_analyzed_time().cloned())
+        .retention(existing.retention())
+        .set_storage_descriptor(wanted.storage_descriptor().cloned())
+        .set_partition_keys(Some(wanted.partition_keys().to_vec()))
+        .set_view_original_text(existing.view_original_text().map(str::to_owned))
+        .set_view_expanded_text(existing.view_expanded_text().map(str::to_owned))
+        .set_table_type(wanted.table_type().map(str::to_owned))
+        .set_parameters(Some(params))
+        .build()
+        .expect("name is set")
+}
+
+impl Glue {
+    /// Wrap a client (built from the resolved AWS configuration).
+    pub fn new(client: Client) -> Self {
+        Self { client, requests: Arc::default() }
+    }
+
+    /// Glue requests sent so far.
+    pub fn requests(&self) -> u64 {
+        self.requests.load(Ordering::Relaxed)
+    }
+
+    fn count(&self) {
+        self.requests.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Whether the database exists.
+    pub async fn database_exists(&self, db: &str) -> Result<bool, CatalogError> {
+        self.count();
+        match self.client.get_database().name(db).send().await {
+            Ok(_) => Ok(true),
+            Err(e) if e.as_service_error().is_some_and(|s| s.is_entity_not_found_exception()) => Ok(false),
+            Err(e) => Err(explain(e, "glue:GetDatabase", Some(db.to_owned()))),
+        }
+    }
+
+    /// Create the database if missing; true if it was created.
+    pub async fn ensure_database(&self, db: &str) -> Result<bool, CatalogError> {
+        if self.database_exists(db).await? {
+            return Ok(false);
+        }
+        self.count();
+        let input = DatabaseInput::builder().name(db).description("tickerlake: crypto prices lake").build().expect("name is set");
+        match self.client.create_database().database_input(input).send().await {
+            Ok(_) => Ok(true),
+            // Created meanwhile by a concurrent run.
+            Err(e) if e.as_service_error().is_some_and(|s| s.is_already_exists_exception()) => Ok(false),
+            Err(e) => Err(explain(e, "glue:CreateDatabase", Some(db.to_owned()))),
+        }
+    }
+
+    async fn get_table(&self, db: &str, name: &str) -> Result<Option<Table>, CatalogError> {
+        self.count();
+        match self.client.get_table().database_name(db).name(name).send().await {
+            Ok(out) => Ok(out.table),
+            Err(e) if e.as_service_error().is_some_and(|s| s.is_entity_not_found_exception()) => Ok(None),
+            Err(e) => Err(explain(e, "glue:GetTable", Some(format!("{db}.{name}")))),
+        }
+    }
+
+    /// Whether the table exists.
+    pub async fn table_exists(&self, db: &str, name: &str) -> Result<bool, CatalogError> {
+        Ok(self.get_table(db, name).await?.is_some())
+    }
+
+    /// Create the table, or update it if its definition differs from `wanted` (partitions kept).
+    pub async fn ensure_table(&self, db: &str, wanted: TableInput) -> Result<TableChange, CatalogError> {
+        let on = Some(format!("{db}.{}", wanted.name()));
+        let Some(existing) = self.get_table(db, wanted.name()).await? else {
+            self.count();
+            return match self.client.create_table().database_name(db).table_input(wanted).send().await {
+                Ok(_) => Ok(TableChange::Created),
+                Err(e) => Err(explain(e, "glue:CreateTable", on)),
+            };
+        };
+        let have = essentials(existing.table_type(), existing.parameters(), existing.storage_descriptor(), existing.partition_keys(), &wanted);
+        let want = essentials(wanted.table_type(), wanted.parameters(), wanted.storage_descriptor(), wanted.partition_keys(), &wanted);
+        if have == want {
+            return Ok(TableChange::Unchanged);
+        }
+        self.count();
+        match self.client.update_table().database_name(db).table_input(rebuilt(&existing, &wanted)).send().await {
+            Ok(_) => Ok(TableChange::Updated),
+            Err(e) => Err(explain(e, "glue:UpdateTable", on)),
+        }
+    }
+
+    /// The dates registered as partitions of `table` (all pages).
+    pub async fn partition_dates(&self, db: &str, table: &str) -> Result<BTreeSet<String>, CatalogError> {
+        let mut out = BTreeSet::new();
+        let mut token: Option<String> = None;
+        loop {
+            self.count();
+            let page = self
+                .client
+                .get_partitions()
+                .database_name(db)
+                .table_name(table)
+                .set_next_token(token.clone())
+                .send()
+                .await
+                .map_err(|e| explain(e, "glue:GetPartitions", Some(format!("{db}.{table}"))))?;
+            out.extend(page.partitions().iter().filter_map(|p| p.values().first().cloned()));
+            token = page.next_token().filter(|t| !t.is_empty()).map(str::to_owned);
+            if token.is_none() {
+                return Ok(out);
+            }
+        }
+    }
+
+    /// Register `dates` as partitions of `processed` (chunks of 100); returns how many were new.
+    /// A date already registered is success; any other per-partition error fails with its message.
+    pub async fn add_partitions(&self, opts: &CatalogOptions, dates: &[String]) -> Result<usize, CatalogError> {
+        let table = processed_table(opts, None);
+        let sd = table.storage_descriptor().cloned().expect("processed_table has a storage descriptor");
+        let mut added = 0;
+        for chunk in dates.chunks(CREATE_CHUNK) {
+            let inputs: Vec<PartitionInput> = chunk
+                .iter()
+                .map(|date| {
+                    let mut psd = sd.clone();
+                    psd.location = Some(format!("{}date={date}/", opts.location("processed")));
+                    PartitionInput::builder().values(date).storage_descriptor(psd).build()
+                })
+                .collect();
+            self.count();
+            let out = self
+                .client
+                .batch_create_partition()
+                .database_name(&opts.database)
+                .table_name(PROCESSED)
+                .set_partition_input_list(Some(inputs))
+                .send()
+                .await
+                .map_err(|e| explain(e, "glue:BatchCreatePartition", Some(format!("{}.{PROCESSED}", opts.database))))?;
+            let mut existing = 0;
+            for err in out.errors() {
+                let code = err.error_detail().and_then(|d| d.error_code()).unwrap_or("");
+                if code.contains("AlreadyExists") {
+                    existing += 1;
+                    continue;
+                }
+                return Err(CatalogError::Glue {
+                    action: "glue:BatchCreatePartition",
+                    on: Some(format!("{}.{PROCESSED} partition date={}", opts.database, err.partition_values().join(","))),
+                    message: format!("{code}: {}", err.error_detail().and_then(|d| d.error_message()).unwrap_or("no message")),
+                    permanent: code.contains("AccessDenied"),
+                });
+            }
+            added += chunk.len() - existing;
+        }
+        Ok(added)
+    }
+
+    /// Deregister partitions of `processed` whose dates the lake no longer has (chunks of 25).
+    pub async fn remove_partitions(&self, db: &str, dates: &[String]) -> Result<usize, CatalogError> {
+        for chunk in dates.chunks(DELETE_CHUNK) {
+            let values: Vec<PartitionValueList> =
+                chunk.iter().map(|d| PartitionValueList::builder().values(d).build().expect("values are set")).collect();
+            self.count();
+            let out = self
+                .client
+                .batch_delete_partition()
+                .database_name(db)
+                .table_name(PROCESSED)
+                .set_partitions_to_delete(Some(values))
+                .send()
+                .await
+                .map_err(|e| explain(e, "glue:BatchDeletePartition", Some(format!("{db}.{PROCESSED}"))))?;
+            if let Some(err) = out.errors().iter().find(|e| !e.error_detail().and_then(|d| d.error_code()).unwrap_or("").contains("EntityNotFound")) {
+                return Err(CatalogError::Glue {
+                    action: "glue:BatchDeletePartition",
+                    on: Some(format!("{db}.{PROCESSED} partition date={}", err.partition_values().join(","))),
+                    message: err.error_detail().and_then(|d| d.error_message()).unwrap_or("no message").to_owned(),
+                    permanent: false,
+                });
+            }
+        }
+        Ok(dates.len())
+    }
+}
+
+/// One line for a failed Glue call: unreachable, denied (with the action to grant), or Glue's message.
+fn explain<E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static>(
+    err: SdkError<E>,
+    action: &'static str,
+    on: Option<String>,
+) -> CatalogError {
+    let status = err.raw_response().map(|r| r.status().as_u16());
+    let code = err.code().unwrap_or("").to_owned();
+    let (message, permanent) = match &err {
+        SdkError::DispatchFailure(d) if d.is_io() || d.is_timeout() => {
+            ("cannot reach the Glue endpoint: is it running, and is --endpoint-url (or AWS_ENDPOINT_URL_GLUE) right?".to_owned(), false)
+        }
+        SdkError::DispatchFailure(_) => (
+            "no AWS credentials found: set AWS_PROFILE, or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or run with a role".to_owned(),
+            true,
+        ),
+        SdkError::TimeoutError(_) => ("the Glue endpoint timed out; retry later".to_owned(), false),
+        _ if code == "AccessDeniedException" || status == Some(403) => {
+            (format!("access denied: grant the credentials {action} (see aws/iam-policy.json)"), true)
+        }
+        _ => {
+            let detail = err.message().unwrap_or("").to_owned();
+            (format!("{}{}: {detail}", if code.is_empty() { "error" } else { &code }, status.map(|s| format!(" (HTTP {s})")).unwrap_or_default()), false)
+        }
+    };
+    CatalogError::Glue { action, on, message, permanent }
+}

@@ -1,0 +1,247 @@
+//! The catalog: makes an S3 lake queryable by Athena (and any Hive-compatible reader) by keeping
+//! AWS Glue's database, tables and partitions in step with the lake's committed state. It sits
+//! beside the lake, not inside it: it reads the manifest and writes only to Glue.
+//!
+//! - `processed`: Parquet, partitioned by `date` (Hive type `date`, so `WHERE date = DATE '…'`
+//!   and range filters mean the same on Athena and on the local engine).
+//! - `raw`: the CSV snapshots (header skipped); `price` is a `double`, `timestamp` the raw text
+//!   (`2025-05-08 03:16:32.801588+00:00`), because Athena's CSV SerDes cannot parse a timestamp with
+//!   an offset; the local engine's `raw` view exposes the same types.
+//! - partitions: `register` (BatchCreatePartition of committed dates, ≤ 100 a call; works for
+//!   every Hive reader) or `projection` (Athena partition projection; nothing registered).
+//!
+//! It runs after a committed `process` (only the dates that run wrote) and as `tickerlake catalog`
+//! (a full reconciliation); never before a commit, so Athena never lists an uncommitted partition.
+
+pub mod glue;
+
+use std::collections::BTreeSet;
+use std::fmt;
+
+use crate::aws::AwsOptions;
+use crate::process::manifest::Manifest;
+
+/// How partitions reach Athena.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum PartitionMode {
+    /// Register each committed date with BatchCreatePartition (every Hive-compatible reader).
+    #[default]
+    Register,
+    /// Athena partition projection table properties; nothing is registered.
+    Projection,
+}
+
+/// Which catalog to keep (`--catalog`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum CatalogKind {
+    /// No catalog (the default): the lake is files only.
+    #[default]
+    None,
+    /// AWS Glue (Athena's catalog).
+    Glue,
+}
+
+/// Where the lake is and what to call things in Glue.
+#[derive(Debug, Clone)]
+pub struct CatalogOptions {
+    /// The Glue database (default `dbcrypto`, as in the original project).
+    pub database: String,
+    /// How partitions are exposed.
+    pub partitions: PartitionMode,
+    /// The lake's bucket.
+    pub bucket: String,
+    /// The lake's key prefix inside the bucket (empty or ending in `/`).
+    pub prefix: String,
+}
+
+impl CatalogOptions {
+    /// `s3://bucket/prefix/<what>/`.
+    pub fn location(&self, what: &str) -> String {
+        format!("s3://{}/{}{what}/", self.bucket, self.prefix)
+    }
+
+    /// Catalog options for the lake at `--lake`; a local lake cannot be cataloged in Glue.
+    pub fn for_lake(lake: &str, database: &str, partitions: PartitionMode) -> Result<Self, CatalogError> {
+        let Some(rest) = lake.strip_prefix("s3://") else {
+            return Err(CatalogError::NotS3 { lake: lake.to_owned() });
+        };
+        let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+        let prefix = match prefix.trim_matches('/') {
+            "" => String::new(),
+            p => format!("{p}/"),
+        };
+        Ok(Self { database: database.to_owned(), partitions, bucket: bucket.to_owned(), prefix })
+    }
+}
+
+/// A failed catalog operation. The lake itself is never changed by the catalog.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum CatalogError {
+    /// Glue catalogs S3 locations only.
+    #[error("--lake {lake} is not an S3 lake; the Glue catalog needs --lake s3://BUCKET/PREFIX (query a local lake with `tickerlake query`)")]
+    NotS3 {
+        /// The lake given.
+        lake: String,
+    },
+    /// Glue refused or failed a call.
+    #[error("Glue {action} failed{}: {message}", on.as_deref().map(|o| format!(" on {o}")).unwrap_or_default())]
+    Glue {
+        /// The IAM action of the call (`glue:CreateTable`).
+        action: &'static str,
+        /// What it was about (database.table, partition).
+        on: Option<String>,
+        /// The service's message or the transport failure.
+        message: String,
+        /// Whether retrying cannot help (access denied, bad credentials).
+        permanent: bool,
+    },
+    /// The lake's manifest could not be read.
+    #[error(transparent)]
+    Process(Box<crate::process::ProcessError>),
+}
+
+impl From<crate::process::ProcessError> for CatalogError {
+    fn from(e: crate::process::ProcessError) -> Self {
+        Self::Process(Box::new(e))
+    }
+}
+
+impl CatalogError {
+    /// Whether retrying cannot fix it.
+    pub fn is_permanent(&self) -> bool {
+        match self {
+            Self::NotS3 { .. } => true,
+            Self::Glue { permanent, .. } => *permanent,
+            Self::Process(_) => false,
+        }
+    }
+}
+
+/// What a catalog run changed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CatalogReport {
+    /// The database was created.
+    pub database_created: bool,
+    /// Tables created.
+    pub tables_created: Vec<String>,
+    /// Tables whose definition was updated.
+    pub tables_updated: Vec<String>,
+    /// Partitions registered.
+    pub partitions_added: usize,
+    /// Partitions removed (dates no longer in the lake).
+    pub partitions_removed: usize,
+    /// Partitions already registered.
+    pub partitions_unchanged: usize,
+    /// Glue requests sent.
+    pub requests: u64,
+}
+
+impl CatalogReport {
+    /// Whether nothing changed.
+    pub fn is_noop(&self) -> bool {
+        !self.database_created
+            && self.tables_created.is_empty()
+            && self.tables_updated.is_empty()
+            && self.partitions_added == 0
+            && self.partitions_removed == 0
+    }
+}
+
+impl fmt::Display for CatalogReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.is_noop() {
+            return write!(f, "catalog is up to date ({} partitions registered; nothing changed, {} Glue requests)", self.partitions_unchanged, self.requests);
+        }
+        let mut parts = Vec::new();
+        if self.database_created {
+            parts.push("database created".to_owned());
+        }
+        if !self.tables_created.is_empty() {
+            parts.push(format!("created table(s) {}", self.tables_created.join(", ")));
+        }
+        if !self.tables_updated.is_empty() {
+            parts.push(format!("updated table(s) {}", self.tables_updated.join(", ")));
+        }
+        parts.push(format!(
+            "{} partition(s) added, {} removed, {} already registered",
+            self.partitions_added, self.partitions_removed, self.partitions_unchanged
+        ));
+        write!(f, "catalog updated: {} ({} Glue requests)", parts.join("; "), self.requests)
+    }
+}
+
+/// The catalog of one lake.
+#[derive(Debug, Clone)]
+pub struct Catalog {
+    glue: glue::Glue,
+    options: CatalogOptions,
+}
+
+impl Catalog {
+    /// A Glue catalog for the lake described by `options`.
+    pub async fn connect(aws: &AwsOptions, options: CatalogOptions) -> Self {
+        let sdk = crate::aws::sdk_config(aws).await;
+        Self { glue: glue::Glue::new(crate::aws::glue_client(&sdk, aws)), options }
+    }
+
+    /// Reconcile everything with the committed manifest: database, both tables, every partition.
+    pub async fn sync(&self, manifest: &Manifest) -> Result<CatalogReport, CatalogError> {
+        let before = self.glue.requests();
+        let mut report = CatalogReport::default();
+        let dates: BTreeSet<String> = manifest.partitions.keys().cloned().collect();
+        self.ensure_schema(&dates, &mut report).await?;
+        if self.options.partitions == PartitionMode::Register {
+            let registered = self.glue.partition_dates(&self.options.database, glue::PROCESSED).await?;
+            let missing: Vec<String> = dates.difference(&registered).cloned().collect();
+            let stale: Vec<String> = registered.difference(&dates).cloned().collect();
+            report.partitions_unchanged = registered.intersection(&dates).count();
+            report.partitions_added = self.glue.add_partitions(&self.options, &missing).await?;
+            report.partitions_removed = self.glue.remove_partitions(&self.options.database, &stale).await?;
+        }
+        report.requests = self.glue.requests() - before;
+        Ok(report)
+    }
+
+    /// After a committed run: register the dates it wrote (a no-op for dates already there),
+    /// creating the database and tables first if they are missing.
+    pub async fn after_commit(&self, manifest: &Manifest, dates_written: &[String]) -> Result<CatalogReport, CatalogError> {
+        let before = self.glue.requests();
+        let mut report = CatalogReport::default();
+        if !self.glue.table_exists(&self.options.database, glue::PROCESSED).await? || self.options.partitions == PartitionMode::Projection {
+            // First run, or projection (whose range may need to grow): reconcile the schema.
+            let dates: BTreeSet<String> = manifest.partitions.keys().cloned().collect();
+            self.ensure_schema(&dates, &mut report).await?;
+        }
+        if self.options.partitions == PartitionMode::Register {
+            let added = self.glue.add_partitions(&self.options, dates_written).await?;
+            report.partitions_added = added;
+            report.partitions_unchanged = dates_written.len() - added;
+        }
+        report.requests = self.glue.requests() - before;
+        Ok(report)
+    }
+
+    async fn ensure_schema(&self, dates: &BTreeSet<String>, report: &mut CatalogReport) -> Result<(), CatalogError> {
+        report.database_created = self.glue.ensure_database(&self.options.database).await?;
+        let first_date = dates.iter().next().map(String::as_str);
+        for table in [glue::processed_table(&self.options, first_date), glue::raw_table(&self.options)] {
+            let name = table.name().to_owned();
+            match self.glue.ensure_table(&self.options.database, table).await? {
+                glue::TableChange::Created => report.tables_created.push(name),
+                glue::TableChange::Updated => report.tables_updated.push(name),
+                glue::TableChange::Unchanged => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// One line per problem with Glue access, for `doctor`.
+    pub async fn check(&self) -> Result<String, CatalogError> {
+        let exists = self.glue.database_exists(&self.options.database).await?;
+        Ok(match exists {
+            true => format!("Glue database {} is reachable", self.options.database),
+            false => format!("Glue is reachable; database {} does not exist yet (`tickerlake catalog` creates it)", self.options.database),
+        })
+    }
+}

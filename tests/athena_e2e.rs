@@ -1,0 +1,263 @@
+//! The lake on "AWS", end to end against emulator processes: simulator history → S3 → process →
+//! catalog (Glue) → `query --engine athena` on ministack (Athena runs real SQL there), compared
+//! with the local engine for every shipped query; and Glue partition semantics on moto (ministack
+//! ignores registered partitions: it reads paths).
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use common::emulator::{Emulator, Kind};
+use common::{Out, tickerlake};
+use tickerlake::catalog::{Catalog, CatalogOptions, PartitionMode};
+use tickerlake::lake::s3::{AwsOptions, Target};
+use tickerlake::process::manifest::{Manifest, PartitionEntry};
+
+fn aws_env(endpoint: &str) -> Vec<(&'static str, String)> {
+    vec![
+        ("AWS_ACCESS_KEY_ID", "test".into()),
+        ("AWS_SECRET_ACCESS_KEY", "test".into()),
+        ("AWS_REGION", "us-east-1".into()),
+        ("TICKERLAKE_ENDPOINT_URL", endpoint.into()),
+        ("TICKERLAKE_TARGET", "s3-compatible".into()),
+        ("TICKERLAKE_S3_TIMEOUT_SECS", "10".into()),
+    ]
+}
+
+async fn tl(lake: &str, args: &[&str], env: &[(&'static str, String)]) -> Out {
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    tickerlake(lake, args, &env).await
+}
+
+/// A JSON result as comparable rows: numbers rounded to 9 significant digits (two engines may sum
+/// in another order), timestamps without trailing zeros in the fraction (ministack pads to micros).
+fn normalise(json: &str) -> Vec<BTreeMap<String, String>> {
+    let rows: Vec<serde_json::Map<String, serde_json::Value>> = serde_json::from_str(json).unwrap_or_else(|e| panic!("{e}: {json}"));
+    rows.into_iter()
+        .map(|row| {
+            row.into_iter()
+                .map(|(k, v)| {
+                    // ministack labels some DuckDB result types (BIGINT, max_by's) "varchar" where
+                    // real Athena says "bigint"/"double", so numbers may arrive as strings: compare
+                    // them as numbers (typing from the metadata is unit-tested in query::athena).
+                    let v = match v {
+                        serde_json::Value::String(s) if s.parse::<f64>().is_ok() => serde_json::json!(s.parse::<f64>().unwrap()),
+                        other => other,
+                    };
+                    let text = match v {
+                        serde_json::Value::Number(n) => format!("{:.9e}", n.as_f64().unwrap()),
+                        serde_json::Value::String(s) if s.len() >= 19 && s.as_bytes()[10] == b' ' && s.contains('.') => {
+                            s.trim_end_matches('0').trim_end_matches('.').to_owned()
+                        }
+                        other => other.to_string(),
+                    };
+                    (k, text)
+                })
+                .collect()
+        })
+        .collect()
+}
+
+/// Every shipped query, plus partition filters and the raw table, on both engines.
+async fn assert_engines_agree(lake: &str, env: &[(&'static str, String)]) {
+    let mut queries: Vec<(String, String)> = std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/queries"))
+        .unwrap()
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "sql"))
+        .map(|p| (p.file_name().unwrap().to_string_lossy().into_owned(), std::fs::read_to_string(&p).unwrap()))
+        .collect();
+    assert!(queries.len() >= 5, "the shipped queries are found");
+    for (name, sql) in [
+        ("date equality", "SELECT count(*) AS n, min(symbol) AS first FROM processed WHERE date = DATE '2025-05-08'"),
+        ("date range", "SELECT date, count(*) AS n FROM processed WHERE date BETWEEN DATE '2025-05-08' AND DATE '2025-05-09' GROUP BY date ORDER BY date"),
+        ("date lower bound", "SELECT count(*) AS n FROM processed WHERE date >= DATE '2025-05-09'"),
+        ("raw table", "SELECT count(*) AS n, count(price) AS priced, min(\"timestamp\") AS first_text, max(price) AS top FROM raw WHERE symbol LIKE '%USDT'"),
+    ] {
+        queries.push((name.to_owned(), sql.to_owned()));
+    }
+    for (name, sql) in &queries {
+        let local = tl(lake, &["query", "--format", "json", sql], env).await;
+        let athena = tl(lake, &["query", "--engine", "athena", "--format", "json", sql], env).await;
+        local.ok();
+        athena.ok();
+        assert!(athena.stderr.contains("Athena scanned"), "data scanned is reported: {}", athena.stderr);
+        let (l, a) = (normalise(&local.stdout), normalise(&athena.stdout));
+        assert!(!l.is_empty(), "{name}: no rows locally");
+        assert_eq!(l, a, "{name}: the engines disagree\nlocal: {}\nathena: {}", local.stdout, athena.stdout);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn catalog_then_athena_answers_like_the_local_engine() {
+    let Some(emu) = Emulator::start(Kind::Ministack) else { return };
+    let env = aws_env(&emu.endpoint());
+    let lake = "s3://tickerlake-athena/crypto";
+    tl(lake, &["init"], &env).await.ok();
+    tl(lake, &["simulate-history", "--hours", "40", "--symbols", "12", "--until", "2025-05-09T15:00:00Z"], &env).await.ok();
+    tl(lake, &["process"], &env).await.ok();
+
+    let first = tl(lake, &["catalog"], &env).await;
+    first.ok();
+    assert!(first.stdout.contains("created table(s) processed, raw") && first.stdout.contains("2 partition(s) added"), "{}", first.stdout);
+    let again = tl(lake, &["catalog"], &env).await;
+    again.ok();
+    assert!(again.stdout.starts_with("catalog is up to date (2 partitions registered; nothing changed"), "a re-run is a no-op: {}", again.stdout);
+    assert_engines_agree(lake, &env).await;
+
+    // A late snapshot that rewrites an old date, and a new day, processed with the catalog on:
+    // the catalog stays right (the new date registered, the old one already is).
+    let late = "s3://tickerlake-athena/crypto/raw/raw_crypto_prices_20250508T0130.csv";
+    let body = common::csv(&[("BTCUSDT", "1.50000000", "2025-05-08 01:30:00.000000+00:00")]);
+    let client = aws_sdk_s3::Client::from_conf(
+        aws_sdk_s3::Config::builder()
+            .behavior_version(aws_sdk_s3::config::BehaviorVersion::latest())
+            .region(aws_sdk_s3::config::Region::new("us-east-1"))
+            .credentials_provider(aws_sdk_s3::config::Credentials::new("test", "test", None, None, "test"))
+            .endpoint_url(emu.endpoint())
+            .force_path_style(true)
+            .build(),
+    );
+    let key = late.trim_start_matches("s3://tickerlake-athena/");
+    client.put_object().bucket("tickerlake-athena").key(key).body(body.into_bytes().into()).send().await.unwrap();
+    tl(lake, &["simulate-history", "--hours", "12", "--symbols", "12", "--until", "2025-05-10T03:00:00Z"], &env).await.ok();
+    let out = tl(lake, &["--catalog", "glue", "process"], &env).await;
+    out.ok();
+    assert!(out.stdout.contains("catalog updated") && out.stdout.contains("1 partition(s) added"), "{}", out.stdout);
+    assert!(tl(lake, &["catalog"], &env).await.stdout.contains("nothing changed"));
+    assert_engines_agree(lake, &env).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_athena_query_and_an_unreachable_glue_are_one_line_errors() {
+    let Some(emu) = Emulator::start(Kind::Ministack) else { return };
+    let env = aws_env(&emu.endpoint());
+    let lake = "s3://tickerlake-athena-errors/x";
+    tl(lake, &["init"], &env).await.ok();
+    tl(lake, &["simulate-history", "--hours", "3", "--symbols", "4", "--until", "2025-05-09T05:00:00Z"], &env).await.ok();
+    tl(lake, &["process"], &env).await.ok();
+    tl(lake, &["catalog"], &env).await.ok();
+    let bad = tl(lake, &["query", "--engine", "athena", "SELECT nosuchcolumn FROM processed"], &env).await;
+    bad.failed();
+    let last = bad.stderr.lines().last().unwrap_or("");
+    assert!(last.starts_with("error: Athena query ") && last.contains("FAILED"), "{}", bad.stderr);
+
+    let mut unreachable = env.clone();
+    unreachable.push(("AWS_ENDPOINT_URL_GLUE", "http://127.0.0.1:9".into()));
+    let out = tl(lake, &["catalog"], &unreachable).await;
+    out.failed();
+    let last = out.stderr.lines().last().unwrap_or("");
+    assert!(last.contains("cannot reach the Glue endpoint"), "{}", out.stderr);
+    assert_eq!(out.stderr.lines().filter(|l| l.starts_with("error:")).count(), 1);
+
+    let local = tl("./no-such-local-lake", &["catalog"], &env).await;
+    assert_eq!(local.code, Some(3), "a local lake cannot be cataloged: {}", local.stderr);
+    assert!(local.stderr.contains("not an S3 lake"), "{}", local.stderr);
+}
+
+fn manifest_with(dates: impl IntoIterator<Item = String>) -> Manifest {
+    let mut m = Manifest::empty();
+    for d in dates {
+        m.partitions.insert(d, PartitionEntry { run_id: "r".into(), rows: 1, published: true });
+    }
+    m
+}
+
+fn days(from: &str, n: i64) -> Vec<String> {
+    let start = chrono::NaiveDate::parse_from_str(from, "%Y-%m-%d").unwrap();
+    (0..n).map(|i| (start + chrono::TimeDelta::days(i)).to_string()).collect()
+}
+
+async fn glue_partitions(client: &aws_sdk_glue::Client, expression: Option<&str>) -> usize {
+    let mut n = 0;
+    let mut token = None;
+    loop {
+        let page = client
+            .get_partitions()
+            .database_name("dbcrypto")
+            .table_name("processed")
+            .set_expression(expression.map(str::to_owned))
+            .set_next_token(token)
+            .send()
+            .await
+            .unwrap();
+        n += page.partitions().len();
+        token = page.next_token().map(str::to_owned);
+        if token.is_none() {
+            return n;
+        }
+    }
+}
+
+/// Partition registration on moto's Glue: chunks past 100, AlreadyExists as success, removal
+/// of dates the lake no longer has, projection, and a schema update that keeps partitions.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn glue_partition_semantics_on_moto() {
+    let Some(emu) = Emulator::start(Kind::Moto) else { return };
+    let aws = AwsOptions {
+        target: Target::S3Compatible,
+        endpoint_url: Some(emu.endpoint()),
+        glue_endpoint: Some(emu.endpoint()),
+        athena_endpoint: Some(emu.endpoint()),
+        path_style: true,
+        default_region: Some("us-east-1".into()),
+        dummy_credentials: true,
+        lock_ttl: None,
+        attempt_timeout: Some(Duration::from_secs(10)),
+    };
+    let options = CatalogOptions::for_lake("s3://bucket/lake", "dbcrypto", PartitionMode::Register).unwrap();
+    let catalog = Catalog::connect(&aws, options.clone()).await;
+    let sdk = tickerlake::aws::sdk_config(&aws).await;
+    let glue = tickerlake::aws::glue_client(&sdk, &aws);
+
+    let all = days("2025-01-01", 150);
+    let report = catalog.sync(&manifest_with(all.clone())).await.unwrap();
+    assert!(report.database_created && report.tables_created == ["processed", "raw"], "{report:?}");
+    assert_eq!(report.partitions_added, 150, "{report:?}");
+    assert_eq!(glue_partitions(&glue, None).await, 150);
+    assert_eq!(glue_partitions(&glue, Some("date >= '2025-05-01'")).await, 30, "expression filters");
+
+    let again = catalog.sync(&manifest_with(all.clone())).await.unwrap();
+    assert!(again.is_noop() && again.partitions_unchanged == 150, "{again:?}");
+    // Registering dates that exist is success, not an error (BatchCreatePartition AlreadyExists).
+    let mut more = all.clone();
+    more.push("2025-05-31".into());
+    let after = catalog.after_commit(&manifest_with(more.clone()), &["2025-05-30".into(), "2025-05-31".into()]).await.unwrap();
+    assert_eq!((after.partitions_added, after.partitions_unchanged), (1, 1), "{after:?}");
+
+    // Dates the lake no longer has are removed (chunks of 25).
+    let fewer: Vec<String> = more[30..].to_vec();
+    let shrunk = catalog.sync(&manifest_with(fewer.clone())).await.unwrap();
+    assert_eq!(shrunk.partitions_removed, 30, "{shrunk:?}");
+    assert_eq!(glue_partitions(&glue, None).await, 121);
+
+    // A schema change (an old definition without a column) is updated in place, partitions kept.
+    let table = glue.get_table().database_name("dbcrypto").name("processed").send().await.unwrap().table.unwrap();
+    let mut sd = table.storage_descriptor().unwrap().clone();
+    sd.columns = Some(sd.columns().iter().filter(|c| c.name() != "moving_avg").cloned().collect());
+    let old = aws_sdk_glue::types::TableInput::builder()
+        .name("processed")
+        .table_type("EXTERNAL_TABLE")
+        .set_parameters(table.parameters().cloned())
+        .storage_descriptor(sd)
+        .set_partition_keys(Some(table.partition_keys().to_vec()))
+        .build()
+        .unwrap();
+    glue.update_table().database_name("dbcrypto").table_input(old).send().await.unwrap();
+    let fixed = catalog.sync(&manifest_with(fewer.clone())).await.unwrap();
+    assert_eq!(fixed.tables_updated, ["processed"], "{fixed:?}");
+    assert_eq!(glue_partitions(&glue, None).await, 121, "partitions survive the update");
+    let cols: Vec<String> = glue.get_table().database_name("dbcrypto").name("processed").send().await.unwrap().table.unwrap()
+        .storage_descriptor().unwrap().columns().iter().map(|c| format!("{}:{}", c.name(), c.r#type().unwrap_or(""))).collect();
+    assert_eq!(cols, ["symbol:string", "price:double", "timestamp:timestamp", "moving_avg:double", "previous_price:double", "price_change_pct:double"]);
+
+    // Projection: table properties only, the range starting at the first date.
+    let projection = Catalog::connect(&aws, CatalogOptions { partitions: PartitionMode::Projection, ..options }).await;
+    let report = projection.sync(&manifest_with(fewer)).await.unwrap();
+    assert_eq!((report.tables_updated.clone(), report.partitions_added), (vec!["processed".to_owned()], 0), "{report:?}");
+    let params = glue.get_table().database_name("dbcrypto").name("processed").send().await.unwrap().table.unwrap().parameters().cloned().unwrap();
+    assert_eq!(params.get("projection.enabled").map(String::as_str), Some("true"));
+    assert_eq!(params.get("projection.date.range").map(String::as_str), Some("2025-01-31,NOW"));
+    assert_eq!(params.get("storage.location.template").map(String::as_str), Some("s3://bucket/lake/processed/date=${date}/"));
+    assert!(projection.sync(&manifest_with(days("2025-01-31", 121))).await.unwrap().is_noop());
+}
