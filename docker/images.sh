@@ -10,7 +10,8 @@
 #               the pins of `./dev emulators`: the tag testcontainers and compose.yaml look for, so
 #               they find it locally and never pull
 #   tickerlake  tickerlake/tickerlake:local   the Dockerfile's runtime stage on the base, with a
-#               release binary built on the host (TICKERLAKE_BIN=path to use one you have)
+#               release binary built on the host (TICKERLAKE_BIN=path to use one you have;
+#               TICKERLAKE_IMAGE_TAG=another tag, e.g. ./dev test's tickerlake/tickerlake:test)
 #
 # Cached: every image carries a label with the hash of its inputs; an image whose label matches is
 # kept, so a second run takes seconds. TICKERLAKE_REBUILD_IMAGES=1 rebuilds all of them.
@@ -23,7 +24,7 @@ cd "$(dirname "$0")/.."
 
 BASE_TAG=tickerlake/debian:bookworm
 LOCALSTACK_TAG=localstack/localstack:4.13.1
-TICKERLAKE_TAG=tickerlake/tickerlake:local
+TICKERLAKE_TAG="${TICKERLAKE_IMAGE_TAG:-tickerlake/tickerlake:local}"
 # Bump when the recipe changes in a way the hashed inputs below do not show.
 RECIPE=1
 
