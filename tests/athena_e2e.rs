@@ -102,7 +102,7 @@ async fn catalog_then_athena_answers_like_the_local_engine() {
     assert!(first.stdout.contains("created table(s) processed, raw") && first.stdout.contains("2 partition(s) added"), "{}", first.stdout);
     let again = tl(lake, &["catalog"], &env).await;
     again.ok();
-    assert!(again.stdout.starts_with("catalog is up to date (2 partitions registered; nothing changed"), "a re-run is a no-op: {}", again.stdout);
+    assert!(again.stdout.starts_with("catalog is up to date: nothing changed (2 partition(s) checked"), "a re-run is a no-op: {}", again.stdout);
     assert_engines_agree(lake, &env).await;
 
     // A late snapshot that rewrites an old date, and a new day, processed with the catalog on:

@@ -151,7 +151,11 @@ impl CatalogReport {
 impl fmt::Display for CatalogReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         if self.is_noop() {
-            return write!(f, "catalog is up to date ({} partitions registered; nothing changed, {} Glue requests)", self.partitions_unchanged, self.requests);
+            return write!(
+                f,
+                "catalog is up to date: nothing changed ({} partition(s) checked, {} Glue requests)",
+                self.partitions_unchanged, self.requests
+            );
         }
         let mut parts = Vec::new();
         if self.database_created {
