@@ -312,13 +312,22 @@ mod testcontainers_localstack {
     async fn localstack() -> Option<(ContainerAsync<LocalStack>, u16)> {
         if !docker(&["info", "--format", "{{.ServerVersion}}"]) {
             let ci = std::env::var("CI").is_ok_and(|v| v == "true" || v == "1");
-            assert!(!ci, "no Docker engine answers (`docker info` failed) and CI is set: CI must run the testcontainers tests; start the Docker engine");
+            assert!(
+                !ci,
+                "no Docker engine answers (`docker info` failed) and CI is set: CI must run the testcontainers tests; start the Docker engine"
+            );
             // Straight to stderr, past the test harness's capture: a skip must be seen.
             use std::io::Write;
-            let _ = writeln!(std::io::stderr(), "\n*** SKIPPED testcontainers LocalStack test: no Docker engine answers (`docker info` failed); start one to run it ***\n");
+            let _ = writeln!(
+                std::io::stderr(),
+                "\n*** SKIPPED testcontainers LocalStack test: no Docker engine answers (`docker info` failed); start one to run it ***\n"
+            );
             return None;
         }
-        assert!(docker(&["image", "inspect", IMAGE]), "the image {IMAGE} is missing (no registry to pull it from): run `docker/images.sh localstack` (./dev test does)");
+        assert!(
+            docker(&["image", "inspect", IMAGE]),
+            "the image {IMAGE} is missing (no registry to pull it from): run `docker/images.sh localstack` (./dev test does)"
+        );
         // 4.13.1 is the last LocalStack that starts without an auth token; a token, if set, is passed on.
         let mut image = LocalStack::default().with_tag("4.13.1").with_env_var("SERVICES", "s3");
         if let Ok(token) = std::env::var("LOCALSTACK_AUTH_TOKEN") {
@@ -329,7 +338,10 @@ mod testcontainers_localstack {
         // "Ready." comes before S3 is loaded (lazily, on the first request, which can take longer
         // than the tests' 3 s S3 timeout on a busy machine): one request without that timeout first.
         let client = s3_client(&format!("http://127.0.0.1:{port}")).await;
-        tokio::time::timeout(Duration::from_secs(60), client.list_buckets().send()).await.expect("LocalStack's S3 answers within 60 s").expect("LocalStack's S3 lists buckets");
+        tokio::time::timeout(Duration::from_secs(60), client.list_buckets().send())
+            .await
+            .expect("LocalStack's S3 answers within 60 s")
+            .expect("LocalStack's S3 lists buckets");
         Some((container, port))
     }
 
@@ -367,7 +379,10 @@ mod testcontainers_localstack {
         let (status, stderr) = run.finish().await;
         assert!(!status.success(), "the run should fail: {stderr}");
         let last = stderr.lines().last().unwrap_or("");
-        assert!(last.starts_with("error: ") && (last.contains("cannot reach the S3 endpoint") || last.contains("timed out")), "one clear line: {stderr}");
+        assert!(
+            last.starts_with("error: ") && (last.contains("cannot reach the S3 endpoint") || last.contains("timed out")),
+            "one clear line: {stderr}"
+        );
         proxy.resume().await;
         tokio::time::sleep(Duration::from_secs(5)).await;
         tl(lake, &["process"], &env).await.ok();
