@@ -69,6 +69,9 @@ MIRROR="${TICKERLAKE_DEBIAN_MIRROR:-$(apt_mirror "$SUITE" | head -n1)}"
 
 label_of() { docker image inspect --format '{{ index .Config.Labels "org.tickerlake.inputs" }}' "$1" 2>/dev/null || true; }
 is_current() { [[ ${TICKERLAKE_REBUILD_IMAGES:-0} != 1 && "$(label_of "$1")" == "$2" ]]; }
+image_id() { docker image inspect --format '{{.Id}}' "$1" 2>/dev/null || true; }
+# After a rebuild, remove the image the tag pointed at before (if nothing else uses it).
+drop_old() { local old=$1 tag=$2; [[ -n $old && $old != "$(image_id "$tag")" ]] && docker rmi "$old" >/dev/null 2>&1 || true; }
 hash_of() { cat "$@" | sha256sum | cut -c1-16; }
 
 # Root filesystems and build contexts, removed on exit.
@@ -90,6 +93,7 @@ build_base() {
   command -v debootstrap >/dev/null || die "debootstrap is missing: sudo apt-get install debootstrap"
   [[ -n $MIRROR ]] || die "no Debian mirror for suite $SUITE in the apt sources: set TICKERLAKE_DEBIAN_MIRROR"
   say "debootstrap $SUITE (minbase) from the apt mirror $MIRROR"
+  local old; old=$(image_id "$BASE_TAG")
   mkdir -p "$WORK"
   local t0=$SECONDS dir; dir=$(mktemp -d "$WORK/rootfs.XXXXXX")
   TMP_DIRS+=("$dir")
@@ -100,6 +104,7 @@ build_base() {
   : | "${SUDO[@]}" tee "$dir/etc/resolv.conf" >/dev/null
   "${SUDO[@]}" tar --numeric-owner -C "$dir" -c . \
     | docker import --change "LABEL org.tickerlake.inputs=\"$BASE_INPUTS\"" --change 'ENV LANG=C.UTF-8' --change 'CMD ["bash"]' - "$BASE_TAG" >/dev/null
+  drop_old "$old" "$BASE_TAG"
   say "$BASE_TAG built in $((SECONDS - t0)) s"
 }
 
@@ -114,7 +119,7 @@ build_localstack() {
     return
   fi
   say "building $LOCALSTACK_TAG: Python and $pins"
-  local t0=$SECONDS
+  local t0=$SECONDS old; old=$(image_id "$LOCALSTACK_TAG")
   # Wheels are made on the host (its PyPI access and CAs work; a container may sit behind a
   # TLS-inspecting proxy it does not trust), cached per pin set, and copied into a build context.
   local wheels="$WORK/wheels-$(hash_of <<<"$pins")"
@@ -134,7 +139,7 @@ build_localstack() {
     --build-arg BASE_IMAGE="$BASE_TAG" --build-arg PINS="$pins" \
     --label "org.tickerlake.inputs=$inputs" -t "$LOCALSTACK_TAG" "$ctx" >/dev/null \
     || die "building $LOCALSTACK_TAG failed (above)"
-  docker image prune --force --filter "label!=org.tickerlake.inputs" >/dev/null 2>&1 || true
+  drop_old "$old" "$LOCALSTACK_TAG"
   say "$LOCALSTACK_TAG built in $((SECONDS - t0)) s"
 }
 
@@ -158,7 +163,7 @@ build_tickerlake() {
     return
   fi
   say "building $TICKERLAKE_TAG from the Dockerfile (runtime on $BASE_TAG, prebuilt binary $bin)"
-  local ctx; ctx=$(mktemp -d)
+  local ctx old; ctx=$(mktemp -d) old=$(image_id "$TICKERLAKE_TAG")
   TMP_DIRS+=("$ctx")
   cp Dockerfile "$ctx/"
   mkdir -p "$ctx/docker" "$ctx/prebuilt"
@@ -168,6 +173,7 @@ build_tickerlake() {
   DOCKER_BUILDKIT=0 docker build --quiet --target runtime-prebuilt --build-arg RUNTIME_IMAGE="$BASE_TAG" \
     --label "org.tickerlake.inputs=$inputs" -t "$TICKERLAKE_TAG" "$ctx" >/dev/null \
     || die "building $TICKERLAKE_TAG failed (above)"
+  drop_old "$old" "$TICKERLAKE_TAG"
   say "$TICKERLAKE_TAG built"
 }
 
