@@ -90,6 +90,10 @@ build_base() {
     say "$BASE_TAG is up to date"
     return
   fi
+  # A new machine has no debootstrap: install it from Debian when running as root.
+  if ! command -v debootstrap >/dev/null && [[ $(id -u) == 0 ]]; then
+    apt-get update -qq && apt-get install -y -qq debootstrap >/dev/null
+  fi
   command -v debootstrap >/dev/null || die "debootstrap is missing: sudo apt-get install debootstrap"
   [[ -n $MIRROR ]] || die "no Debian mirror for suite $SUITE in the apt sources: set TICKERLAKE_DEBIAN_MIRROR"
   say "debootstrap $SUITE (minbase) from the apt mirror $MIRROR"
