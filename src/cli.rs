@@ -365,7 +365,7 @@ pub async fn execute(cli: Cli) -> Result<()> {
                 threads: None,
             };
             drop(stdout);
-            crate::serve::serve(lake, &opts, crate::serve::stop_signal(), |addr| {
+            crate::serve::serve(lake, &opts, crate::service::stop_signal(), |addr| {
                 // The first line on stdout says where to connect (tests and scripts read it).
                 println!("listening on {addr}; connect with: psql -h {} -p {} -U tickerlake tickerlake", addr.ip(), addr.port());
             })

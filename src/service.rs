@@ -61,6 +61,25 @@ pub struct ServiceOptions {
     pub catalog: Option<Catalog>,
 }
 
+/// Wait for Ctrl-C or SIGTERM.
+pub async fn stop_signal() {
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut sig) => {
+                sig.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term => {}
+    }
+}
+
 /// Set once a stop was requested; woken waiters re-check it.
 #[derive(Clone, Default)]
 pub struct Shutdown {
@@ -74,21 +93,7 @@ impl Shutdown {
         let s = Self::default();
         let s2 = s.clone();
         tokio::spawn(async move {
-            #[cfg(unix)]
-            let term = async {
-                match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                    Ok(mut sig) => {
-                        sig.recv().await;
-                    }
-                    Err(_) => std::future::pending::<()>().await,
-                }
-            };
-            #[cfg(not(unix))]
-            let term = std::future::pending::<()>();
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = term => {}
-            }
+            stop_signal().await;
             tracing::info!("stop requested; finishing the current step");
             s2.request();
         });

@@ -130,35 +130,66 @@ async fn pipeline(endpoint: &str, target: &str) {
     assert!(client.head_bucket().bucket("tickerlake-e2e-typo").send().await.is_err(), "a read-only command created a bucket");
 }
 
+/// How a test takes the endpoint down and brings it back.
+enum Outage<'a> {
+    /// Cut the network through a proxy; the emulator keeps its state.
+    Proxy(&'a mut Proxy),
+    /// kill -9 the emulator and restart it on its persisted data (ministack).
+    Restart(&'a mut Emulator),
+}
+
+impl Outage<'_> {
+    fn cut(&mut self) {
+        match self {
+            Outage::Proxy(p) => p.cut(),
+            Outage::Restart(e) => e.kill(),
+        }
+    }
+
+    async fn restore(&mut self) {
+        match self {
+            Outage::Proxy(p) => p.resume().await,
+            Outage::Restart(e) => e.restart(),
+        }
+    }
+}
+
 /// The endpoint goes down while a run publishes; the run fails cleanly, and the next run after
 /// recovery yields exactly what an uninterrupted run yields, with nothing left half-done.
 /// ministack: kill -9 and restart on its persisted data. LocalStack (no persistence in the
 /// community edition): a network outage through a proxy, the emulator keeping its state.
 async fn endpoint_down_mid_run(emu: &mut Emulator) {
-    let mut proxy = match emu.kind {
-        Kind::Localstack | Kind::Moto => Some(Proxy::start(emu.port).await),
-        Kind::Ministack => None,
-    };
-    let endpoint = proxy.as_ref().map(Proxy::endpoint).unwrap_or_else(|| emu.endpoint());
-    let env = aws_env(&endpoint, emu.target());
-    let (lake, reference) = ("s3://tickerlake-fault/a", "s3://tickerlake-fault/b");
-    tl(lake, &["init"], &env).await.ok();
-    for l in [lake, reference] {
-        tl(l, &["simulate-history", "--hours", "30", "--symbols", "16", "--until", "2025-05-09T05:00:00Z"], &env).await.ok();
-        tl(l, &["process"], &env).await.ok();
-        // A late day and new hours, then the interrupted run.
-        tl(l, &["simulate-history", "--hours", "40", "--symbols", "16", "--until", "2025-05-09T15:00:00Z"], &env).await.ok();
+    let target = emu.target();
+    match emu.kind {
+        Kind::Localstack | Kind::Moto => {
+            let mut proxy = Proxy::start(emu.port).await;
+            let env = aws_env(&proxy.endpoint(), target);
+            outage_then_rerun(&env, Outage::Proxy(&mut proxy)).await;
+        }
+        Kind::Ministack => {
+            let env = aws_env(&emu.endpoint(), target);
+            outage_then_rerun(&env, Outage::Restart(emu)).await;
+        }
     }
-    tl(reference, &["process"], &env).await.ok();
-    let want = tl(reference, &["query", "--format", "csv", ROWS_SQL], &env).await;
+}
+
+/// The scenario of `endpoint_down_mid_run`, on an endpoint reached through `env`.
+async fn outage_then_rerun(env: &[(&'static str, String)], mut outage: Outage<'_>) {
+    let (lake, reference) = ("s3://tickerlake-fault/a", "s3://tickerlake-fault/b");
+    tl(lake, &["init"], env).await.ok();
+    for l in [lake, reference] {
+        tl(l, &["simulate-history", "--hours", "30", "--symbols", "16", "--until", "2025-05-09T05:00:00Z"], env).await.ok();
+        tl(l, &["process"], env).await.ok();
+        // A late day and new hours, then the interrupted run.
+        tl(l, &["simulate-history", "--hours", "40", "--symbols", "16", "--until", "2025-05-09T15:00:00Z"], env).await.ok();
+    }
+    tl(reference, &["process"], env).await.ok();
+    let want = tl(reference, &["query", "--format", "csv", ROWS_SQL], env).await;
     want.ok();
 
-    let run = PausedRun::start(lake, &str_env(&env)).await;
+    let run = PausedRun::start(lake, &str_env(env)).await;
     // Take the endpoint down while the run is paused between two uploads.
-    match proxy.as_mut() {
-        Some(p) => p.cut(),
-        None => emu.kill(),
-    }
+    outage.cut();
     let (status, stderr) = run.finish().await;
     assert!(!status.success(), "the run should fail: {stderr}");
     let last = stderr.lines().last().unwrap_or("");
@@ -167,17 +198,14 @@ async fn endpoint_down_mid_run(emu: &mut Emulator) {
         "one clear line: {stderr}"
     );
 
-    match proxy.as_mut() {
-        Some(p) => p.resume().await,
-        None => emu.restart(),
-    }
+    outage.restore().await;
     // The dead run could not release its lease; it expires (TTL 4 s here), then the re-run goes.
     tokio::time::sleep(Duration::from_secs(5)).await;
-    tl(lake, &["process"], &env).await.ok();
-    let got = tl(lake, &["query", "--format", "csv", ROWS_SQL], &env).await;
+    tl(lake, &["process"], env).await.ok();
+    let got = tl(lake, &["query", "--format", "csv", ROWS_SQL], env).await;
     got.ok();
     assert!(got.stdout == want.stdout, "after recovery the lake differs from an uninterrupted run");
-    let again = tl(lake, &["process"], &env).await;
+    let again = tl(lake, &["process"], env).await;
     assert!(again.stdout.contains("nothing new"), "{}", again.stdout);
 }
 
@@ -394,31 +422,6 @@ mod testcontainers_localstack {
         let Some((_c, port)) = localstack().await else { return };
         let mut proxy = Proxy::start(port).await;
         let env = aws_env(&proxy.endpoint(), "localstack");
-        let (lake, reference) = ("s3://tickerlake-fault/a", "s3://tickerlake-fault/b");
-        tl(lake, &["init"], &env).await.ok();
-        for l in [lake, reference] {
-            tl(l, &["simulate-history", "--hours", "30", "--symbols", "16", "--until", "2025-05-09T05:00:00Z"], &env).await.ok();
-            tl(l, &["process"], &env).await.ok();
-            tl(l, &["simulate-history", "--hours", "40", "--symbols", "16", "--until", "2025-05-09T15:00:00Z"], &env).await.ok();
-        }
-        tl(reference, &["process"], &env).await.ok();
-        let want = tl(reference, &["query", "--format", "csv", ROWS_SQL], &env).await;
-        want.ok();
-        let run = PausedRun::start(lake, &str_env(&env)).await;
-        proxy.cut();
-        let (status, stderr) = run.finish().await;
-        assert!(!status.success(), "the run should fail: {stderr}");
-        let last = stderr.lines().last().unwrap_or("");
-        assert!(
-            last.starts_with("error: ") && (last.contains("cannot reach the S3 endpoint") || last.contains("timed out")),
-            "one clear line: {stderr}"
-        );
-        proxy.resume().await;
-        tokio::time::sleep(Duration::from_secs(5)).await;
-        tl(lake, &["process"], &env).await.ok();
-        let got = tl(lake, &["query", "--format", "csv", ROWS_SQL], &env).await;
-        got.ok();
-        assert!(got.stdout == want.stdout, "after recovery the lake differs from an uninterrupted run");
-        assert!(tl(lake, &["process"], &env).await.stdout.contains("nothing new"));
+        outage_then_rerun(&env, Outage::Proxy(&mut proxy)).await;
     }
 }

@@ -259,25 +259,6 @@ pub fn listen_addr(listen: &str, password: Option<&str>) -> Result<SocketAddr, S
     Ok(addr)
 }
 
-/// Wait for Ctrl-C or SIGTERM.
-pub async fn stop_signal() {
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut sig) => {
-                sig.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term => {}
-    }
-}
-
 /// Run the endpoint until `stop` resolves; `on_listening` is told the bound address.
 pub async fn serve(
     lake: Lake,
