@@ -75,3 +75,42 @@ pub fn athena_client(sdk: &aws_config::SdkConfig, opts: &AwsOptions) -> aws_sdk_
     }
     aws_sdk_athena::Client::from_conf(conf.build())
 }
+
+/// One line for a failed Glue or Athena call, and whether retrying cannot help: the endpoint
+/// unreachable, no credentials, a timeout, access denied (naming the action to grant), or the
+/// service's own code and message. (S3's mapping is richer: `lake::s3` has its own.)
+pub(crate) fn describe_failure<E: aws_sdk_s3::error::ProvideErrorMetadata>(
+    err: &aws_sdk_s3::error::SdkError<E>,
+    service: &str,
+    action: &str,
+) -> (String, bool) {
+    use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
+    let status = err.raw_response().map(|r| r.status().as_u16());
+    let code = err.code().unwrap_or("");
+    match err {
+        SdkError::DispatchFailure(d) if d.is_io() || d.is_timeout() => (
+            format!(
+                "cannot reach the {service} endpoint: is it running, and is --endpoint-url (or AWS_ENDPOINT_URL_{}) right?",
+                service.to_ascii_uppercase()
+            ),
+            false,
+        ),
+        SdkError::DispatchFailure(_) => (
+            "no AWS credentials found: set AWS_PROFILE, or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or run with a role".to_owned(),
+            true,
+        ),
+        SdkError::TimeoutError(_) => (format!("the {service} endpoint timed out; retry later"), false),
+        _ if code == "AccessDeniedException" || status == Some(403) => {
+            (format!("access denied: grant the credentials {action} (see aws/iam-policy.json)"), true)
+        }
+        _ => (
+            format!(
+                "{}{}: {}",
+                if code.is_empty() { "error" } else { code },
+                status.map(|s| format!(" (HTTP {s})")).unwrap_or_default(),
+                err.message().unwrap_or("no message")
+            ),
+            false,
+        ),
+    }
+}

@@ -359,31 +359,6 @@ fn explain<E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static>(
     action: &'static str,
     on: Option<String>,
 ) -> CatalogError {
-    let status = err.raw_response().map(|r| r.status().as_u16());
-    let code = err.code().unwrap_or("").to_owned();
-    let (message, permanent) = match &err {
-        SdkError::DispatchFailure(d) if d.is_io() || d.is_timeout() => {
-            ("cannot reach the Glue endpoint: is it running, and is --endpoint-url (or AWS_ENDPOINT_URL_GLUE) right?".to_owned(), false)
-        }
-        SdkError::DispatchFailure(_) => (
-            "no AWS credentials found: set AWS_PROFILE, or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or run with a role".to_owned(),
-            true,
-        ),
-        SdkError::TimeoutError(_) => ("the Glue endpoint timed out; retry later".to_owned(), false),
-        _ if code == "AccessDeniedException" || status == Some(403) => {
-            (format!("access denied: grant the credentials {action} (see aws/iam-policy.json)"), true)
-        }
-        _ => {
-            let detail = err.message().unwrap_or("").to_owned();
-            (
-                format!(
-                    "{}{}: {detail}",
-                    if code.is_empty() { "error" } else { &code },
-                    status.map(|s| format!(" (HTTP {s})")).unwrap_or_default()
-                ),
-                false,
-            )
-        }
-    };
+    let (message, permanent) = crate::aws::describe_failure(&err, "Glue", action);
     CatalogError::Glue { action, on, message, permanent }
 }

@@ -76,21 +76,7 @@ impl AthenaError {
 }
 
 fn explain<E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static>(err: SdkError<E>, action: &'static str) -> AthenaError {
-    let code = err.code().unwrap_or("").to_owned();
-    let status = err.raw_response().map(|r| r.status().as_u16());
-    let (message, permanent) = match &err {
-        SdkError::DispatchFailure(d) if d.is_io() || d.is_timeout() => {
-            ("cannot reach the Athena endpoint: is it running, and is --endpoint-url (or AWS_ENDPOINT_URL_ATHENA) right?".to_owned(), false)
-        }
-        SdkError::DispatchFailure(_) => {
-            ("no AWS credentials found: set AWS_PROFILE, or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY".to_owned(), true)
-        }
-        SdkError::TimeoutError(_) => ("the Athena endpoint timed out; retry later".to_owned(), false),
-        _ if code == "AccessDeniedException" || status == Some(403) => {
-            (format!("access denied: grant the credentials {action} (see aws/iam-policy.json)"), true)
-        }
-        _ => (format!("{}: {}", if code.is_empty() { "error" } else { &code }, err.message().unwrap_or("no message")), false),
-    };
+    let (message, permanent) = crate::aws::describe_failure(&err, "Athena", action);
     AthenaError::Service { action, message, permanent }
 }
 
