@@ -20,7 +20,9 @@ const TS: &str = "2025-05-08 03:00:16+00:00";
 #[derive(Debug, Clone)]
 enum Row {
     Good,
-    /// Same symbol as the `n`th good row back (if any), quoted or not: a duplicate.
+    /// A well-formed row of a pair quoted in another asset: dropped, not quarantined.
+    OtherQuote,
+    /// Same symbol as the `n`th well-formed row back (if any), quoted or not: a duplicate.
     Again(usize, bool),
     NonNumeric,
     TruncatedTimestamp,
@@ -34,6 +36,7 @@ enum Row {
 fn row() -> impl Strategy<Value = Row> {
     prop_oneof![
         4 => Just(Row::Good),
+        2 => Just(Row::OtherQuote),
         1 => (1usize..4, any::<bool>()).prop_map(|(n, quoted)| Row::Again(n, quoted)),
         1 => Just(Row::NonNumeric),
         1 => Just(Row::TruncatedTimestamp),
@@ -62,6 +65,9 @@ fn ends() -> impl Strategy<Value = Ends> {
 #[derive(Debug, Default)]
 struct Want {
     kept: Vec<String>,
+    /// Records in the file, and those dropped as other quotes' rows.
+    records: u64,
+    other_quote: u64,
     quarantined: BTreeMap<u64, (&'static str, String)>,
 }
 
@@ -83,16 +89,25 @@ fn build(rows: &[Row], ends: Ends, seed: u64, final_newline: bool) -> (String, W
     text.push_str("symbol,price,timestamp");
     end(&mut text, &mut line);
     let mut want = Want::default();
+    // Symbols of the well-formed rows so far (kept or other quote): what a duplicate repeats.
+    let mut firsts: Vec<String> = Vec::new();
     for (i, r) in rows.iter().enumerate() {
         let sym = format!("S{i}USDT");
         let at = line;
         match r {
             Row::Good => {
                 text.push_str(&format!("{sym},1.5,{TS}"));
-                want.kept.push(sym);
+                want.kept.push(sym.clone());
+                firsts.push(sym);
             }
-            Row::Again(back, quoted) if *back <= want.kept.len() => {
-                let first = want.kept[want.kept.len() - back].clone();
+            Row::OtherQuote => {
+                let sym = format!("S{i}BTC");
+                text.push_str(&format!("{sym},1.5,{TS}"));
+                want.other_quote += 1;
+                firsts.push(sym);
+            }
+            Row::Again(back, quoted) if *back <= firsts.len() => {
+                let first = firsts[firsts.len() - back].clone();
                 text.push_str(&if *quoted { format!("\"{first}\",2.5,{TS}") } else { format!("{first},2.5,{TS}") });
                 want.quarantined.insert(at, ("duplicate symbol in snapshot", first));
             }
@@ -120,6 +135,9 @@ fn build(rows: &[Row], ends: Ends, seed: u64, final_newline: bool) -> (String, W
                 want.quarantined.insert(at, ("non-numeric price", sym));
             }
         }
+        if !matches!(r, Row::Blank | Row::Again(..)) || want.quarantined.contains_key(&at) {
+            want.records += 1;
+        }
         end(&mut text, &mut line);
     }
     if !final_newline {
@@ -141,7 +159,9 @@ proptest! {
         let dir = tempfile::tempdir().unwrap();
         let lake: Lake = Arc::new(LocalStore::open(dir.path()).unwrap());
         common::write_raw(dir.path(), "raw_crypto_prices_20250508T0300.csv", &text);
-        RT.block_on(process(&lake, &ProcessOptions::default())).unwrap();
+        let summary = RT.block_on(process(&lake, &ProcessOptions::default())).unwrap();
+        prop_assert_eq!(summary.rows_read, want.records, "every record is counted once: {:?}", text);
+        prop_assert_eq!(summary.dropped.get("other quote").copied().unwrap_or(0), want.other_quote, "{:?}", text);
 
         let kept: Vec<String> = common::processed_rows(dir.path()).into_iter().map(|r| r.symbol).collect();
         prop_assert_eq!(kept, want.kept, "{:?}", text);

@@ -112,6 +112,20 @@ pub(crate) fn blocking<T>(f: impl FnOnce() -> T) -> T {
     }
 }
 
+/// Run one phase of a run and log its wall time at debug level (`RUST_LOG=tickerlake=debug`
+/// shows where a run spends its time, phase by phase and chunk by chunk).
+pub(crate) fn timed<T>(phase: &'static str, f: impl FnOnce() -> T) -> T {
+    let started = Instant::now();
+    let out = f();
+    phase_done(phase, started);
+    out
+}
+
+/// Log the wall time of a phase that started at `started` (see [`timed`]).
+pub(crate) fn phase_done(phase: &'static str, started: Instant) {
+    tracing::debug!(phase, ms = started.elapsed().as_millis() as u64, "phase done");
+}
+
 /// A spinner with elapsed time for a phase whose length is unknown (DuckDB work); hidden off a terminal.
 fn spinner(what: &'static str) -> ProgressBar {
     let bar = ProgressBar::new_spinner().with_message(what);
@@ -341,7 +355,9 @@ async fn process_chunk(
         .tempdir()
         .map_err(|source| ProcessError::Io { context: "cannot create a stage directory".into(), source })?;
     let keys: Vec<String> = chunk.iter().map(|o| o.key.clone()).collect();
+    let started = Instant::now();
     let files = lake::materialize(lake, &keys, &stage.path().join("raw"), "raw").await?;
+    phase_done("fetching raw files", started);
 
     let mut engine = Engine::new(stage.path(), &opts.memory_limit)?;
     let phase = spinner("reading raw CSV");
@@ -352,7 +368,9 @@ async fn process_chunk(
     let mut dirty_dates = Vec::new();
     let staged = match earliest_new {
         Some(date) => {
+            let started = Instant::now();
             let window = plan_window(lake, manifest, &engine, date, stage.path()).await?;
+            phase_done("reading committed state", started);
             dirty_dates.clone_from(&window.dirty_dates);
             let dirty_files = if window.dirty_dates.is_empty() {
                 Vec::new()
@@ -373,7 +391,7 @@ async fn process_chunk(
                     engine.load_raw("reread_rows", &dirty_files)?;
                     loaded_tables.push(("reread_rows", Some(&window.dirty_dates)));
                 }
-                engine.build_input(&loaded_tables, &window.clean_partitions, window.carry.as_deref())?;
+                timed("gathering window input", || engine.build_input(&loaded_tables, &window.clean_partitions, window.carry.as_deref()))?;
                 engine.write_outputs(run_id, "new_rows")
             })
             .map_err(|e| e.with_memory_hint(&opts.memory_limit))?;
@@ -395,9 +413,11 @@ async fn process_chunk(
     for (date, path) in &staged.carries {
         outputs.push((lake::carry_key(date), path));
     }
+    let started = Instant::now();
     commit::stage(lake, run_id, &outputs).await?;
     let quarantine: Vec<(String, &Path)> = staged.quarantine.iter().map(|(raw, path)| (quarantine_key(raw), path.as_path())).collect();
     commit::put_all(lake, &quarantine).await?;
+    phase_done("staging outputs in the lake", started);
     let emptied = record(manifest, chunk, &loaded, &staged, &dirty_dates, run_id);
     Ok(ChunkOutcome { loaded, dates_written: staged.partitions.keys().cloned().collect(), emptied })
 }

@@ -2,22 +2,29 @@
 --   {files}    list literal of local CSV paths, in the order of {out}_keys.file_index
 --   {rejects}  name for this scan's reject tables        {out}  table to create
 --   {ts_pattern}  engine::TIMESTAMP_PATTERN as a string literal
+--   {other_quote}  the drop reason of other quotes' rows (engine::OTHER_QUOTE), as a literal
+--   {reject_tracking}  empty, or the read_csv options that store rejects in the {rejects} tables:
+--              the engine reads strictly first (any structural error fails the read; tracking
+--              rejects costs a fifth of the parse) and re-reads with tracking only if that fails
 -- and the engine's tables {out}_keys (file_index, path, key) and {out}_repeated (file_index,
 -- symbol): the symbols that start more than one record of a file.
 -- A row is either KEPT, DROPPED (the original job's filters: other quote, price missing or <= 0),
 -- or QUARANTINED with a reason (malformed data the original job would have crashed on or kept).
 -- The files read here are the engine's copies of the raw files (engine::number_lines): header
--- removed, blank lines left out, and each record prefixed with its line number in the raw file,
--- so every row, accepted or rejected, carries the line it came from.
+-- removed, blank lines left out, and each record prefixed with two fields: its line number in the
+-- raw file, so every row, accepted or rejected, carries the line it came from; and its timestamp
+-- as µs since the epoch when the engine could parse it in its common forms (empty otherwise, and
+-- then the rule below decides). Rows the engine can tell would be dropped as {other_quote} (plain
+-- fields, a complete timestamp, a symbol not seen twice) are not in the copies: it counts them.
+-- That is half of every snapshot, which DuckDB then neither parses nor stores.
 -- Files whose first line is not the `symbol,price,timestamp` header never get here: the engine
 -- quarantines them whole, and replaces the scan view with an empty one when no file is left.
 CREATE OR REPLACE TEMP VIEW {out}_scan AS
-SELECT CAST(file_index AS INTEGER) AS file_index, line, symbol, price AS price_text, "timestamp" AS ts_text
+SELECT CAST(file_index AS INTEGER) AS file_index, line, ts_micros, symbol, price AS price_text, "timestamp" AS ts_text
 FROM read_csv({files},
-    columns = {'line': 'BIGINT', 'symbol': 'VARCHAR', 'price': 'VARCHAR', 'timestamp': 'VARCHAR'},
+    columns = {'line': 'BIGINT', 'ts_micros': 'BIGINT', 'symbol': 'VARCHAR', 'price': 'VARCHAR', 'timestamp': 'VARCHAR'},
     header = false, auto_detect = false, delim = ',', quote = '"', escape = '"', new_line = '\n',
-    strict_mode = true, null_padding = false,
-    store_rejects = true, rejects_table = '{rejects}_errors', rejects_scan = '{rejects}_scans');
+    strict_mode = true, null_padding = false{reject_tracking});
 
 -- @classify
 CREATE OR REPLACE TEMP TABLE {out} AS
@@ -26,8 +33,9 @@ WITH parsed AS (
            TRY_CAST(price_text AS DOUBLE) AS price,
            -- Complete timestamps only: the cast alone would read '2025-01-03 18:01:' as 18:01:00.
            -- The cast then checks the calendar (Feb 30). Offsets are honoured; a timestamp without
-           -- one (older original files) is UTC.
-           CASE WHEN regexp_full_match(ts_text, {ts_pattern})
+           -- one (older original files) is UTC. The engine already parsed nearly every row's.
+           CASE WHEN ts_micros IS NOT NULL THEN make_timestamp(ts_micros)
+                WHEN regexp_full_match(ts_text, {ts_pattern})
                 THEN TRY_CAST(TRY_CAST(ts_text AS TIMESTAMPTZ) AS TIMESTAMP) END AS "timestamp"
     FROM {out}_scan
 ), checked AS (
@@ -44,7 +52,7 @@ WITH parsed AS (
     SELECT c.*,
         malformed AS quarantine_reason,
         CASE
-            WHEN NOT symbol LIKE '%USDT' THEN 'other quote'
+            WHEN NOT symbol LIKE '%USDT' THEN {other_quote}
             WHEN price IS NULL THEN 'missing price'
             WHEN price <= 0 THEN 'non-positive price'
         END AS drop_reason,
@@ -76,8 +84,8 @@ WHERE {out}.file_index = f.file_index AND {out}.symbol = f.symbol
 
 -- Structural errors (wrong field count, bad quoting, invalid UTF-8) never reach {out}; they are
 -- read back from the reject tables. The line is the one the engine put in front of the record
--- (DuckDB's own line numbers count records, not lines); a line DuckDB reports once per bad
--- column is one quarantined row.
+-- (DuckDB's own line numbers count records, not lines), the record is what follows the engine's
+-- two fields; a line DuckDB reports once per bad column is one quarantined row.
 CREATE OR REPLACE TEMP TABLE {out}_rejects AS
 SELECT k.file_index,
        TRY_CAST(regexp_extract(e.csv_line, '^([0-9]+),', 1) AS BIGINT) AS line,
@@ -86,7 +94,7 @@ SELECT k.file_index,
                WHEN 'TOO MANY COLUMNS' THEN 'wrong field count'
                ELSE lower(CAST(e.error_type AS VARCHAR))
            END) AS reason,
-       regexp_replace(e.csv_line, '^[0-9]+,', '') AS record
+       regexp_replace(e.csv_line, '^[0-9]+,-?[0-9]*,', '') AS record
 FROM {rejects}_errors e
 JOIN {rejects}_scans s USING (scan_id, file_id)
 JOIN {out}_keys k ON k.path = s.file_path
