@@ -314,7 +314,9 @@ impl Engine {
             ],
         )
         .expect("outputs.sql's holes are exactly these");
-        super::timed("writing partitions and carry state", || self.conn.execute_batch(&sql))?;
+        let (partitions, carry) = sql.split_at(sql.find("\n-- @carry\n").expect("outputs.sql has the carry marker"));
+        super::timed("writing partitions", || self.conn.execute_batch(partitions))?;
+        super::timed("writing carry state", || self.conn.execute_batch(carry))?;
         let mut staged = StagedOutputs::default();
         let counts = self.count_by("SELECT CAST(date AS VARCHAR), count(*) FROM ind_output WHERE NOT is_carry GROUP BY ALL")?;
         for (date, path) in partition_files(&processed_dir)? {
@@ -461,9 +463,19 @@ fn number_lines(src: &Path, dest: &Path) -> Result<Numbered> {
         }
     };
     let repeated = numberer.repeated.iter().map(|s| String::from_utf8_lossy(s).into_owned()).collect();
-    // Held-back rows whose symbol came again: DuckDB reads them too (the line says where they were).
-    out.seek(std::io::SeekFrom::End(0))?;
-    out.write_all(&numberer.readded)?;
+    // Held-back rows whose symbol came again: DuckDB reads them too (the line says where they
+    // were), after the last record, which may lack its line end.
+    if !numberer.readded.is_empty() {
+        if out.seek(std::io::SeekFrom::End(0))? > 0 {
+            let mut last = [0u8];
+            out.seek(std::io::SeekFrom::End(-1))?;
+            out.read_exact(&mut last)?;
+            if last[0] != b'\n' {
+                out.write_all(b"\n")?;
+            }
+        }
+        out.write_all(&numberer.readded)?;
+    }
     Ok(Numbered::Records { records: numberer.records, unterminated, repeated, other_quote: numberer.other_quote_rows() })
 }
 
@@ -923,6 +935,10 @@ mod tests {
         let symbols: Vec<&str> = lines.iter().map(|l| l.split(',').nth(2).unwrap()).collect();
         assert_eq!(symbols, ["AUSDT", "BBTC", "CBTC", "D-BTC", "FBTC", "\"FBTC\"", "GBTC", "HBTC"]);
         assert_eq!(lines[4], format!("8,,FBTC,1,{ts}"), "a re-added row keeps its line");
+        // The last record without a line end: the re-added row still starts a line of its own.
+        let (n, copy) = numbered(format!("symbol,price,timestamp\nABTC,1.5,{ts}\nABTC,2,{ts}").as_bytes());
+        assert!(matches!(n, Numbered::Records { records: 2, other_quote: 0, .. }), "{n:?}");
+        assert_eq!(copy, format!("3,,ABTC,2,{ts}\n2,,ABTC,1.5,{ts}\n"));
     }
 
     #[test]

@@ -7,6 +7,7 @@ COPY (SELECT {columns}, date
       FROM ind_output WHERE NOT is_carry ORDER BY date, symbol, "timestamp", price)
 TO {processed_dir} (FORMAT parquet, PARTITION_BY (date), COMPRESSION zstd, KV_METADATA {{run_id_key}: {run_id}});
 
+-- @carry
 -- The carry state of each date written: every symbol's last 4 rows up to the end of that date,
 -- which a later incremental run starting the next day reads as context. A row is in the carry of
 -- the dates from its own up to (excluding) carry_until, when a 4th later row of its symbol comes.
