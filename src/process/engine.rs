@@ -88,20 +88,22 @@ impl Engine {
     pub fn load_raw(&mut self, table: &str, files: &[(PathBuf, String)]) -> Result<LoadStats> {
         self.loads += 1;
         let keys_table = format!("{table}_keys");
-        // DuckDB reads line-numbered copies (see number_lines), readable files first: their
-        // position is DuckDB's file_index in the scan.
-        let copies = self.stage.join(format!("lines-{}", self.loads));
-        std::fs::create_dir_all(&copies)?;
-        let mut readable = Vec::new();
+        // DuckDB reads line-numbered copies (see number_lines); a raw file's file_index is its
+        // position in `files`, written in front of each of its records.
+        let copies_dir = self.stage.join(format!("lines-{}", self.loads));
+        std::fs::create_dir_all(&copies_dir)?;
+        let (numbered, copies) = super::timed("numbering raw lines", || number_all(files, &copies_dir))?;
+        // By file_index: records, rows held back as other quotes', an unterminated last record.
+        let mut readable = BTreeMap::new();
         let mut bad_headers = Vec::new();
         let mut repeated_symbols = Vec::new();
-        for ((path, key), (copy, numbered)) in files.iter().zip(super::timed("numbering raw lines", || number_all(files, &copies))?) {
+        for (i, numbered) in numbered.into_iter().enumerate() {
             match numbered {
                 Numbered::Records { records, unterminated, repeated, other_quote } => {
-                    repeated_symbols.extend(repeated.into_iter().map(|s| (readable.len() as i32, s)));
-                    readable.push((copy.to_string_lossy().into_owned(), key.as_str(), records, other_quote, unterminated));
+                    repeated_symbols.extend(repeated.into_iter().map(|s| (i as i32, s)));
+                    readable.insert(i, (records, other_quote, unterminated));
                 }
-                Numbered::BadHeader(first_line) => bad_headers.push((path.to_string_lossy().into_owned(), key.as_str(), first_line)),
+                Numbered::BadHeader(first_line) => bad_headers.push((i, first_line)),
             }
         }
         self.conn.execute_batch(&format!(
@@ -110,9 +112,8 @@ impl Engine {
         ))?;
         {
             let mut app = self.conn.appender(&keys_table)?;
-            let all = readable.iter().map(|(p, k, ..)| (p, *k)).chain(bad_headers.iter().map(|(p, k, _)| (p, *k)));
-            for (i, (path, key)) in all.enumerate() {
-                app.append_row(duckdb::params![i as i32, path, key])?;
+            for (i, (path, key)) in files.iter().enumerate() {
+                app.append_row(duckdb::params![i as i32, path.to_string_lossy(), key])?;
             }
             let mut app = self.conn.appender(&format!("{table}_repeated"))?;
             for (i, symbol) in &repeated_symbols {
@@ -120,7 +121,7 @@ impl Engine {
             }
         }
         let rejects = format!("rejects_{}", self.loads);
-        let files_list = crate::sql::list(readable.iter().map(|(p, ..)| p.as_str()));
+        let files_list = crate::sql::list(copies.iter().map(|p| p.to_str().expect("stage paths are UTF-8")));
         let validate = |reject_tracking: &str| {
             crate::sql::render(
                 VALIDATE_SQL,
@@ -141,7 +142,7 @@ impl Engine {
              CREATE OR REPLACE TEMP TABLE {rejects}_scans (scan_id UBIGINT, file_id UBIGINT, file_path VARCHAR);"
         );
         let doing = || format!("reading the raw files ({} files)", files.len());
-        if readable.is_empty() {
+        if copies.is_empty() {
             // Nothing for read_csv (it needs a file): the same relations, empty.
             self.conn.execute_batch(&format!(
                 "CREATE OR REPLACE TEMP VIEW {table}_scan AS SELECT CAST(NULL AS INTEGER) AS file_index, CAST(NULL AS BIGINT) AS line, CAST(NULL AS BIGINT) AS ts_micros,
@@ -168,18 +169,18 @@ impl Engine {
             }
         }
         // The copies are read: {table} and its rejects hold all that is used of them.
-        std::fs::remove_dir_all(&copies)?;
-        for (i, (_, _, first_line)) in bad_headers.iter().enumerate() {
+        std::fs::remove_dir_all(&copies_dir)?;
+        for (i, first_line) in &bad_headers {
             self.conn.execute(
                 &format!("INSERT INTO {table}_rejects VALUES (?, 1, 'unexpected header (expected symbol,price,timestamp)', ?)"),
-                duckdb::params![(readable.len() + i) as i32, first_line],
+                duckdb::params![*i as i32, first_line],
             )?;
         }
-        for (i, (.., unterminated)) in readable.iter().enumerate() {
+        for (i, (.., unterminated)) in &readable {
             if let Some((line, record)) = unterminated {
                 self.conn.execute(
                     &format!("INSERT INTO {table}_rejects VALUES (?, ?, 'unterminated quote', ?)"),
-                    duckdb::params![i as i32, *line as i64, record],
+                    duckdb::params![*i as i32, *line as i64, record],
                 )?;
             }
         }
@@ -211,7 +212,8 @@ impl Engine {
                 r.get::<_, i64>(6)?,
             ))
         })?;
-        let records: BTreeMap<&str, (u64, u64)> = readable.iter().map(|(_, key, records, other, _)| (*key, (*records, *other))).collect();
+        let records: BTreeMap<&str, (u64, u64)> =
+            readable.iter().map(|(i, (records, other, _))| (files[*i].1.as_str(), (*records, *other))).collect();
         let mut other_quote = 0;
         for row in rows {
             let (key, n, kept, quarantined, first, last, rejects) = row?;
@@ -361,28 +363,47 @@ impl Engine {
     }
 }
 
-/// [`number_lines`] for each file into `dir/<i>.csv`, on a few threads (a rebuild reads many).
-fn number_all(files: &[(PathBuf, String)], dir: &Path) -> Result<Vec<(PathBuf, Numbered)>> {
+/// Bytes of copy per file DuckDB reads: a few large files instead of one per raw file (creating
+/// and deleting thousands of small files costs more than the numbering), each still small
+/// enough for one DuckDB scanner.
+const COPY_FILE_BYTES: u64 = 8 << 20;
+
+/// [`number_lines`] for each file, appending the copies to files `dir/<worker>-<n>.csv` on a few
+/// threads (a rebuild reads many). Returns what became of each raw file, in order, and the copies.
+fn number_all(files: &[(PathBuf, String)], dir: &Path) -> Result<(Vec<Numbered>, Vec<PathBuf>)> {
     let next = std::sync::atomic::AtomicUsize::new(0);
     let workers = std::thread::available_parallelism().map_or(1, |n| n.get()).clamp(1, 4).min(files.len().max(1));
-    let done: Vec<Vec<(usize, Result<Numbered>)>> = std::thread::scope(|s| {
-        let handles: Vec<_> = (0..workers)
-            .map(|_| {
-                s.spawn(|| {
-                    let mut out = Vec::new();
-                    loop {
-                        let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                        let Some((path, _)) = files.get(i) else { break out };
-                        out.push((i, number_lines(path, &dir.join(format!("{i}.csv")))));
-                    }
-                })
-            })
-            .collect();
+    let work = |worker: usize| -> Result<(Vec<(usize, Numbered)>, Vec<PathBuf>)> {
+        let (mut done, mut copies) = (Vec::new(), Vec::new());
+        let mut current: Option<std::fs::File> = None;
+        loop {
+            let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let Some((path, _)) = files.get(i) else { break };
+            let out = match &mut current {
+                Some(f) if f.metadata()?.len() < COPY_FILE_BYTES => f,
+                slot => {
+                    let copy = dir.join(format!("{worker}-{}.csv", copies.len()));
+                    let file = std::fs::File::options().read(true).write(true).create_new(true).open(&copy)?;
+                    copies.push(copy);
+                    slot.insert(file)
+                }
+            };
+            done.push((i, number_lines(path, i, out)?));
+        }
+        Ok((done, copies))
+    };
+    let results: Vec<Result<_>> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..workers).map(|w| s.spawn(move || work(w))).collect();
         handles.into_iter().map(|h| h.join().expect("a line-numbering thread panicked")).collect()
     });
-    let mut all: Vec<(usize, Result<Numbered>)> = done.into_iter().flatten().collect();
+    let (mut all, mut copies) = (Vec::new(), Vec::new());
+    for result in results {
+        let (done, files) = result?;
+        all.extend(done);
+        copies.extend(files);
+    }
     all.sort_by_key(|(i, _)| *i);
-    all.into_iter().map(|(i, numbered)| Ok((dir.join(format!("{i}.csv")), numbered?))).collect()
+    Ok((all.into_iter().map(|(_, numbered)| numbered).collect(), copies))
 }
 
 /// What [`number_lines`] made of a raw file.
@@ -408,12 +429,12 @@ enum Numbered {
 /// more than once are noted, so that only their rows go through the duplicate check, and the
 /// timestamp of each one-line record without quotes is parsed (see [`canonical_timestamp_micros`])
 /// into a second field, empty when it was not: DuckDB then need not run the timestamp rule on it.
-fn number_lines(src: &Path, dest: &Path) -> Result<Numbered> {
+fn number_lines(src: &Path, file_index: usize, dest: &mut std::fs::File) -> Result<Numbered> {
     use std::io::{BufRead, Read, Seek, Write};
     let file = std::fs::File::open(src).map_err(|source| ProcessError::Io { context: format!("cannot open {}", src.display()), source })?;
     let mut input = std::io::BufReader::with_capacity(1 << 16, file);
     // The header, as bytes (the file may not be UTF-8): up to the first line end, at most 4 KiB.
-    let mut numberer = LineNumberer { line: 2, ..LineNumberer::default() };
+    let mut numberer = LineNumberer { line: 2, file_index: file_index as u64, ..LineNumberer::default() };
     let mut first = Vec::new();
     loop {
         let buf = input.fill_buf()?;
@@ -436,8 +457,10 @@ fn number_lines(src: &Path, dest: &Path) -> Result<Numbered> {
     if !norm.is_empty() && norm != HEADER {
         return Ok(Numbered::BadHeader(first));
     }
-    let mut out =
-        std::io::BufWriter::with_capacity(1 << 16, std::fs::File::options().read(true).write(true).create(true).truncate(true).open(dest)?);
+    // Appended to what the copy file holds: offsets in it are from its start.
+    let start = dest.seek(std::io::SeekFrom::End(0))?;
+    numberer.written = start;
+    let mut out = std::io::BufWriter::with_capacity(1 << 16, dest);
     let mut chunk = Vec::with_capacity(1 << 17);
     loop {
         let buf = input.fill_buf()?;
@@ -451,7 +474,7 @@ fn number_lines(src: &Path, dest: &Path) -> Result<Numbered> {
         out.write_all(&chunk)?;
     }
     numberer.finish();
-    let mut out = out.into_inner().map_err(|e| e.into_error())?;
+    let out = out.into_inner().map_err(|e| e.into_error())?;
     let unterminated = match numberer.unterminated() {
         None => None,
         Some((line, record_start, text_start)) => {
@@ -463,19 +486,17 @@ fn number_lines(src: &Path, dest: &Path) -> Result<Numbered> {
         }
     };
     let repeated = numberer.repeated.iter().map(|s| String::from_utf8_lossy(s).into_owned()).collect();
-    // Held-back rows whose symbol came again: DuckDB reads them too (the line says where they
-    // were), after the last record, which may lack its line end.
-    if !numberer.readded.is_empty() {
-        if out.seek(std::io::SeekFrom::End(0))? > 0 {
-            let mut last = [0u8];
-            out.seek(std::io::SeekFrom::End(-1))?;
-            out.read_exact(&mut last)?;
-            if last[0] != b'\n' {
-                out.write_all(b"\n")?;
-            }
+    // The last record may lack its line end: the next one (a held-back row whose symbol came
+    // again, which DuckDB reads too, or the next raw file's first) must start a line.
+    if out.seek(std::io::SeekFrom::End(0))? > start {
+        let mut last = [0u8];
+        out.seek(std::io::SeekFrom::End(-1))?;
+        out.read_exact(&mut last)?;
+        if last[0] != b'\n' {
+            out.write_all(b"\n")?;
         }
-        out.write_all(&numberer.readded)?;
     }
+    out.write_all(&numberer.readded)?;
     Ok(Numbered::Records { records: numberer.records, unterminated, repeated, other_quote: numberer.other_quote_rows() })
 }
 
@@ -496,6 +517,8 @@ enum CsvState {
 struct LineNumberer {
     /// Line of the raw file the next byte is on (the header is line 1, the first fed line 2).
     line: u64,
+    /// The raw file's index in the load (first field of every record of the copy).
+    file_index: u64,
     state: CsvState,
     /// The last byte was a CR ending a line: an LF right after it belongs to the same line end.
     after_cr: bool,
@@ -549,8 +572,10 @@ fn symbol_hash(symbol: &[u8]) -> u64 {
     symbol.iter().fold(0xcbf2_9ce4_8422_2325_u64, |h, &b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3))
 }
 
-/// `line,ts_micros,` in front of a record of the copy (see [`number_lines`]).
-fn write_prefix(out: &mut Vec<u8>, line: u64, ts_micros: Option<i64>) {
+/// `file_index,line,ts_micros,` in front of a record of the copy (see [`number_lines`]).
+fn write_prefix(out: &mut Vec<u8>, file_index: u64, line: u64, ts_micros: Option<i64>) {
+    out.extend_from_slice(itoa::Buffer::new().format(file_index).as_bytes());
+    out.push(b',');
     out.extend_from_slice(itoa::Buffer::new().format(line).as_bytes());
     out.push(b',');
     if let Some(us) = ts_micros {
@@ -730,7 +755,7 @@ impl LineNumberer {
         self.records += 1;
         self.record_line = self.line;
         self.record_start = self.written + out.len() as u64;
-        write_prefix(out, self.line, ts_micros);
+        write_prefix(out, self.file_index, self.line, ts_micros);
         self.text_start = self.written + out.len() as u64;
     }
 
@@ -768,7 +793,7 @@ impl LineNumberer {
         }
         self.repeated.insert(symbol.to_vec());
         if let Some((line, range)) = self.held_back.remove(&hash) {
-            write_prefix(&mut self.readded, line, None);
+            write_prefix(&mut self.readded, self.file_index, line, None);
             self.readded.extend_from_slice(&self.held_back_bytes[range]);
             self.readded.push(b'\n');
         }
@@ -868,7 +893,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (src, dest) = (dir.path().join("raw.csv"), dir.path().join("copy.csv"));
         std::fs::write(&src, raw).unwrap();
-        let n = number_lines(&src, &dest).unwrap();
+        let mut copy = std::fs::File::options().read(true).write(true).create_new(true).open(&dest).unwrap();
+        let n = number_lines(&src, 0, &mut copy).unwrap();
         (n, std::fs::read_to_string(&dest).unwrap_or_default())
     }
 
@@ -877,7 +903,7 @@ mod tests {
         let raw = b"\xef\xbb\xbfsymbol,price,timestamp\r\nA,1,t\r\n\r\nB,2\rC,\"x\r\ny\",t\n\nD,\"\"\"q\"\"\",t\nE,a\"b,t";
         let (n, copy) = numbered(raw);
         assert_eq!(n, Numbered::Records { records: 5, unterminated: None, repeated: BTreeSet::new(), other_quote: 0 });
-        assert_eq!(copy, "2,,A,1,t\n4,,B,2\n5,,C,\"x\r\ny\",t\n8,,D,\"\"\"q\"\"\",t\n9,,E,a\"b,t");
+        assert_eq!(copy, "0,2,,A,1,t\n0,4,,B,2\n0,5,,C,\"x\r\ny\",t\n0,8,,D,\"\"\"q\"\"\",t\n0,9,,E,a\"b,t\n");
     }
 
     #[test]
@@ -892,7 +918,7 @@ mod tests {
                 other_quote: 0
             }
         );
-        assert_eq!(copy, "2,,A,1,t\n");
+        assert_eq!(copy, "0,2,,A,1,t\n");
     }
 
     #[test]
@@ -910,13 +936,13 @@ mod tests {
                     CUSDT,3,2025-05-08 01:00:00+02\nDUSDT,4,2025-05-08 03:16:\n\"EUSDT\",5,2025-05-08 03:16:32\nFUSDT,6,x,2025-05-08 03:16:32\n";
         let (_, copy) = numbered(raw);
         let lines: Vec<&str> = copy.lines().collect();
-        assert_eq!(lines[0], "2,1746674192801588,AUSDT,1,2025-05-08 03:16:32.801588+00:00");
-        assert_eq!(lines[1], "3,1746674192801588,BUSDT,2,2025-05-08 03:16:32.801588+00:00");
-        assert_eq!(lines[2], "4,1746658800000000,CUSDT,3,2025-05-08 01:00:00+02");
+        assert_eq!(lines[0], "0,2,1746674192801588,AUSDT,1,2025-05-08 03:16:32.801588+00:00");
+        assert_eq!(lines[1], "0,3,1746674192801588,BUSDT,2,2025-05-08 03:16:32.801588+00:00");
+        assert_eq!(lines[2], "0,4,1746658800000000,CUSDT,3,2025-05-08 01:00:00+02");
         // Incomplete, quoted, or not exactly three fields: left to validate.sql.
-        assert_eq!(lines[3], "5,,DUSDT,4,2025-05-08 03:16:");
-        assert_eq!(lines[4], "6,,\"EUSDT\",5,2025-05-08 03:16:32");
-        assert_eq!(lines[5], "7,,FUSDT,6,x,2025-05-08 03:16:32");
+        assert_eq!(lines[3], "0,5,,DUSDT,4,2025-05-08 03:16:");
+        assert_eq!(lines[4], "0,6,,\"EUSDT\",5,2025-05-08 03:16:32");
+        assert_eq!(lines[5], "0,7,,FUSDT,6,x,2025-05-08 03:16:32");
     }
 
     #[test]
@@ -931,14 +957,38 @@ mod tests {
         let Numbered::Records { records, other_quote, .. } = n else { panic!("{n:?}") };
         assert_eq!((records, other_quote), (10, 2));
         let mut lines: Vec<&str> = copy.lines().collect();
-        lines.sort_by_key(|l| l.split(',').next().unwrap().parse::<u64>().unwrap());
-        let symbols: Vec<&str> = lines.iter().map(|l| l.split(',').nth(2).unwrap()).collect();
+        lines.sort_by_key(|l| l.split(',').nth(1).unwrap().parse::<u64>().unwrap());
+        let symbols: Vec<&str> = lines.iter().map(|l| l.split(',').nth(3).unwrap()).collect();
         assert_eq!(symbols, ["AUSDT", "BBTC", "CBTC", "D-BTC", "FBTC", "\"FBTC\"", "GBTC", "HBTC"]);
-        assert_eq!(lines[4], format!("8,,FBTC,1,{ts}"), "a re-added row keeps its line");
+        assert_eq!(lines[4], format!("0,8,,FBTC,1,{ts}"), "a re-added row keeps its line");
         // The last record without a line end: the re-added row still starts a line of its own.
         let (n, copy) = numbered(format!("symbol,price,timestamp\nABTC,1.5,{ts}\nABTC,2,{ts}").as_bytes());
         assert!(matches!(n, Numbered::Records { records: 2, other_quote: 0, .. }), "{n:?}");
-        assert_eq!(copy, format!("3,,ABTC,2,{ts}\n2,,ABTC,1.5,{ts}\n"));
+        assert_eq!(copy, format!("0,3,,ABTC,2,{ts}\n0,2,,ABTC,1.5,{ts}\n"));
+    }
+
+    #[test]
+    fn raw_files_share_copy_files_record_by_record() {
+        let dir = tempfile::tempdir().unwrap();
+        let raw: Vec<(PathBuf, String)> = ["A,1,t", "B,2,t\nC,3,t", "D,\"3", ""]
+            .iter()
+            .enumerate()
+            .map(|(i, body)| {
+                let path = dir.path().join(format!("{i}.csv"));
+                std::fs::write(&path, format!("symbol,price,timestamp\n{body}")).unwrap();
+                (path, format!("raw/{i}.csv"))
+            })
+            .collect();
+        let copies_dir = dir.path().join("copies");
+        std::fs::create_dir(&copies_dir).unwrap();
+        let (numbered, copies) = number_all(&raw, &copies_dir).unwrap();
+        assert_eq!(numbered.len(), 4);
+        assert!(matches!(&numbered[2], Numbered::Records { records: 1, unterminated: Some((2, text)), .. } if text == "D,\"3"));
+        // Each record on a line of its own, named by its raw file, whichever copy file has it.
+        let mut records: Vec<String> =
+            copies.iter().flat_map(|c| std::fs::read_to_string(c).unwrap().lines().map(str::to_owned).collect::<Vec<_>>()).collect();
+        records.sort();
+        assert_eq!(records, ["0,2,,A,1,t", "1,2,,B,2,t", "1,3,,C,3,t"]);
     }
 
     #[test]
@@ -967,7 +1017,7 @@ mod tests {
     #[test]
     fn the_header_is_checked() {
         assert_eq!(numbered(b"price,symbol,timestamp\r\nA,1,t\n").0, Numbered::BadHeader("price,symbol,timestamp".to_owned()));
-        assert_eq!(numbered(b"\"Symbol\",\"Price\",\"Timestamp\"\rA,1,t").1, "2,,A,1,t");
+        assert_eq!(numbered(b"\"Symbol\",\"Price\",\"Timestamp\"\rA,1,t").1, "0,2,,A,1,t\n");
         assert_eq!(numbered(b"").0, Numbered::Records { records: 0, unterminated: None, repeated: BTreeSet::new(), other_quote: 0 });
         assert_eq!(
             numbered(b"symbol,price,timestamp").0,

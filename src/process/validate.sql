@@ -1,5 +1,5 @@
 -- Parse and classify raw snapshot rows. Placeholders filled in by process::engine:
---   {files}    list literal of local CSV paths, in the order of {out}_keys.file_index
+--   {files}    list literal of the engine's copy files (each holds records of several raw files)
 --   {rejects}  name for this scan's reject tables        {out}  table to create
 --   {ts_pattern}  engine::TIMESTAMP_PATTERN as a string literal
 --   {other_quote}  the drop reason of other quotes' rows (engine::OTHER_QUOTE), as a literal
@@ -11,8 +11,9 @@
 -- A row is either KEPT, DROPPED (the original job's filters: other quote, price missing or <= 0),
 -- or QUARANTINED with a reason (malformed data the original job would have crashed on or kept).
 -- The files read here are the engine's copies of the raw files (engine::number_lines): header
--- removed, blank lines left out, and each record prefixed with two fields: its line number in the
--- raw file, so every row, accepted or rejected, carries the line it came from; and its timestamp
+-- removed, blank lines left out, and each record prefixed with three fields: the raw file's
+-- {out}_keys.file_index and the record's line number in it, so every row, accepted or rejected,
+-- carries the file and line it came from; and its timestamp
 -- as µs since the epoch when the engine could parse it in its common forms (empty otherwise, and
 -- then the rule below decides). Rows the engine can tell would be dropped as {other_quote} (plain
 -- fields, a complete timestamp, a symbol not seen twice) are not in the copies: it counts them.
@@ -20,9 +21,9 @@
 -- Files whose first line is not the `symbol,price,timestamp` header never get here: the engine
 -- quarantines them whole, and replaces the scan view with an empty one when no file is left.
 CREATE OR REPLACE TEMP VIEW {out}_scan AS
-SELECT CAST(file_index AS INTEGER) AS file_index, line, ts_micros, symbol, price AS price_text, "timestamp" AS ts_text
+SELECT raw_file AS file_index, line, ts_micros, symbol, price AS price_text, "timestamp" AS ts_text
 FROM read_csv({files},
-    columns = {'line': 'BIGINT', 'ts_micros': 'BIGINT', 'symbol': 'VARCHAR', 'price': 'VARCHAR', 'timestamp': 'VARCHAR'},
+    columns = {'raw_file': 'INTEGER', 'line': 'BIGINT', 'ts_micros': 'BIGINT', 'symbol': 'VARCHAR', 'price': 'VARCHAR', 'timestamp': 'VARCHAR'},
     header = false, auto_detect = false, delim = ',', quote = '"', escape = '"', new_line = '\n',
     strict_mode = true, null_padding = false{reject_tracking});
 
@@ -83,19 +84,18 @@ WHERE {out}.file_index = f.file_index AND {out}.symbol = f.symbol
   AND {out}.quarantine_reason IS NULL AND {out}.line > f.first_line;
 
 -- Structural errors (wrong field count, bad quoting, invalid UTF-8) never reach {out}; they are
--- read back from the reject tables. The line is the one the engine put in front of the record
--- (DuckDB's own line numbers count records, not lines), the record is what follows the engine's
--- two fields; a line DuckDB reports once per bad column is one quarantined row.
+-- read back from the reject table. The raw file and line are the ones the engine put in front of
+-- the record (DuckDB's own line numbers count records of the copy, not lines of the raw file), the
+-- record is what follows the engine's three fields; a line DuckDB reports once per bad column is
+-- one quarantined row.
 CREATE OR REPLACE TEMP TABLE {out}_rejects AS
-SELECT k.file_index,
-       TRY_CAST(regexp_extract(e.csv_line, '^([0-9]+),', 1) AS BIGINT) AS line,
-       min(CASE CAST(e.error_type AS VARCHAR)
+SELECT TRY_CAST(regexp_extract(csv_line, '^([0-9]+),', 1) AS INTEGER) AS file_index,
+       TRY_CAST(regexp_extract(csv_line, '^[0-9]+,([0-9]+),', 1) AS BIGINT) AS line,
+       min(CASE CAST(error_type AS VARCHAR)
                WHEN 'MISSING COLUMNS' THEN 'wrong field count'
                WHEN 'TOO MANY COLUMNS' THEN 'wrong field count'
-               ELSE lower(CAST(e.error_type AS VARCHAR))
+               ELSE lower(CAST(error_type AS VARCHAR))
            END) AS reason,
-       regexp_replace(e.csv_line, '^[0-9]+,-?[0-9]*,', '') AS record
-FROM {rejects}_errors e
-JOIN {rejects}_scans s USING (scan_id, file_id)
-JOIN {out}_keys k ON k.path = s.file_path
+       regexp_replace(csv_line, '^[0-9]+,[0-9]+,-?[0-9]*,', '') AS record
+FROM {rejects}_errors
 GROUP BY ALL;
