@@ -373,7 +373,9 @@ const COPY_FILE_BYTES: u64 = 8 << 20;
 fn number_all(files: &[(PathBuf, String)], dir: &Path) -> Result<(Vec<Numbered>, Vec<PathBuf>)> {
     let next = std::sync::atomic::AtomicUsize::new(0);
     let workers = std::thread::available_parallelism().map_or(1, |n| n.get()).clamp(1, 4).min(files.len().max(1));
-    let work = |worker: usize| -> Result<(Vec<(usize, Numbered)>, Vec<PathBuf>)> {
+    // One worker's raw files (by index) with what became of them, and the copy files it wrote.
+    type Done = (Vec<(usize, Numbered)>, Vec<PathBuf>);
+    let work = |worker: usize| -> Result<Done> {
         let (mut done, mut copies) = (Vec::new(), Vec::new());
         let mut current: Option<std::fs::File> = None;
         loop {
@@ -419,16 +421,18 @@ enum Numbered {
     BadHeader(String),
 }
 
-/// Copy a raw file for DuckDB with each record's line in the raw file in front of it as a first
-/// field: the line travels with the record whatever DuckDB accepts, rejects or reorders
-/// (read_csv has no line column, and its reject table counts records, not lines). The header is
-/// checked and left out, and so are blank lines. A line ends with LF, CRLF or a lone CR; outside
-/// quotes that becomes LF (DuckDB fails a whole file whose line ends are mixed). Quoting is what
-/// validate.sql tells read_csv: a quote opens only at the start of a field and `""` inside quotes
-/// is a quote, so a line break inside quotes stays in its record. On the way, the symbols seen
-/// more than once are noted, so that only their rows go through the duplicate check, and the
-/// timestamp of each one-line record without quotes is parsed (see [`canonical_timestamp_micros`])
-/// into a second field, empty when it was not: DuckDB then need not run the timestamp rule on it.
+/// Append a raw file's copy for DuckDB to `dest`, each record preceded by the raw file's
+/// `file_index` and the record's line in the raw file: file and line travel with the record
+/// whatever DuckDB accepts, rejects or reorders (read_csv has no line column, and its reject
+/// table counts records, not lines). The header is checked and left out, and so are blank lines.
+/// A line ends with LF, CRLF or a lone CR; outside quotes that becomes LF (DuckDB fails a whole
+/// file whose line ends are mixed). Quoting is what validate.sql tells read_csv: a quote opens
+/// only at the start of a field and `""` inside quotes is a quote, so a line break inside quotes
+/// stays in its record. On the way, the symbols seen more than once are noted, so that only their
+/// rows go through the duplicate check; the timestamp of each one-line record without quotes is
+/// parsed (see [`canonical_timestamp_micros`]) into a third field, empty when it was not, so that
+/// DuckDB need not run the timestamp rule on it; and rows certainly dropped as other quotes' are
+/// held back (see [`LineNumberer::plain_record`]).
 fn number_lines(src: &Path, file_index: usize, dest: &mut std::fs::File) -> Result<Numbered> {
     use std::io::{BufRead, Read, Seek, Write};
     let file = std::fs::File::open(src).map_err(|source| ProcessError::Io { context: format!("cannot open {}", src.display()), source })?;
