@@ -11,7 +11,8 @@
 #   3. the LocalStack init hook is idempotent: after a restart the bucket is back, the hook ran twice.
 # Every check prints PASS or FAIL; the exit status is the number of failures (0: all passed).
 # Needs a Docker engine, the images (TICKERLAKE_IMAGE, default tickerlake/tickerlake:local, and
-# localstack/localstack:4.13.1: docker/images.sh), curl, psql and python3 with PyYAML.
+# localstack/localstack:4.13.1: docker/images.sh), curl, psql and python3 (PyYAML comes from a
+# cached virtualenv if python3 lacks it).
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 
@@ -36,6 +37,18 @@ for img in "$IMAGE" localstack/localstack:4.13.1; do
   docker image inspect "$img" >/dev/null 2>&1 || { echo "error: the image $img is missing: run docker/images.sh (./dev images)" >&2; exit 1; }
 done
 
+# The configuration checks read YAML: PyYAML from the system's python3, or else from a cached
+# virtualenv beside the emulators' (a fresh machine's python3 may not have it).
+PYTHON=python3
+if ! python3 -c 'import yaml' 2>/dev/null; then
+  venv="${TICKERLAKE_VENV:-$HOME/.cache/tickerlake-venv}/stack-test"
+  if ! "$venv/bin/python" -c 'import yaml' 2>/dev/null; then
+    python3 -m venv "$venv" && "$venv/bin/pip" install --quiet --disable-pip-version-check 'PyYAML>=6,<7' ||
+      { echo "error: PyYAML is missing and could not be installed into $venv (pip install PyYAML)" >&2; exit 1; }
+  fi
+  PYTHON="$venv/bin/python"
+fi
+
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 export LOCALSTACK_PORT=$(free_port) TICKERLAKE_SERVE_PORT=$(free_port) GRAFANA_PORT=$(free_port)
 export TICKERLAKE_SERVE_PASSWORD="stack-test-$RANDOM$RANDOM"
@@ -53,7 +66,7 @@ echo "== compose configuration"
 check "compose config validates compose.yaml (offline profile included)" compose --profile offline config -q
 CONFIG=$(compose --profile offline config 2>/dev/null)
 # Assertions on the resolved configuration; prints one FAIL line per broken expectation.
-python3 - "$CONFIG" <<'PY' || FAILS=$((FAILS + $?))
+"$PYTHON" - "$CONFIG" <<'PY' || FAILS=$((FAILS + $?))
 import os, sys, yaml
 cfg = yaml.safe_load(sys.argv[1])
 services = cfg["services"]
