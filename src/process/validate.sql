@@ -11,13 +11,14 @@
 -- A row is either KEPT, DROPPED (the original job's filters: other quote, price missing or <= 0),
 -- or QUARANTINED with a reason (malformed data the original job would have crashed on or kept).
 -- The files read here are the engine's copies of the raw files (engine::number_lines): header
--- removed, blank lines left out, and each record prefixed with three fields: the raw file's
--- {out}_keys.file_index and the record's line number in it, so every row, accepted or rejected,
--- carries the file and line it came from; and its timestamp
--- as µs since the epoch when the engine could parse it in its common forms (empty otherwise, and
--- then the rule below decides). Rows the engine can tell would be dropped as {other_quote} (plain
--- fields, a complete timestamp, a symbol not seen twice) are not in the copies: it counts them.
--- That is half of every snapshot, which DuckDB then neither parses nor stores.
+-- removed, blank lines left out, and each record prefixed with three fields:
+--   the raw file's {out}_keys.file_index and the record's line in that file, so every row,
+--   accepted or rejected, carries the file and line it came from;
+--   its timestamp as µs since the epoch when the engine could parse it in its common forms
+--   (empty otherwise: then the rule below decides).
+-- Rows the engine can tell would be dropped as {other_quote} (plain fields, a complete timestamp,
+-- a symbol not seen twice) are not in the copies: it counts them. That is half of every snapshot,
+-- which DuckDB then neither parses nor stores.
 -- Files whose first line is not the `symbol,price,timestamp` header never get here: the engine
 -- quarantines them whole, and replaces the scan view with an empty one when no file is left.
 CREATE OR REPLACE TEMP VIEW {out}_scan AS
