@@ -158,7 +158,7 @@ impl Engine {
             let strict = super::timed("parsing and validating", || self.conn.execute_batch(&validate("")));
             match strict {
                 Ok(()) => {}
-                Err(e) if e.to_string().contains("Out of Memory") => return Err(e).doing(doing()),
+                Err(e) if super::error::is_out_of_memory(&e) => return Err(e).doing(doing()),
                 Err(e) => {
                     tracing::debug!(error = %e, "a raw file has structural errors; reading again, keeping the rejected records");
                     let tracking = format!(", store_rejects = true, rejects_table = '{rejects}_errors', rejects_scan = '{rejects}_scans'");
@@ -462,8 +462,7 @@ fn number_lines(src: &Path, file_index: usize, dest: &mut std::fs::File) -> Resu
         return Ok(Numbered::BadHeader(first));
     }
     // Appended to what the copy file holds: offsets in it are from its start.
-    let start = dest.seek(std::io::SeekFrom::End(0))?;
-    numberer.written = start;
+    numberer.written = dest.seek(std::io::SeekFrom::End(0))?;
     let mut out = std::io::BufWriter::with_capacity(1 << 16, dest);
     let mut chunk = Vec::with_capacity(1 << 17);
     loop {
@@ -492,13 +491,9 @@ fn number_lines(src: &Path, file_index: usize, dest: &mut std::fs::File) -> Resu
     let repeated = numberer.repeated.iter().map(|s| String::from_utf8_lossy(s).into_owned()).collect();
     // The last record may lack its line end: the next one (a held-back row whose symbol came
     // again, which DuckDB reads too, or the next raw file's first) must start a line.
-    if out.seek(std::io::SeekFrom::End(0))? > start {
-        let mut last = [0u8];
-        out.seek(std::io::SeekFrom::End(-1))?;
-        out.read_exact(&mut last)?;
-        if last[0] != b'\n' {
-            out.write_all(b"\n")?;
-        }
+    out.seek(std::io::SeekFrom::End(0))?;
+    if numberer.ends_mid_record() {
+        out.write_all(b"\n")?;
     }
     out.write_all(&numberer.readded)?;
     Ok(Numbered::Records { records: numberer.records, unterminated, repeated, other_quote: numberer.other_quote_rows() })
@@ -717,13 +712,13 @@ impl LineNumberer {
     /// its timestamp pre-parsed, unless it is certainly dropped as another quote's row.
     fn plain_record(&mut self, line: &[u8], out: &mut Vec<u8>) {
         let mut commas = memchr::memchr_iter(b',', line);
-        let fields = match (commas.next(), commas.next(), commas.next()) {
+        let first = commas.next();
+        let fields = match (first, commas.next(), commas.next()) {
             (Some(a), Some(b), None) => Some((&line[..a], &line[a + 1..b], &line[b + 1..])),
             _ => None,
         };
         let ts_micros = fields.and_then(|(_, _, ts)| self.timestamp_micros(ts));
-        let symbol = &line[..memchr::memchr(b',', line).unwrap_or(line.len())];
-        let repeat = self.note_symbol(symbol);
+        let repeat = self.note_symbol(&line[..first.unwrap_or(line.len())]);
         if let Some((symbol, price, _)) = fields
             && ts_micros.is_some()
             && !repeat
@@ -812,6 +807,12 @@ impl LineNumberer {
     /// The last record's line and copy offsets if its quote never closed.
     fn unterminated(&self) -> Option<(u64, u64, u64)> {
         (self.state == CsvState::Quoted).then_some((self.record_line, self.record_start, self.text_start))
+    }
+
+    /// Whether the copy ends inside a record (the raw file's last record had no line end); an
+    /// unterminated record is cut from the copy, which then ends where it started.
+    fn ends_mid_record(&self) -> bool {
+        !matches!(self.state, CsvState::RecordStart | CsvState::Quoted)
     }
 }
 

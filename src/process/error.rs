@@ -91,7 +91,7 @@ impl ProcessError {
     /// An out-of-memory failure of DuckDB becomes [`ProcessError::OutOfMemory`] with a limit to try.
     pub(crate) fn with_memory_hint(self, limit: &str) -> Self {
         match self {
-            Self::Engine { source, .. } if source.to_string().contains("Out of Memory") => {
+            Self::Engine { source, .. } if is_out_of_memory(&source) => {
                 // Four times the limit, and never below the default, which holds a month of 3,000 symbols.
                 let bytes = super::parse_size(limit).unwrap_or(256 << 20).saturating_mul(4).max(256 << 20);
                 let suggestion =
@@ -116,6 +116,11 @@ impl From<std::io::Error> for ProcessError {
 }
 
 /// Attach what DuckDB was doing to a duckdb result.
+/// Whether DuckDB failed for want of memory (under its `memory_limit`).
+pub(crate) fn is_out_of_memory(e: &duckdb::Error) -> bool {
+    e.to_string().contains("Out of Memory")
+}
+
 pub(crate) trait EngineContext<T> {
     fn doing(self, what: impl Into<String>) -> Result<T, ProcessError>;
 }
