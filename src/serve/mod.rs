@@ -26,9 +26,9 @@ use std::time::{Duration, Instant};
 
 use tokio::net::TcpListener;
 
+use crate::lake::CommitError;
+use crate::lake::manifest::Manifest;
 use crate::lake::{Lake, LakeError, MANIFEST_KEY, QUARANTINE_PREFIX, RAW_PREFIX};
-use crate::process::ProcessError;
-use crate::process::manifest::Manifest;
 use engine::{Snapshot, SnapshotFiles};
 
 /// Default address: loopback only.
@@ -54,20 +54,14 @@ pub enum ServeError {
         source: std::io::Error,
     },
     /// Reading the lake failed.
-    #[error(transparent)]
+    #[error("{0}")]
     Lake(#[from] LakeError),
-    /// Reading the manifest failed.
-    #[error(transparent)]
-    Manifest(Box<ProcessError>),
+    /// Reading the committed state failed (the manifest, or a file it names is gone).
+    #[error("{0}")]
+    Committed(#[from] CommitError),
     /// DuckDB failed while building a snapshot.
     #[error("DuckDB failed while preparing the lake for serving: {0}")]
     Engine(String),
-}
-
-impl From<ProcessError> for ServeError {
-    fn from(e: ProcessError) -> Self {
-        Self::Manifest(Box::new(e))
-    }
 }
 
 impl ServeError {
@@ -76,6 +70,7 @@ impl ServeError {
         match self {
             Self::OpenWithoutPassword(_) | Self::BadListen(_) | Self::Bind { .. } => true,
             Self::Lake(l) => l.is_permanent(),
+            Self::Committed(c) => c.is_permanent(),
             _ => false,
         }
     }
@@ -125,7 +120,7 @@ async fn survey(lake: &Lake) -> Result<(Vec<(String, String)>, Vec<(String, Stri
     };
     let raw = listing(RAW_PREFIX, ".csv").await?;
     // Quarantine files of committed raw files only (a crashed run may have left others).
-    let committed_raw: std::collections::BTreeSet<String> = manifest.raw.keys().map(|k| crate::process::quarantine_key(k)).collect();
+    let committed_raw = manifest.quarantine_keys();
     let quarantine = listing(QUARANTINE_PREFIX, ".csv").await?.into_iter().filter(|(k, _)| committed_raw.contains(k)).collect::<Vec<_>>();
     let mut fp = format!("manifest={manifest_version};");
     for (k, v) in raw.iter().chain(&quarantine) {
