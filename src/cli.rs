@@ -314,7 +314,7 @@ pub async fn execute(cli: Cli) -> Result<()> {
                 Some(catalog) => catalog.mark_behind(&lake).await?,
                 None => false,
             };
-            let summary = process::process(&lake, &ProcessOptions { full, memory_limit, chunk_bytes: None }).await?;
+            let summary = process::process(&lake, &ProcessOptions { full, memory_limit, ..ProcessOptions::default() }).await?;
             writeln!(stdout, "{summary}")?;
             if let Some(catalog) = catalog {
                 let report = catalog
@@ -360,7 +360,8 @@ pub async fn execute(cli: Cli) -> Result<()> {
                 once,
                 offset: Duration::from_secs(offset_secs),
                 retry_delay: Duration::from_secs(retry_secs.max(1)),
-                process: ProcessOptions { full: false, memory_limit, chunk_bytes: None },
+                // The hourly run looks at the recent raw files only (every one once a day).
+                process: ProcessOptions { memory_limit, listing: process::Listing::Recent, ..ProcessOptions::default() },
                 catalog: cli.catalog.open(&cli.lake.lake, &aws, false).await?,
             };
             service::run(&lake, &binance.client()?, &opts, Shutdown::on_signals()).await?;

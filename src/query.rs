@@ -130,7 +130,7 @@ async fn view_files(lake: &Lake, sql: &str, view: &str, prefix: &str, ext: &str)
 /// SQL mentions are downloaded to a temp dir first (no httpfs: DuckDB extensions are not fetched).
 pub async fn open_session(lake: &Lake, sql: &str) -> Result<LakeSession> {
     let committed = match mentions(sql, "processed") || mentions(sql, "quarantine") {
-        true => Some(Manifest::load(lake).await?),
+        true => Some(Manifest::load_all(lake).await?),
         false => None,
     };
     let processed: Vec<CommittedPartition> = match (&committed, mentions(sql, "processed")) {

@@ -276,7 +276,7 @@ async fn a_failed_athena_query_and_an_unreachable_glue_are_one_line_errors() {
 fn manifest_with(dates: impl IntoIterator<Item = String>) -> Manifest {
     let mut m = Manifest::empty();
     for d in dates {
-        m.partitions.insert(d, PartitionEntry { run_id: "r".into(), rows: 1, published: true });
+        m.insert_partition(d, PartitionEntry { run_id: "r".into(), rows: 1, published: true });
     }
     m
 }

@@ -827,3 +827,41 @@ async fn an_empty_first_line_does_not_pass_for_a_header() {
         "source_file,line,reason\nraw/raw_crypto_prices_20250508T0300.csv,1,\"unexpected header (expected symbol,price,timestamp)\"\n"
     );
 }
+
+/// The hourly run lists only recent raw files (one request on S3 whatever the history) and
+/// rewrites only this month's manifest segment; `process` lists everything, so a snapshot
+/// dropped in with an old hour is found by it (and by the hourly run's daily full listing).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_hourly_run_reads_recent_raw_files_and_this_months_manifest_only() {
+    let sim = sim().await;
+    let (_tmp, lake) = lake_dir();
+    let dir = std::path::Path::new(&lake);
+    let now = chrono::Utc::now();
+    let until = tickerlake::source::snapshot::hour_slot(now) - chrono::TimeDelta::hours(1);
+    let history = ["simulate-history", "--hours", "2000", "--symbols", "6", "--until", &until.to_rfc3339()];
+    tickerlake(&lake, &history, &[]).await.ok();
+    tickerlake(&lake, &["process"], &[]).await.ok();
+    let segments = std::fs::read_dir(dir.join("_tickerlake/manifest")).unwrap().count();
+    assert!(segments >= 3, "one segment per month: {segments}");
+    let head = std::fs::metadata(dir.join("_tickerlake/manifest.json")).unwrap().len();
+    assert!(head < 8_000, "the head names months, not files: {head} bytes");
+
+    // A snapshot of an hour four days back, dropped in after processing.
+    let old = tickerlake::source::snapshot::hour_slot(now) - chrono::TimeDelta::days(4) + chrono::TimeDelta::minutes(30);
+    write_raw(dir, &format!("raw_crypto_prices_{}.csv", old.format("%Y%m%dT%H%M")), &csv(&[("LATEUSDT", "2", &old.format("%Y-%m-%d %H:%M:%S+00:00").to_string())]));
+    let before: std::collections::BTreeMap<String, Vec<u8>> =
+        common::tree(dir).into_iter().filter(|(k, _)| k.starts_with("_tickerlake/manifest/")).collect();
+    let tick = tickerlake(&lake, &["run", "--once", "--binance-url", &sim.url()], &[]).await;
+    tick.ok();
+    assert!(tick.stderr.contains("1 snapshot(s) read"), "the hourly run reads this hour's snapshot only: {}", tick.stderr);
+    let after: std::collections::BTreeMap<String, Vec<u8>> =
+        common::tree(dir).into_iter().filter(|(k, _)| k.starts_with("_tickerlake/manifest/")).collect();
+    let written: Vec<&String> = after.keys().filter(|k| !before.contains_key(*k)).collect();
+    assert_eq!(written.len(), 1, "one new segment (this month's): {written:?}");
+    assert!(written[0].contains(&now.format("%Y-%m").to_string()), "{written:?}");
+
+    let full = tickerlake(&lake, &["process"], &[]).await;
+    assert!(full.ok().stdout.starts_with("1 snapshot(s) read"), "`process` lists every raw file: {}", full.stdout);
+    let late = tickerlake(&lake, &["query", "--format", "csv", "SELECT count(*) AS n FROM processed WHERE symbol = 'LATEUSDT'"], &[]).await;
+    assert_eq!(late.ok().stdout, "n\n1\n");
+}

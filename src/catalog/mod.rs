@@ -18,7 +18,6 @@
 
 pub mod glue;
 
-use std::collections::BTreeSet;
 use std::fmt;
 
 use bytes::Bytes;
@@ -203,8 +202,8 @@ impl Catalog {
     pub async fn sync(&self, manifest: &Manifest) -> Result<CatalogReport, CatalogError> {
         let before = self.glue.requests();
         let mut report = CatalogReport::default();
-        let dates: BTreeSet<String> = manifest.partitions.keys().cloned().collect();
-        self.ensure_schema(&dates, &mut report).await?;
+        let dates = manifest.partition_dates();
+        self.ensure_schema(dates.first().map(String::as_str), &mut report).await?;
         if self.options.partitions == PartitionMode::Register {
             let registered = self.glue.partition_dates(&self.options.database, glue::PROCESSED).await?;
             let missing: Vec<String> = dates.difference(&registered).cloned().collect();
@@ -236,10 +235,9 @@ impl Catalog {
     /// and removed; everything when it was `behind`), then forget the note. On failure the note
     /// stays, and the next run reconciles everything.
     pub async fn update(&self, lake: &Lake, behind: bool, written: &[String], removed: &[String]) -> Result<CatalogReport, CatalogError> {
-        let manifest = Manifest::load(lake).await?;
         let report = match behind {
-            true => self.sync(&manifest).await?,
-            false => self.after_commit(&manifest, written, removed).await?,
+            true => self.sync(&Manifest::load_all(lake).await?).await?,
+            false => self.after_commit(&Manifest::load(lake).await?, written, removed).await?,
         };
         lake.delete(BEHIND_KEY).await?;
         Ok(report)
@@ -263,8 +261,7 @@ impl Catalog {
         let mut report = CatalogReport::default();
         if !self.glue.table_exists(&self.options.database, glue::PROCESSED).await? || self.options.partitions == PartitionMode::Projection {
             // First run, or projection (whose range may need to grow): reconcile the schema.
-            let dates: BTreeSet<String> = manifest.partitions.keys().cloned().collect();
-            self.ensure_schema(&dates, &mut report).await?;
+            self.ensure_schema(manifest.first_partition_month_start().as_deref(), &mut report).await?;
         }
         if self.options.partitions == PartitionMode::Register {
             let added = self.glue.add_partitions(&self.options, dates_written).await?;
@@ -276,9 +273,9 @@ impl Catalog {
         Ok(report)
     }
 
-    async fn ensure_schema(&self, dates: &BTreeSet<String>, report: &mut CatalogReport) -> Result<(), CatalogError> {
+    /// The database and both tables, the processed table's projection range starting at `first_date`.
+    async fn ensure_schema(&self, first_date: Option<&str>, report: &mut CatalogReport) -> Result<(), CatalogError> {
         report.database_created = self.glue.ensure_database(&self.options.database).await?;
-        let first_date = dates.iter().next().map(String::as_str);
         for table in [glue::processed_table(&self.options, first_date), glue::raw_table(&self.options)] {
             let name = table.name().to_owned();
             match self.glue.ensure_table(&self.options.database, table).await? {

@@ -143,6 +143,11 @@ pub trait ObjectStore: Send + Sync + std::fmt::Debug {
     fn describe(&self) -> String;
     /// All objects whose key starts with `prefix`, sorted by key (pages through large listings).
     async fn list(&self, prefix: &str) -> LakeResult<Vec<ObjectMeta>>;
+    /// The objects whose key starts with `prefix` and sorts after `start_after`, sorted by key:
+    /// one request on S3 for a few recent keys, however many older ones there are.
+    async fn list_after(&self, prefix: &str, start_after: &str) -> LakeResult<Vec<ObjectMeta>> {
+        Ok(self.list(prefix).await?.into_iter().filter(|o| o.key.as_str() > start_after).collect())
+    }
     /// The object's bytes and version, or `None` if it does not exist.
     async fn get_versioned(&self, key: &str) -> LakeResult<Option<Versioned>>;
     /// The object's bytes, or `None` if it does not exist.

@@ -111,7 +111,7 @@ struct Look {
 /// What the lake holds now: the files of a snapshot and a fingerprint of them.
 async fn survey(lake: &Lake) -> Result<(Vec<(String, String)>, Vec<(String, String)>, Vec<(String, String)>, String), ServeError> {
     let manifest_version = lake.get_versioned(MANIFEST_KEY).await?.map(|v| v.version).unwrap_or_default();
-    let manifest = Manifest::load(lake).await?;
+    let manifest = Manifest::load_all(lake).await?;
     let processed: Vec<(String, String)> = manifest.committed_partitions().into_iter().map(|p| (p.key, p.run_id)).collect();
     let listing = |prefix: &'static str, ext: &'static str| async move {
         Ok::<_, LakeError>(
