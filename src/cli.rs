@@ -318,7 +318,7 @@ pub async fn execute(cli: Cli) -> Result<()> {
             writeln!(stdout, "{summary}")?;
             if let Some(catalog) = catalog {
                 let report = catalog
-                    .update(&lake, behind, &summary.partitions_written, &summary.dates_removed)
+                    .update(&lake, behind || summary.rollups_added > 0, &summary.partitions_written, &summary.dates_removed)
                     .await
                     .context("the run is committed, but the catalog update failed; the next run (or `tickerlake catalog`) catches up")?;
                 writeln!(stdout, "{report}")?;

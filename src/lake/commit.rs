@@ -24,9 +24,10 @@
 //!    naming nothing of `R`'s) makes `R` delete its staging area and commit nothing; any other
 //!    failure leaves the staging area alone, since a commit that landed may name it.
 //! 4. **Published** ([`Committed::finish`]). `R` moves aside files under each date it publishes
-//!    that no manifest names (a migrated bucket's Spark output), copies each staged file to its
-//!    published key (`processed/date=…/part-00000.parquet`, `_tickerlake/carry/…`: what Hive-style
-//!    readers such as Athena list), then commits the manifest again with `published: true`.
+//!    that no manifest names (a migrated bucket's Spark output), copies each staged file of the
+//!    date to its published key (`processed/date=…/part-00000.parquet`, the carry state, the
+//!    rollups: what Hive-style readers such as Athena list), then commits the manifest again with
+//!    `published: true`.
 //! 5. **Cleaned up** (the rest of [`Committed::finish`]). After a rebuild that dropped dates, `R`
 //!    removes published files the manifest no longer names; it deletes its staging area, and the
 //!    staging areas no manifest names that are older than [`STAGING_GRACE`] by the store's clock.
@@ -58,7 +59,7 @@ use futures::{StreamExt, TryStreamExt};
 
 use super::manifest::{Manifest, PartitionEntry, RawEntry, SEGMENTS_PREFIX};
 use super::{
-    self as lake, CARRY_PREFIX, CommitError, CommitResult, Fence, Lake, LakeError, LakeResult, MANIFEST_KEY, PART_FILE, PROCESSED_PREFIX,
+    self as lake, CommitError, CommitResult, DateFile, Fence, Lake, LakeError, LakeResult, MANIFEST_KEY, PART_FILE, PROCESSED_PREFIX,
     QUARANTINE_PREFIX, RUNS_PREFIX,
 };
 use crate::faults;
@@ -116,10 +117,12 @@ impl Transaction {
     /// it read.
     pub async fn begin(lake: &Lake, run_id: &str, fence: Fence, full: bool) -> CommitResult<Self> {
         let mut base = Manifest::load(lake).await?;
-        if full {
-            let months: Vec<String> = base.months().map(str::to_owned).collect();
-            base.ensure(lake, months).await?;
-        }
+        // The months of unpublished dates (a predecessor's, to roll forward), or all of them.
+        let months: Vec<String> = match full {
+            true => base.months().map(str::to_owned).collect(),
+            false => base.pending().keys().map(|d| d[..7.min(d.len())].to_owned()).collect(),
+        };
+        base.ensure(lake, months).await?;
         let Published { runs, lost, .. } = publish_pending(lake, &mut base).await?;
         if !runs.is_empty() {
             tracing::warn!(?runs, "published the partitions of a run that stopped after its commit");
@@ -193,9 +196,10 @@ impl Transaction {
         Ok(())
     }
 
-    /// Upload quarantine CSVs straight to their keys: one per raw file, rewritten identically by
-    /// any run, and shown by readers only once the manifest names their raw file.
-    pub async fn put_quarantine(&self, files: &[(String, &Path)]) -> LakeResult<()> {
+    /// Upload files straight to their published keys: files whose content any run would write
+    /// identically (a raw file's quarantine CSV, the rollups of a committed partition), which
+    /// readers look at only once the manifest names them.
+    pub async fn put_published(&self, files: &[(String, &Path)]) -> LakeResult<()> {
         futures::stream::iter(files.iter().map(|(key, path)| self.lake.put_file(key, path)))
             .buffer_unordered(lake::IO_CONCURRENCY)
             .try_collect::<Vec<_>>()
@@ -211,7 +215,14 @@ impl Transaction {
     /// Record that this run's staged partition (and carry file) of `date` replaces the committed one.
     pub fn record_partition(&mut self, date: String, rows: u64) {
         self.lost.remove(&date);
-        self.next.insert_partition(date, PartitionEntry { run_id: self.run_id.clone(), rows, published: false });
+        self.next.insert_partition(date, PartitionEntry { run_id: self.run_id.clone(), rows, published: false, rollups: true });
+    }
+
+    /// Record that a committed (published) date now has its rollup files, written straight to
+    /// their published keys: they are a function of the committed partition, so writing them
+    /// before the commit changes nothing a reader of the manifest sees.
+    pub fn record_rollups(&mut self, date: &str) {
+        self.next.set_rollups(date);
     }
 
     /// Record that `date` has no partition any more (rebuilt from raw, nothing left); whether it had one.
@@ -387,19 +398,26 @@ async fn publish_pending(lake: &Lake, manifest: &mut Manifest) -> CommitResult<P
     }
     let dates: Vec<&str> = pending.iter().map(|(d, _)| d.as_str()).collect();
     let foreign_moved = move_foreign(lake, &dates).await?;
-    let outcomes: Vec<(String, bool)> = futures::stream::iter(pending.iter().map(|(date, run)| async move {
-        let processed = lake::processed_key(date);
-        match lake.copy(&lake::staged_key(run, &processed), &processed).await {
-            Ok(()) => {}
-            Err(LakeError::NotFound { .. }) => return Ok((date.clone(), false)),
-            Err(e) => return Err(e),
-        }
-        faults::point("mid-publish");
-        let carry = lake::carry_key(date);
-        match lake.copy(&lake::staged_key(run, &carry), &carry).await {
-            // A missing carry file is recomputed by the next run that needs it (it checks the run id).
-            Ok(()) | Err(LakeError::NotFound { .. }) => Ok((date.clone(), true)),
-            Err(e) => Err(e),
+    let rollups: BTreeSet<&str> = pending.iter().filter(|(d, _)| manifest.partitions().get(d).is_some_and(|e| e.rollups)).map(|(d, _)| d.as_str()).collect();
+    let outcomes: Vec<(String, bool)> = futures::stream::iter(pending.iter().map(|(date, run)| {
+        let with_rollups = rollups.contains(date.as_str());
+        async move {
+            for kind in DateFile::ALL {
+                let published = kind.key(date);
+                match lake.copy(&lake::staged_key(run, &published), &published).await {
+                    Ok(()) => {}
+                    // A missing carry file is recomputed by the next run that needs it (it checks the run id).
+                    Err(LakeError::NotFound { .. }) if kind == DateFile::Carry => {}
+                    // Rollups of a run from before they existed.
+                    Err(LakeError::NotFound { .. }) if kind != DateFile::Processed && !with_rollups => {}
+                    Err(LakeError::NotFound { .. }) => return Ok((date.clone(), false)),
+                    Err(e) => return Err(e),
+                }
+                if kind == DateFile::Processed {
+                    faults::point("mid-publish");
+                }
+            }
+            Ok((date.clone(), true))
         }
     }))
     .buffer_unordered(lake::IO_CONCURRENCY)
@@ -492,7 +510,7 @@ async fn sweep_abandoned(lake: &Lake, manifest: &Manifest, own: &str, reference:
     Ok(())
 }
 
-/// Delete published partition and carry files of dates the committed manifest does not have, and
+/// Delete published partition, carry and rollup files of dates the committed manifest does not have, and
 /// quarantine files of raw files it does not have (after a full rebuild, or dates emptied by a
 /// rebuild); other files under `processed/` are moved aside, never deleted. Returns the partition
 /// keys removed and how many files were moved.
@@ -500,12 +518,13 @@ async fn remove_stale(lake: &Lake, committed: &Manifest) -> LakeResult<(Vec<Stri
     let keep: BTreeSet<String> = committed
         .partition_dates()
         .iter()
-        .flat_map(|d| [lake::processed_key(d), lake::carry_key(d)])
+        .flat_map(|d| DateFile::ALL.map(|kind| kind.key(d)))
         .chain(committed.quarantine_keys())
         .collect();
     let mut removed = Vec::new();
     let mut foreign = Vec::new();
-    for prefix in [PROCESSED_PREFIX, CARRY_PREFIX, QUARANTINE_PREFIX] {
+    let prefixes = DateFile::ALL.map(DateFile::prefix);
+    for prefix in prefixes.into_iter().chain([QUARANTINE_PREFIX]) {
         for obj in lake.list(prefix).await? {
             if keep.contains(&obj.key) {
                 continue;
@@ -534,8 +553,9 @@ fn injected(what: &str) -> CommitError {
 async fn remove_dates(lake: &Lake, dates: &[String]) -> LakeResult<(Vec<String>, usize)> {
     let mut removed = Vec::new();
     for date in dates {
-        lake.delete(&lake::carry_key(date)).await?;
-        lake.delete(&lake::processed_key(date)).await?;
+        for kind in DateFile::ALL {
+            lake.delete(&kind.key(date)).await?;
+        }
         removed.push(lake::processed_key(date));
     }
     Ok((removed, 0))

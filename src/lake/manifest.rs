@@ -18,7 +18,7 @@ use chrono::{DateTime, Utc};
 use futures::{StreamExt, TryStreamExt};
 use serde::{Deserialize, Serialize};
 
-use super::{CommitError, CommitResult, Lake, LakeError, MANIFEST_KEY, PutMode};
+use super::{CommitError, CommitResult, DateFile, Lake, LakeError, MANIFEST_KEY, PutMode};
 
 /// The format this build writes (and the newest it reads); format 1 (one file with every entry)
 /// is read and rewritten as format 2 by the next commit.
@@ -78,6 +78,8 @@ struct Segment {
 struct StoredPartition {
     run_id: String,
     rows: u64,
+    #[serde(default)]
+    rollups: bool,
 }
 
 /// The format-1 manifest (one file), read to migrate.
@@ -141,6 +143,10 @@ pub struct PartitionEntry {
     /// until then it is read from the run's staging area.
     #[serde(default = "published_by_default")]
     pub published: bool,
+    /// Whether the date has its rollup files (dates committed before rollups existed have
+    /// none until a run computes them from the partition).
+    #[serde(default)]
+    pub rollups: bool,
 }
 
 fn published_by_default() -> bool {
@@ -158,9 +164,20 @@ pub struct CommittedPartition {
     pub run_id: String,
     /// Whether it is at its published key (else in its run's staging area).
     pub published: bool,
+    /// Whether it has rollup files.
+    pub rollups: bool,
 }
 
 impl CommittedPartition {
+    /// The committed file of `kind` of this date (None: a rollup the date does not have yet).
+    pub fn file(&self, kind: DateFile) -> Option<String> {
+        if matches!(kind, DateFile::Daily | DateFile::Snapshots) && !self.rollups {
+            return None;
+        }
+        let published = kind.key(&self.date);
+        Some(if self.published { published } else { super::staged_key(&self.run_id, &published) })
+    }
+
     /// The one-line error for a reader that found this partition's file gone: a staged file
     /// is rebuilt by the next `process` (it notices the loss when it publishes); a published
     /// one only by a full rebuild (runs do not look at every published file).
@@ -171,18 +188,20 @@ impl CommittedPartition {
 }
 
 impl PartitionEntry {
+    /// Where the committed file of `kind` of `date` is now (published, or in its run's staging area).
+    pub fn key(&self, kind: DateFile, date: &str) -> String {
+        let published = kind.key(date);
+        if self.published { published } else { super::staged_key(&self.run_id, &published) }
+    }
+
     /// Where the committed partition file of `date` is now.
     pub fn processed_key(&self, date: &str) -> String {
-        self.locate(super::processed_key(date))
+        self.key(DateFile::Processed, date)
     }
 
     /// Where the committed carry file of `date` is now.
     pub fn carry_key(&self, date: &str) -> String {
-        self.locate(super::carry_key(date))
-    }
-
-    fn locate(&self, published: String) -> String {
-        if self.published { published } else { super::staged_key(&self.run_id, &published) }
+        self.key(DateFile::Carry, date)
     }
 }
 
@@ -297,7 +316,7 @@ impl Manifest {
             self.raw.extend(segment.raw);
             for (date, p) in segment.partitions {
                 let published = self.pending.get(&date) != Some(&p.run_id);
-                self.partitions.insert(date, PartitionEntry { run_id: p.run_id, rows: p.rows, published });
+                self.partitions.insert(date, PartitionEntry { run_id: p.run_id, rows: p.rows, published, rollups: p.rollups });
             }
         }
         self.loaded.extend(wanted);
@@ -358,6 +377,12 @@ impl Manifest {
         self.partitions.keys().cloned().collect()
     }
 
+    /// The committed dates that have rollup files (needs every month loaded).
+    pub fn rollup_dates(&self) -> BTreeSet<String> {
+        self.assert_complete();
+        self.partitions.iter().filter(|(_, e)| e.rollups).map(|(d, _)| d.clone()).collect()
+    }
+
     /// The earliest committed date if every month is loaded, else (from the head alone) the
     /// first day of the earliest month with partitions: where Athena's partition projection
     /// starts its range.
@@ -397,6 +422,14 @@ impl Manifest {
         self.pending.remove(date);
         self.touch(month_of_date(date));
         self.partitions.remove(date).is_some()
+    }
+
+    /// Record that a date's rollup files are at their published keys.
+    pub fn set_rollups(&mut self, date: &str) {
+        self.touch(month_of_date(date));
+        if let Some(e) = self.partitions.get_mut(date) {
+            e.rollups = true;
+        }
     }
 
     /// Record that a staged partition was copied to its published key.
@@ -471,7 +504,7 @@ impl Manifest {
                     .partitions
                     .iter()
                     .filter(|(d, _)| in_month(d))
-                    .map(|(d, e)| (d.clone(), StoredPartition { run_id: e.run_id.clone(), rows: e.rows }))
+                    .map(|(d, e)| (d.clone(), StoredPartition { run_id: e.run_id.clone(), rows: e.rows, rollups: e.rollups }))
                     .collect(),
             };
             if segment.raw.is_empty() && segment.partitions.is_empty() {
@@ -555,6 +588,7 @@ impl Manifest {
                 key: e.processed_key(date),
                 run_id: e.run_id.clone(),
                 published: e.published,
+                rollups: e.rollups,
             })
             .collect()
     }
@@ -586,7 +620,7 @@ mod tests {
         let mut m = Manifest::load(&lake).await.unwrap();
         for (key, date) in [("raw/raw_crypto_prices_20250131T2300.csv", "2025-01-31"), ("raw/raw_crypto_prices_20250201T0000.csv", "2025-02-01")] {
             m.insert_raw(key.into(), RawEntry { first_date: Some(date.into()), last_date: Some(date.into()), ..Default::default() });
-            m.insert_partition(date.into(), PartitionEntry { run_id: "r1".into(), rows: 3, published: false });
+            m.insert_partition(date.into(), PartitionEntry { run_id: "r1".into(), rows: 3, published: false, rollups: true });
         }
         m.write(&lake, Some("r1")).await.unwrap();
         let segments = lake.list(SEGMENTS_PREFIX).await.unwrap();

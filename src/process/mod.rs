@@ -23,7 +23,7 @@ use crate::blocking::in_place as blocking;
 use crate::faults;
 use crate::lake::commit::{self, Transaction};
 use crate::lake::manifest::{Manifest, PartitionEntry, RawEntry, month_of_raw};
-use crate::lake::{self, Lake, ObjectMeta, RAW_PREFIX};
+use crate::lake::{self, DateFile, Lake, ObjectMeta, RAW_PREFIX};
 use engine::{Engine, LoadStats, StagedOutputs};
 pub use error::{ProcessError, ProcessResult};
 
@@ -83,6 +83,8 @@ pub struct Summary {
     pub partitions_deleted: Vec<String>,
     /// Files that no manifest names moved out of `processed/` (see `lake::foreign_key`).
     pub foreign_moved: usize,
+    /// Committed dates that got their rollups (committed before rollups existed).
+    pub rollups_added: usize,
     /// Wall time of the run.
     pub elapsed: Duration,
     /// Requests sent to a remote lake during the run (None for the local lake).
@@ -100,7 +102,7 @@ impl fmt::Display for Summary {
             }
         }
         let requests = self.requests.map(|n| format!(", {n} S3 requests")).unwrap_or_default();
-        if self.snapshots_read == 0 && self.partitions_written.is_empty() && self.dates_removed.is_empty() {
+        if self.snapshots_read == 0 && self.partitions_written.is_empty() && self.dates_removed.is_empty() && self.rollups_added == 0 {
             return write!(f, "nothing new to process ({:.2} s{requests})", self.elapsed.as_secs_f64());
         }
         let parts = match self.partitions_written.as_slice() {
@@ -110,7 +112,7 @@ impl fmt::Display for Summary {
         };
         write!(
             f,
-            "{} snapshot(s) read, {} rows: {} kept, {}, {}; {parts}{}{} in {:.2} s{requests}",
+            "{} snapshot(s) read, {} rows: {} kept, {}, {}; {parts}{}{}{} in {:.2} s{requests}",
             self.snapshots_read,
             self.rows_read,
             self.rows_kept,
@@ -118,6 +120,7 @@ impl fmt::Display for Summary {
             by_reason(&self.quarantined, "quarantined"),
             if self.partitions_deleted.is_empty() { String::new() } else { format!(", {} stale removed", self.partitions_deleted.len()) },
             if self.foreign_moved == 0 { String::new() } else { format!(", {} foreign file(s) moved aside", self.foreign_moved) },
+            if self.rollups_added == 0 { String::new() } else { format!(", rollups added to {} earlier date(s)", self.rollups_added) },
             self.elapsed.as_secs_f64()
         )
     }
@@ -216,7 +219,8 @@ async fn compute(lake: &Lake, opts: &ProcessOptions, tx: &mut Transaction, summa
     let new: Vec<ObjectMeta> = raw.present.values().filter(|o| !tx.state().contains_raw(&o.key)).cloned().collect();
     if new.is_empty() && tx.lost_dates().is_empty() {
         tracing::info!("no new raw snapshots in {}", lake.describe());
-        return Ok(false);
+        summary.rollups_added = add_missing_rollups(lake, opts, tx).await?;
+        return Ok(summary.rollups_added > 0);
     }
     let mut chunks = chunks(&new, opts.chunk_bytes.unwrap_or_else(|| chunk_budget(&opts.memory_limit)));
     if chunks.is_empty() {
@@ -252,7 +256,50 @@ async fn compute(lake: &Lake, opts: &ProcessOptions, tx: &mut Transaction, summa
     }
     progress.finish_and_clear();
     summary.partitions_written = written.into_iter().collect();
+    summary.rollups_added = add_missing_rollups(lake, opts, tx).await?;
     Ok(true)
+}
+
+/// Dates a run may give rollups at once (each date's partition is read back whole).
+const ROLLUP_BATCH: usize = 31;
+
+/// Give the published dates of the loaded months that have no rollups (committed before
+/// rollups existed) their rollup files, read back from their partitions a month at a time. The
+/// files go straight to their published keys: they are functions of the committed partitions,
+/// and readers look for them only once the commit records them. Returns how many dates got them.
+async fn add_missing_rollups(lake: &Lake, opts: &ProcessOptions, tx: &mut Transaction) -> ProcessResult<usize> {
+    let missing: Vec<(String, String)> = tx
+        .state()
+        .partitions()
+        .iter()
+        .filter(|(_, e)| !e.rollups && e.published)
+        .map(|(d, e)| (d.clone(), e.processed_key(d)))
+        .collect();
+    if missing.is_empty() {
+        return Ok(0);
+    }
+    tracing::info!(dates = missing.len(), "computing rollups for dates committed before rollups existed");
+    for batch in missing.chunks(ROLLUP_BATCH) {
+        let stage = tempfile::Builder::new()
+            .prefix("tickerlake-rollups-")
+            .tempdir()
+            .map_err(|source| ProcessError::Io { context: "cannot create a stage directory".into(), source })?;
+        let keys: Vec<String> = batch.iter().map(|(_, k)| k.clone()).collect();
+        let files = lake::materialize(lake, &keys, &stage.path().join("committed"), "rollups").await?;
+        let dated: Vec<(String, PathBuf)> = batch.iter().zip(files).map(|((date, _), (path, _))| (date.clone(), path)).collect();
+        let engine = Engine::new(stage.path(), &opts.memory_limit)?;
+        let rollups = blocking(|| engine.rollups_of(&dated, tx.run_id(), &stage.path().join("out")))?;
+        let mut uploads: Vec<(String, &Path)> = Vec::new();
+        for (date, r) in &rollups {
+            uploads.push((DateFile::Daily.key(date), &r.daily));
+            uploads.push((DateFile::Snapshots.key(date), &r.snapshots));
+        }
+        tx.put_published(&uploads).await?;
+        for date in rollups.keys() {
+            tx.record_rollups(date);
+        }
+    }
+    Ok(missing.len())
 }
 
 /// The raw files a run sees.
@@ -440,11 +487,15 @@ async fn process_chunk(
     for (date, path) in &staged.carries {
         outputs.push((lake::carry_key(date), path));
     }
+    for (date, rollups) in &staged.rollups {
+        outputs.push((DateFile::Daily.key(date), &rollups.daily));
+        outputs.push((DateFile::Snapshots.key(date), &rollups.snapshots));
+    }
     let started = Instant::now();
     tx.stage(&outputs).await?;
     let quarantine: Vec<(String, &Path)> =
         staged.quarantine.iter().map(|(raw, path)| (lake::quarantine_key(raw), path.as_path())).collect();
-    tx.put_quarantine(&quarantine).await?;
+    tx.put_published(&quarantine).await?;
     phase_done("staging outputs in the lake", started);
     record(tx, chunk, &loaded, &staged, &dirty_dates);
     Ok(ChunkOutcome { loaded, dates_written: staged.partitions.keys().cloned().collect() })
