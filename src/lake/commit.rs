@@ -57,7 +57,7 @@ use std::time::Duration;
 use chrono::{DateTime, NaiveDateTime, Utc};
 use futures::{StreamExt, TryStreamExt};
 
-use super::manifest::{Manifest, PartitionEntry, RawEntry, SEGMENTS_PREFIX};
+use super::manifest::{Manifest, PartitionEntry, RawEntry, SEGMENTS_PREFIX, month_of_date};
 use super::{
     self as lake, CommitError, CommitResult, DateFile, Fence, Lake, LakeError, LakeResult, MANIFEST_KEY, PART_FILE, PROCESSED_PREFIX,
     QUARANTINE_PREFIX, RUNS_PREFIX,
@@ -120,7 +120,7 @@ impl Transaction {
         // The months of unpublished dates (a predecessor's, to roll forward), or all of them.
         let months: Vec<String> = match full {
             true => base.months().map(str::to_owned).collect(),
-            false => base.pending().keys().map(|d| d[..7.min(d.len())].to_owned()).collect(),
+            false => base.pending().keys().map(|d| month_of_date(d)).collect(),
         };
         base.ensure(lake, months).await?;
         let Published { runs, lost, .. } = publish_pending(lake, &mut base).await?;

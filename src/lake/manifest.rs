@@ -216,8 +216,8 @@ pub fn month_of_raw(key: &str) -> String {
         .unwrap_or_else(|| UNDATED.to_owned())
 }
 
-/// The month of a partition date.
-fn month_of_date(date: &str) -> String {
+/// The month (`YYYY-MM`) whose segment holds a partition date.
+pub fn month_of_date(date: &str) -> String {
     date.get(..7).unwrap_or(date).to_owned()
 }
 
