@@ -393,7 +393,11 @@ async fn glue_partition_semantics_on_moto() {
     // Projection: table properties only, the range starting at the first date.
     let projection = Catalog::connect(&aws, CatalogOptions { partitions: PartitionMode::Projection, ..options }).await;
     let report = projection.sync(&manifest_with(fewer)).await.unwrap();
-    assert_eq!((report.tables_updated.clone(), report.partitions_added), (vec!["processed".to_owned(), "daily".into(), "snapshots".into()], 0), "{report:?}");
+    assert_eq!(
+        (report.tables_updated.clone(), report.partitions_added),
+        (vec!["processed".to_owned(), "daily".into(), "snapshots".into()], 0),
+        "{report:?}"
+    );
     let params =
         glue.get_table().database_name("dbcrypto").name("processed").send().await.unwrap().table.unwrap().parameters().cloned().unwrap();
     assert_eq!(params.get("projection.enabled").map(String::as_str), Some("true"));

@@ -848,7 +848,11 @@ async fn the_hourly_run_reads_recent_raw_files_and_this_months_manifest_only() {
 
     // A snapshot of an hour four days back, dropped in after processing.
     let old = tickerlake::source::snapshot::hour_slot(now) - chrono::TimeDelta::days(4) + chrono::TimeDelta::minutes(30);
-    write_raw(dir, &format!("raw_crypto_prices_{}.csv", old.format("%Y%m%dT%H%M")), &csv(&[("LATEUSDT", "2", &old.format("%Y-%m-%d %H:%M:%S+00:00").to_string())]));
+    write_raw(
+        dir,
+        &format!("raw_crypto_prices_{}.csv", old.format("%Y%m%dT%H%M")),
+        &csv(&[("LATEUSDT", "2", &old.format("%Y-%m-%d %H:%M:%S+00:00").to_string())]),
+    );
     let before: std::collections::BTreeMap<String, Vec<u8>> =
         common::tree(dir).into_iter().filter(|(k, _)| k.starts_with("_tickerlake/manifest/")).collect();
     let tick = tickerlake(&lake, &["run", "--once", "--binance-url", &sim.url()], &[]).await;
@@ -897,9 +901,13 @@ const SNAPSHOTS_CHECK: &str = "
 async fn rollups_summarise_the_hourly_rows_through_incremental_runs() {
     let (_a, lake) = lake_dir();
     let dir = std::path::Path::new(&lake);
-    tickerlake(&lake, &["simulate-history", "--hours", "40", "--symbols", "12", "--until", "2025-05-09T15:00:00Z", "--malformed-one-in", "40"], &[])
-        .await
-        .ok();
+    tickerlake(
+        &lake,
+        &["simulate-history", "--hours", "40", "--symbols", "12", "--until", "2025-05-09T15:00:00Z", "--malformed-one-in", "40"],
+        &[],
+    )
+    .await
+    .ok();
     tickerlake(&lake, &["process"], &[]).await.ok();
     tickerlake(&lake, &["simulate-history", "--hours", "20", "--symbols", "12", "--until", "2025-05-10T11:00:00Z"], &[]).await.ok();
     // A late snapshot in the middle of a processed day.

@@ -91,7 +91,9 @@ fn at(s: &str) -> DateTime<Utc> {
 async fn rollup_panels_answer_as_the_hourly_ones() {
     let dir = tempfile::tempdir().unwrap();
     let lake = dir.path().to_str().unwrap().to_owned();
-    common::tickerlake(&lake, &["simulate-history", "--hours", "120", "--symbols", "16", "--until", "2025-05-05T23:00:00Z"], &[]).await.ok();
+    common::tickerlake(&lake, &["simulate-history", "--hours", "120", "--symbols", "16", "--until", "2025-05-05T23:00:00Z"], &[])
+        .await
+        .ok();
     common::tickerlake(&lake, &["process"], &[]).await.ok();
     let queries = grafana::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("queries")).unwrap();
     let ranges = [
