@@ -168,6 +168,7 @@ fn provisioning_references_resolve() {
             ("gauge", "Current price"),
             ("stat", "Max price"),
             ("stat", "Min price"),
+            ("stat", "Variation"),
             ("timeseries", "Price and moving average"),
             ("barchart", "Volatility per day (standard deviation of the hourly % change)")
         ]
@@ -321,6 +322,15 @@ async fn every_postgres_panel_variable_and_alert_runs_through_serve() {
             }
             "summary_max_price.sql" => assert_eq!(num(got[0].get(0)), btc.iter().map(|r| r.price).fold(f64::MIN, f64::max)),
             "summary_min_price.sql" => assert_eq!(num(got[0].get(0)), btc.iter().map(|r| r.price).fold(f64::MAX, f64::min)),
+            "summary_percent_change.sql" => {
+                // From the first to the last price of the range, in %.
+                let first = btc.iter().min_by_key(|r| r.ts_us).unwrap().price;
+                let want = (latest_btc.price - first) / first * 100.0;
+                assert_eq!(got.len(), 1);
+                let v = num(got[0].get(col("variation")));
+                assert!((v - want).abs() <= want.abs() * 1e-12, "variation {v}, want {want}");
+                assert!(want != 0.0, "the simulated walk moved over the range");
+            }
             "summary_price_moving_average.sql" => {
                 assert_eq!(got.len(), btc.len());
                 assert_eq!(num(got.last().unwrap().get(col("moving_avg"))), latest_btc.moving_avg);
