@@ -376,12 +376,12 @@ struct TestCa {
 }
 
 impl TestCa {
-    fn new() -> Self {
+    fn new(name: &str) -> Self {
         use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair, SanType};
         let dir = tempfile::tempdir().unwrap();
         let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
         ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        ca_params.distinguished_name.push(DnType::CommonName, "tickerlake test CA");
+        ca_params.distinguished_name.push(DnType::CommonName, name);
         let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
         let mut params = CertificateParams::new(vec!["localhost".to_owned()]).unwrap();
         params.subject_alt_names.push(SanType::IpAddress(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST)));
@@ -415,8 +415,8 @@ async fn psql_conninfo(conninfo: &str, commands: &[&str], password: Option<&str>
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tls_with_the_servers_ca_passes_verify_full_and_cleartext_off_loopback_is_warned() {
     let dir = lake(24, 3).await;
-    let ca = TestCa::new();
-    let other = TestCa::new();
+    let ca = TestCa::new("tickerlake test CA");
+    let other = TestCa::new("another CA");
     let server = Server::start(
         dir.path(),
         &["--tls-cert", &ca.path("server.pem")],

@@ -71,14 +71,22 @@ fn refusal(r: Refusal) -> PgWireError {
     }
 }
 
-fn stopped_error(why: Stop, timeout: Duration) -> PgWireError {
+/// How long a query may run: `--query-timeout`, or the session's shorter statement_timeout.
+#[derive(Debug, Clone, Copy)]
+struct Limit {
+    after: Duration,
+    session: bool,
+}
+
+fn stopped_error(why: Stop, limit: Limit) -> PgWireError {
     match why {
         Stop::Cancel => user_error("57014", "canceling statement due to user request"),
         Stop::Timeout => user_error(
             "57014",
             format!(
-                "canceling statement due to statement timeout: it ran longer than {} s (--query-timeout, or the session's statement_timeout)",
-                timeout.as_secs_f64()
+                "canceling statement due to statement timeout: it ran longer than {} ({} s)",
+                if limit.session { "the session's statement_timeout" } else { "--query-timeout" },
+                limit.after.as_secs_f64()
             ),
         ),
     }
@@ -251,13 +259,16 @@ impl Backend {
         format: Format,
         everything: bool,
     ) -> PgWireResult<Response> {
-        let timeout = session.settings.lock().expect("settings lock").statement_timeout().map_or(self.timeout, |t| t.min(self.timeout));
+        let timeout = match session.settings.lock().expect("settings lock").statement_timeout() {
+            Some(t) if t < self.timeout => Limit { after: t, session: true },
+            _ => Limit { after: self.timeout, session: false },
+        };
         let control = QueryControl::new();
         let running = session.running(control.clone());
         let watchdog = {
             let control = control.clone();
             AbortOnDrop(tokio::spawn(async move {
-                tokio::time::sleep(timeout).await;
+                tokio::time::sleep(timeout.after).await;
                 control.stop(Stop::Timeout);
             }))
         };
