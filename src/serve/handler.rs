@@ -17,15 +17,16 @@ use pgwire::api::auth::sasl::SASLAuthStartupHandler;
 use pgwire::api::auth::sasl::scram::{ScramAuth, ScramSecret, gen_salted_password};
 use pgwire::api::auth::{AuthSource, LoginInfo, Password, ServerParameterProvider, StartupHandler};
 use pgwire::api::cancel::CancelHandler;
-use pgwire::api::portal::{Format, Portal};
+use pgwire::api::portal::{Format, Portal, PortalExecutionState};
 use pgwire::api::query::{ExtendedQueryHandler, SimpleQueryHandler};
 use pgwire::api::results::{DescribePortalResponse, DescribeStatementResponse, FieldFormat, FieldInfo, QueryResponse, Response, Tag};
 use pgwire::api::stmt::{QueryParser, StoredStatement};
-use pgwire::api::store::PortalStore;
+use pgwire::api::store::{Entry, PortalStore};
 use pgwire::api::{ClientInfo, ClientPortalStore, PgWireConnectionState, PgWireServerHandlers, PidSecretKeyGenerator, Type};
 use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
 use pgwire::messages::cancel::CancelRequest;
 use pgwire::messages::data::DataRow;
+use pgwire::messages::extendedquery::Execute;
 use pgwire::messages::startup::ParameterStatus;
 use pgwire::messages::{PgWireBackendMessage, PgWireFrontendMessage};
 use tokio::sync::mpsc;
@@ -523,6 +524,43 @@ impl ExtendedQueryHandler for Backend {
                 self.query(&Self::session(client), checked, params, portal.result_column_format.clone()).await
             }
         }
+    }
+
+    /// Execute a portal. pgwire's own collects a whole result into memory before sending it when
+    /// the client asks for all rows (max_rows 0, what nearly every driver does); a query's rows
+    /// are streamed to the client here instead, paced by its reading.
+    async fn on_execute<C>(&self, client: &mut C, message: Execute) -> PgWireResult<()>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore<Statement = Self::Statement>,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let name = message.name.as_deref().unwrap_or(pgwire::api::DEFAULT_NAME).to_owned();
+        let portal = match client.portal_store().get_portal(&name) {
+            Some(Entry::Value(p))
+                if message.max_rows == 0
+                    && matches!(client.state(), PgWireConnectionState::ReadyForQuery)
+                    && matches!(p.statement.statement, Statement::Query(_))
+                    && matches!(*p.state().lock().await, PortalExecutionState::Initial) =>
+            {
+                p
+            }
+            // Session statements, row-limited fetches (at most max_rows are held), resumed portals.
+            _ => return self._on_execute(client, message).await,
+        };
+        client.set_state(PgWireConnectionState::QueryInProgress);
+        let transaction_status = client.transaction_status();
+        match ExtendedQueryHandler::do_query(self, client, portal.as_ref(), 0).await? {
+            Response::Query(results) => {
+                *portal.state().lock().await = PortalExecutionState::Finished;
+                pgwire::api::query::send_query_response(client, results, false).await?;
+            }
+            _ => return Err(encode_err("a query answered without rows")),
+        }
+        client.set_state(PgWireConnectionState::ReadyForQuery);
+        client.set_transaction_status(transaction_status);
+        Ok(())
     }
 
     async fn do_describe_statement<C>(&self, _client: &mut C, target: &StoredStatement<Statement>) -> PgWireResult<DescribeStatementResponse>
