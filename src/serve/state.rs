@@ -121,7 +121,14 @@ impl LakeState {
         let first = Self::build(&lake, cache.as_ref(), &config, &manifest, 1).await?;
         tracing::info!(partitions = first.db.partitions, "serving {}", lake.describe());
         if let Some(c) = &cache {
-            tracing::debug!(requests = lake.requests().unwrap_or(0), files = c.stats().files, "serve stats after the start");
+            let st = c.stats();
+            tracing::debug!(
+                requests = lake.requests().unwrap_or(0),
+                files = st.files,
+                bytes = st.bytes,
+                downloads = st.downloads,
+                "serve stats after the start"
+            );
         }
         Ok(Self {
             lake,

@@ -93,7 +93,15 @@ impl Server {
     /// The last `serve stats` log line's numeric field `name` (needs `start_logged` with
     /// RUST_LOG=tickerlake::serve=debug).
     pub fn stat(&self, name: &str) -> u64 {
-        let lines = self.log.as_ref().expect("started with start_logged").lock().unwrap();
+        // stderr is read by a task of its own: give it a moment to catch up with what serve
+        // wrote before it answered the last query.
+        let log = self.log.as_ref().expect("started with start_logged");
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while !log.lock().unwrap().iter().any(|l| l.contains("serve stats")) && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        std::thread::sleep(Duration::from_millis(200));
+        let lines = log.lock().unwrap();
         let line = lines.iter().rev().find(|l| l.contains("serve stats")).expect("a serve stats line");
         let field = format!("{name}=");
         let at = line.find(&field).unwrap_or_else(|| panic!("no {name} in {line}")) + field.len();
