@@ -56,27 +56,26 @@ fn clients_installed() -> bool {
     panic!("{msg}");
 }
 
-/// The rows the query must return: BTCUSDT from SINCE, the first five, as (timestamp, price).
-fn expected(lake: &Path) -> Vec<(String, f64)> {
+/// The rows the query must return: BTCUSDT from SINCE, the first five, as (microseconds since
+/// the epoch, price).
+fn expected(lake: &Path) -> Vec<(i64, f64)> {
     let since = chrono::NaiveDateTime::parse_from_str(SINCE, "%Y-%m-%d %H:%M:%S").unwrap().and_utc().timestamp_micros();
-    common::processed_rows(lake)
-        .into_iter()
-        .filter(|r| r.symbol == "BTCUSDT" && r.ts_us >= since)
-        .take(5)
-        .map(|r| (chrono::DateTime::from_timestamp_micros(r.ts_us).unwrap().naive_utc().format("%Y-%m-%d %H:%M:%S").to_string(), r.price))
-        .collect()
+    common::processed_rows(lake).into_iter().filter(|r| r.symbol == "BTCUSDT" && r.ts_us >= since).take(5).map(|r| (r.ts_us, r.price)).collect()
 }
 
-fn rows_of(v: &Value) -> Vec<(String, f64)> {
+fn rows_of(v: &Value) -> Vec<(i64, f64)> {
     v["rows"]
         .as_array()
         .unwrap()
         .iter()
         .map(|r| {
-            // Python prints 2025-05-02 05:00:00, Java 2025-05-02 05:00 when seconds are zero.
-            let t = r[0].as_str().unwrap().to_owned();
-            let t = if t.len() == 16 { format!("{t}:00") } else { t };
-            (t, r[1].as_f64().unwrap())
+            // Python prints 2025-05-02 05:00:16.801000; Java 2025-05-02 05:00:16.801, and drops
+            // zero seconds (2025-05-02 05:00).
+            let t = r[0].as_str().unwrap();
+            let t = chrono::NaiveDateTime::parse_from_str(t, "%Y-%m-%d %H:%M:%S%.f")
+                .or_else(|_| chrono::NaiveDateTime::parse_from_str(t, "%Y-%m-%d %H:%M"))
+                .unwrap_or_else(|e| panic!("{t}: {e}"));
+            (t.and_utc().timestamp_micros(), r[1].as_f64().unwrap())
         })
         .collect()
 }

@@ -127,6 +127,20 @@ pub fn rewrite(sql: &str) -> String {
                 e += 2;
             }
             let names: Vec<String> = parts.iter().filter_map(|(_, p)| p.ident()).collect();
+            // A catalog relation inside a column reference: pg_catalog.pg_class.relname.
+            let relation_at = (0..names.len().saturating_sub(1)).find(|&k| {
+                RELATIONS.contains(&names[k].as_str()) && names[..k].iter().all(|q| SYSTEM_QUALIFIERS.contains(&q.as_str()))
+            });
+            if let Some(k) = relation_at {
+                let (first, _) = parts[0];
+                let (end, _) = parts[k];
+                for piece in out.iter_mut().take(end + 1).skip(first) {
+                    piece.clear();
+                }
+                out[first] = format!("{SCHEMA}.{}", names[k]);
+                s = e + 1;
+                continue;
+            }
             let last = names.last().cloned().unwrap_or_default();
             let qualifiers = &names[..names.len() - 1];
             let is_call = sig.get(e + 1).is_some_and(|(_, n)| n.text == "(");
@@ -613,6 +627,10 @@ mod tests {
         assert_eq!(rewrite("SELECT sql FROM system.main.duckdb_views v"), "SELECT sql FROM pg_compat.duckdb_views() v");
         assert_eq!(rewrite("SELECT view_definition FROM information_schema.views"), "SELECT view_definition FROM pg_compat.information_schema_views");
         assert_eq!(rewrite("SELECT pg_catalog.lower('A')"), "SELECT lower('A')");
+        assert_eq!(
+            rewrite("SELECT pg_catalog.pg_class.relname FROM pg_catalog.pg_class WHERE pg_class.oid > 0"),
+            "SELECT pg_compat.pg_class.relname FROM pg_compat.pg_class WHERE pg_compat.pg_class.oid > 0"
+        );
         // Never inside literals, comments or as a column of another table.
         for same in [
             "SELECT 'pg_catalog.version()', \"version\" FROM t -- pg_class",

@@ -58,9 +58,8 @@ def sqlalchemy_client(host, port, since):
     frame = pd.read_sql(sa.text(QUERY_POS.format(sym=":sym", since=":since")), engine,
                         params={"sym": "BTCUSDT", "since": since})
     views = sa.inspect(engine).get_view_names()
-    columns = [c["name"] for c in sa.inspect(engine).get_columns("processed")]
     rows = [(t.to_pydatetime(), float(p)) for t, p in zip(frame["timestamp"], frame["price"])]
-    out(rows, views, {"dtypes": [str(frame[c].dtype) for c in frame.columns], "columns": columns})
+    out(rows, views, {"dtypes": [str(frame[c].dtype) for c in frame.columns]})
 
 
 async def asyncpg_main(host, port, since):
