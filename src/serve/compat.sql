@@ -141,7 +141,8 @@ CREATE VIEW pg_compat.information_schema_views AS
 SELECT * REPLACE (NULL::VARCHAR AS view_definition) FROM information_schema.views
 WHERE table_catalog = 'memory' AND table_schema = 'main';
 CREATE MACRO pg_compat.duckdb_settings() AS TABLE
-SELECT * REPLACE (CASE WHEN value LIKE '%/%' AND name <> 'TimeZone' THEN '(hidden)' ELSE value END AS value)
+SELECT * REPLACE (CASE WHEN value LIKE '%/%' AND name <> 'TimeZone' THEN '(hidden)' ELSE value END AS value,
+                  CASE WHEN value LIKE '%/%' AND name <> 'TimeZone' THEN NULL ELSE typed_value END AS typed_value)
 FROM system.main.duckdb_settings();
 CREATE MACRO pg_compat.duckdb_views() AS TABLE SELECT * REPLACE (NULL::VARCHAR AS sql) FROM system.main.duckdb_views();
 CREATE MACRO pg_compat.duckdb_temporary_files() AS TABLE
