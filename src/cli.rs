@@ -408,7 +408,11 @@ pub async fn execute(cli: Cli) -> Result<()> {
         Command::ServeCert { out, names } => {
             let wrote = crate::serve::tls::generate(&out, &names)?;
             let what = if wrote { "wrote" } else { "kept the existing" };
-            writeln!(stdout, "{what} {}/ca.pem, server.pem and server.key (clients: sslrootcert=ca.pem sslmode=verify-full)", out.display())?;
+            writeln!(
+                stdout,
+                "{what} {}/ca.pem, server.pem and server.key (clients: sslrootcert=ca.pem sslmode=verify-full)",
+                out.display()
+            )?;
         }
         Command::GrafanaProvisioning { queries, out, check } => {
             let written = crate::serve::grafana::write(&queries, &out, check)?;

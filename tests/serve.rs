@@ -425,27 +425,38 @@ async fn tls_with_the_servers_ca_passes_verify_full_and_cleartext_off_loopback_i
     .await;
     let n = common::processed_rows(dir.path()).len();
     for host in ["localhost", "127.0.0.1"] {
-        let conninfo =
-            format!("host={host} port={} user=grafana dbname=tickerlake sslmode=verify-full sslrootcert={}", server.port, ca.path("ca.pem"));
+        let conninfo = format!(
+            "host={host} port={} user=grafana dbname=tickerlake sslmode=verify-full sslrootcert={}",
+            server.port,
+            ca.path("ca.pem")
+        );
         let (code, out, err) = psql_conninfo(&conninfo, &["SELECT count(*) FROM processed", "\\conninfo"], Some("s3cret")).await;
         assert_eq!(code, Some(0), "{host}: {err}");
         assert!(out.starts_with(&format!("{n}\n")), "{out}");
         assert!(out.contains("SSL connection (protocol: TLSv1.3"), "the session is encrypted: {out}");
     }
     // Another CA's client refuses the server; so does a client insisting on TLS to a server without it.
-    let conninfo =
-        format!("host=localhost port={} user=grafana dbname=tickerlake sslmode=verify-full sslrootcert={}", server.port, other.path("ca.pem"));
+    let conninfo = format!(
+        "host=localhost port={} user=grafana dbname=tickerlake sslmode=verify-full sslrootcert={}",
+        server.port,
+        other.path("ca.pem")
+    );
     let (code, _, err) = psql_conninfo(&conninfo, &["SELECT 1"], Some("s3cret")).await;
     assert_ne!(code, Some(0));
     assert!(err.contains("certificate verify failed"), "{err}");
     let plain = Server::start(dir.path(), &[], &[]).await;
-    let (code, _, err) = psql_conninfo(&format!("host=127.0.0.1 port={} user=u dbname=d sslmode=require", plain.port), &["SELECT 1"], None).await;
+    let (code, _, err) =
+        psql_conninfo(&format!("host=127.0.0.1 port={} user=u dbname=d sslmode=require", plain.port), &["SELECT 1"], None).await;
     assert_ne!(code, Some(0));
     assert!(err.contains("server does not support SSL"), "{err}");
     // Half a configuration is a setting to fix (exit status 3), with one line saying which half.
     let out = common::tickerlake(dir.path().to_str().unwrap(), &["serve", "--tls-cert", &ca.path("server.pem")], &[]).await;
     assert_eq!(out.code, Some(3), "{out:?}");
-    assert!(out.stderr.contains("TLS needs both --tls-cert and --tls-key") && out.stderr.contains("--tls-key is missing"), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("TLS needs both --tls-cert and --tls-key") && out.stderr.contains("--tls-key is missing"),
+        "{}",
+        out.stderr
+    );
     let out = common::tickerlake(
         dir.path().to_str().unwrap(),
         &["serve", "--tls-cert", &ca.path("ca.pem.missing"), "--tls-key", &ca.path("server.key")],
@@ -583,9 +594,8 @@ async fn twenty_clients_on_whole_range_dashboard_queries_share_the_memory_limit(
     for c in 0..20 {
         let sqls = sqls.clone();
         tasks.push(tokio::spawn(async move {
-            let (client, conn) = tokio_postgres::connect(&format!("host=127.0.0.1 port={port} user=c{c} dbname=d"), tokio_postgres::NoTls)
-                .await
-                .unwrap();
+            let (client, conn) =
+                tokio_postgres::connect(&format!("host=127.0.0.1 port={port} user=c{c} dbname=d"), tokio_postgres::NoTls).await.unwrap();
             tokio::spawn(conn);
             for sql in sqls.iter().cycle().skip(c).take(sqls.len()) {
                 let msgs = client.simple_query(sql).await.unwrap_or_else(|e| panic!("client {c}: {e}\n{sql}"));
@@ -677,7 +687,8 @@ async fn driver_session_statements_are_per_connection_and_catalog_functions_answ
     assert_eq!(sqlstate(&a.simple_query("SET server_version = '1'").await.unwrap_err()).0, "55P02");
     assert_eq!(sqlstate(&a.simple_query("SET client_encoding = 'LATIN1'").await.unwrap_err()).0, "22023");
     // None of it reopens file access, and DuckDB's own settings stay refused.
-    for sql in ["SET enable_external_access = true", "SET lock_configuration = false", "RESET lock_configuration", "SET GLOBAL threads = 1"] {
+    for sql in ["SET enable_external_access = true", "SET lock_configuration = false", "RESET lock_configuration", "SET GLOBAL threads = 1"]
+    {
         assert_eq!(sqlstate(&a.simple_query(sql).await.unwrap_err()).0, "25006", "{sql}");
     }
     assert_eq!(sqlstate(&a.simple_query("SELECT * FROM read_text('/etc/hostname')").await.unwrap_err()).0, "42501");
@@ -790,8 +801,10 @@ async fn answers_hold_no_host_paths() {
         }
     }
     assert!(checked > 100, "only {checked} of {} queries ran", queries.len());
-    let temp: Vec<String> =
-        simple_rows(&client.simple_query("SELECT current_setting('temp_directory')").await.unwrap()).iter().map(|r| r.get(0).unwrap_or("").to_owned()).collect();
+    let temp: Vec<String> = simple_rows(&client.simple_query("SELECT current_setting('temp_directory')").await.unwrap())
+        .iter()
+        .map(|r| r.get(0).unwrap_or("").to_owned())
+        .collect();
     assert_eq!(temp, [""], "current_setting('temp_directory') has no value to show");
 }
 

@@ -60,7 +60,12 @@ fn clients_installed() -> bool {
 /// the epoch, price).
 fn expected(lake: &Path) -> Vec<(i64, f64)> {
     let since = chrono::NaiveDateTime::parse_from_str(SINCE, "%Y-%m-%d %H:%M:%S").unwrap().and_utc().timestamp_micros();
-    common::processed_rows(lake).into_iter().filter(|r| r.symbol == "BTCUSDT" && r.ts_us >= since).take(5).map(|r| (r.ts_us, r.price)).collect()
+    common::processed_rows(lake)
+        .into_iter()
+        .filter(|r| r.symbol == "BTCUSDT" && r.ts_us >= since)
+        .take(5)
+        .map(|r| (r.ts_us, r.price))
+        .collect()
 }
 
 fn rows_of(v: &Value) -> Vec<(i64, f64)> {

@@ -128,9 +128,8 @@ pub fn rewrite(sql: &str) -> String {
             }
             let names: Vec<String> = parts.iter().filter_map(|(_, p)| p.ident()).collect();
             // A catalog relation inside a column reference: pg_catalog.pg_class.relname.
-            let relation_at = (0..names.len().saturating_sub(1)).find(|&k| {
-                RELATIONS.contains(&names[k].as_str()) && names[..k].iter().all(|q| SYSTEM_QUALIFIERS.contains(&q.as_str()))
-            });
+            let relation_at = (0..names.len().saturating_sub(1))
+                .find(|&k| RELATIONS.contains(&names[k].as_str()) && names[..k].iter().all(|q| SYSTEM_QUALIFIERS.contains(&q.as_str())));
             if let Some(k) = relation_at {
                 let (first, _) = parts[0];
                 let (end, _) = parts[k];
@@ -174,7 +173,8 @@ pub fn rewrite(sql: &str) -> String {
             continue;
         }
         // `operand::regclass[::text]`.
-        if t.text == "::" && sig.get(s + 1).is_some_and(|(_, n)| n.kind == Tok::Word && REG_TYPES.contains(&n.text.to_ascii_lowercase().as_str()))
+        if t.text == "::"
+            && sig.get(s + 1).is_some_and(|(_, n)| n.kind == Tok::Word && REG_TYPES.contains(&n.text.to_ascii_lowercase().as_str()))
         {
             let (type_i, type_t) = sig[s + 1];
             let reg = type_t.text.to_ascii_lowercase();
@@ -251,8 +251,8 @@ fn operand_start(sig: &[(usize, Token<'_>)], at: usize) -> Option<usize> {
 /// Words that may stand before a parenthesis without naming a function.
 fn is_keyword(w: &str) -> bool {
     const KEYWORDS: &[&str] = &[
-        "all", "and", "any", "array", "as", "between", "by", "case", "else", "exists", "from", "having", "in", "is", "join", "not",
-        "on", "or", "over", "select", "some", "then", "using", "values", "when", "where", "with",
+        "all", "and", "any", "array", "as", "between", "by", "case", "else", "exists", "from", "having", "in", "is", "join", "not", "on",
+        "or", "over", "select", "some", "then", "using", "values", "when", "where", "with",
     ];
     KEYWORDS.iter().any(|k| w.eq_ignore_ascii_case(k))
 }
@@ -540,7 +540,14 @@ impl Settings {
                 if !v.split(',').any(|p| p.trim() == "ISO") {
                     return Err(bad("tickerlake serve writes dates ISO-style only"));
                 }
-                if v.contains("DMY") { "ISO, DMY" } else if v.contains("YMD") { "ISO, YMD" } else { "ISO, MDY" }.to_owned()
+                if v.contains("DMY") {
+                    "ISO, DMY"
+                } else if v.contains("YMD") {
+                    "ISO, YMD"
+                } else {
+                    "ISO, MDY"
+                }
+                .to_owned()
             }
             "standard_conforming_strings" | "default_transaction_read_only" | "transaction_read_only" => {
                 let on = if name == "standard_conforming_strings" { "on" } else { "on" };
@@ -576,10 +583,7 @@ impl Settings {
 
     /// Every parameter: (name, value, description), for `SHOW ALL`.
     pub fn all(&self) -> Vec<(String, String, String)> {
-        PARAMS
-            .iter()
-            .map(|p| (display_name(p.name).to_owned(), self.get(p.name).unwrap_or_default(), p.description.to_owned()))
-            .collect()
+        PARAMS.iter().map(|p| (display_name(p.name).to_owned(), self.get(p.name).unwrap_or_default(), p.description.to_owned())).collect()
     }
 }
 
@@ -622,10 +626,17 @@ mod tests {
         assert_eq!(rewrite("SELECT oid::regtype::text FROM pg_type"), "SELECT pg_compat.regtype_name(oid) FROM pg_compat.pg_type");
         assert_eq!(rewrite("SELECT (a.attrelid)::regclass"), "SELECT ((a.attrelid))");
         assert_eq!(rewrite("SELECT * FROM system.main.duckdb_settings()"), "SELECT * FROM pg_compat.duckdb_settings()");
-        assert_eq!(rewrite("SELECT * FROM \"DUCKDB_SETTINGS\"()"), "SELECT * FROM \"DUCKDB_SETTINGS\"()", "quoted names are case-sensitive");
+        assert_eq!(
+            rewrite("SELECT * FROM \"DUCKDB_SETTINGS\"()"),
+            "SELECT * FROM \"DUCKDB_SETTINGS\"()",
+            "quoted names are case-sensitive"
+        );
         assert_eq!(rewrite("SELECT * FROM Duckdb_Views()"), "SELECT * FROM pg_compat.duckdb_views()");
         assert_eq!(rewrite("SELECT sql FROM system.main.duckdb_views v"), "SELECT sql FROM pg_compat.duckdb_views() v");
-        assert_eq!(rewrite("SELECT view_definition FROM information_schema.views"), "SELECT view_definition FROM pg_compat.information_schema_views");
+        assert_eq!(
+            rewrite("SELECT view_definition FROM information_schema.views"),
+            "SELECT view_definition FROM pg_compat.information_schema_views"
+        );
         assert_eq!(rewrite("SELECT pg_catalog.lower('A')"), "SELECT lower('A')");
         assert_eq!(
             rewrite("SELECT pg_catalog.pg_class.relname FROM pg_catalog.pg_class WHERE pg_class.oid > 0"),

@@ -148,7 +148,10 @@ pub fn encode_batch(batch: &RecordBatch, fields: &Arc<Vec<FieldInfo>>) -> PgWire
     for row in 0..batch.num_rows() {
         for (ci, col) in batch.columns().iter().enumerate() {
             let text = |r: usize| -> PgWireResult<String> {
-                formatters[ci].as_ref().map(|f| f.value(r).to_string()).ok_or_else(|| encode_err(format!("no text form for {}", col.data_type())))
+                formatters[ci]
+                    .as_ref()
+                    .map(|f| f.value(r).to_string())
+                    .ok_or_else(|| encode_err(format!("no text form for {}", col.data_type())))
             };
             encode_cell(&mut enc, col.as_ref(), row, &text)?;
         }
@@ -160,8 +163,9 @@ pub fn encode_batch(batch: &RecordBatch, fields: &Arc<Vec<FieldInfo>>) -> PgWire
 /// Rows of text values (SHOW, SHOW ALL) as a result: the row description and the rows.
 pub fn text_rows(columns: &[&str], rows: &[Vec<String>], format: &Format) -> PgWireResult<(Arc<Vec<FieldInfo>>, Vec<DataRow>)> {
     // Text travels the same in both formats; the declared one is what the client asked.
-    let fields: Arc<Vec<FieldInfo>> =
-        Arc::new(columns.iter().enumerate().map(|(i, c)| FieldInfo::new((*c).to_owned(), None, None, Type::TEXT, format.format_for(i))).collect());
+    let fields: Arc<Vec<FieldInfo>> = Arc::new(
+        columns.iter().enumerate().map(|(i, c)| FieldInfo::new((*c).to_owned(), None, None, Type::TEXT, format.format_for(i))).collect(),
+    );
     let mut enc = DataRowEncoder::new(fields.clone());
     let mut out = Vec::with_capacity(rows.len());
     for row in rows {

@@ -329,7 +329,8 @@ mod tests {
     #[test]
     fn a_bad_memory_limit_is_a_setting_to_fix() {
         let dir = tempfile::tempdir().unwrap();
-        let config = EngineConfig { threads: Some(1), memory_limit: "lots".into(), spill_root: dir.path().to_path_buf(), log_file_access: false };
+        let config =
+            EngineConfig { threads: Some(1), memory_limit: "lots".into(), spill_root: dir.path().to_path_buf(), log_file_access: false };
         let err = Snapshot::build(&SnapshotFiles::default(), 1, &config).err().expect("refused");
         assert!(err.is_permanent(), "{err}");
         assert!(err.to_string().contains("--memory-limit \"lots\""), "{err}");

@@ -31,12 +31,12 @@ use pgwire::messages::startup::ParameterStatus;
 use pgwire::messages::{PgWireBackendMessage, PgWireFrontendMessage};
 use tokio::sync::mpsc;
 
-use super::state::{LakeState, Served};
 use super::ServeError;
 use super::compat::{self, Local, SettingError, Settings};
 use super::encode::{self, encode_err, pg_type_of_duckdb};
 use super::engine::{self, Checked, Refusal};
 use super::session::{QueryControl, Session, Sessions, Stop};
+use super::state::{LakeState, Served};
 
 /// SCRAM iteration count (PostgreSQL's default).
 const SCRAM_ITERATIONS: usize = 4096;
@@ -173,7 +173,8 @@ impl Backend {
         }
         let rewritten = compat::rewrite(sql);
         let snap = self.state.snapshot().await;
-        let checked = tokio::task::spawn_blocking(move || engine::check(&snap.db, &rewritten)).await.map_err(encode_err)?.map_err(refusal)?;
+        let checked =
+            tokio::task::spawn_blocking(move || engine::check(&snap.db, &rewritten)).await.map_err(encode_err)?.map_err(refusal)?;
         Ok(Statement::Query(checked))
     }
 
@@ -439,7 +440,9 @@ impl QueryParser for Parser {
                 .enumerate()
                 .map(|(i, (name, t))| FieldInfo::new(name.clone(), None, None, pg_type_of_duckdb(*t), format_for(i)))
                 .collect(),
-            Statement::Local(Local::Show(Some(name))) => vec![FieldInfo::new(compat::show_column(name), None, None, Type::TEXT, format_for(0))],
+            Statement::Local(Local::Show(Some(name))) => {
+                vec![FieldInfo::new(compat::show_column(name), None, None, Type::TEXT, format_for(0))]
+            }
             Statement::Local(Local::Show(None)) => ["name", "setting", "description"]
                 .iter()
                 .enumerate()
@@ -563,7 +566,11 @@ impl ExtendedQueryHandler for Backend {
         Ok(())
     }
 
-    async fn do_describe_statement<C>(&self, _client: &mut C, target: &StoredStatement<Statement>) -> PgWireResult<DescribeStatementResponse>
+    async fn do_describe_statement<C>(
+        &self,
+        _client: &mut C,
+        target: &StoredStatement<Statement>,
+    ) -> PgWireResult<DescribeStatementResponse>
     where
         C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
         C::PortalStore: PortalStore<Statement = Self::Statement>,

@@ -80,7 +80,9 @@ pub enum ServeError {
     #[error("--cache-size {0:?} is not a size such as 512MB or 4GB")]
     CacheSize(String),
     /// One query needs more of a remote lake than the cache may hold.
-    #[error("this query reads {needed} bytes of the lake, more than --cache-size ({budget} bytes) allows; narrow its time range or raise --cache-size")]
+    #[error(
+        "this query reads {needed} bytes of the lake, more than --cache-size ({budget} bytes) allows; narrow its time range or raise --cache-size"
+    )]
     CacheTooSmall {
         /// Bytes the query's files take.
         needed: u64,

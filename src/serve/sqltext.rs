@@ -205,11 +205,10 @@ mod tests {
         assert_eq!(tokens.iter().map(|t| t.text).collect::<String>(), sql);
         let strs: Vec<&str> = tokens.iter().filter(|t| t.kind == Tok::Str).map(|t| t.text).collect();
         assert_eq!(strs, ["'it''s pg_catalog.x'", "E'a\\'b'", "$q$pg_catalog.y$q$"]);
-        assert_eq!(tokens.iter().filter(|t| t.kind == Tok::Str).map(|t| t.value().unwrap()).collect::<Vec<_>>(), [
-            "it's pg_catalog.x",
-            "a'b",
-            "pg_catalog.y"
-        ]);
+        assert_eq!(
+            tokens.iter().filter(|t| t.kind == Tok::Str).map(|t| t.value().unwrap()).collect::<Vec<_>>(),
+            ["it's pg_catalog.x", "a'b", "pg_catalog.y"]
+        );
         let quoted: Vec<String> = tokens.iter().filter(|t| t.kind == Tok::Quoted).map(|t| t.ident().unwrap()).collect();
         assert_eq!(quoted, ["pg_catalog", "pg_class"]);
         assert!(tokens.iter().any(|t| t.kind == Tok::Punct && t.text == "::"));

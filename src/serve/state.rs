@@ -109,9 +109,9 @@ impl LakeState {
                 .map_err(|e| ServeError::Lake(crate::lake::LakeError::io("cannot create serve's working directory", e)))?,
         );
         let spill_root = root.path().join("spill");
-        std::fs::create_dir_all(&spill_root).map_err(|e| ServeError::Lake(crate::lake::LakeError::io("cannot create the spill directory", e)))?;
-        let config =
-            EngineConfig { threads: opts.threads, memory_limit: opts.memory_limit.clone(), spill_root, log_file_access: false };
+        std::fs::create_dir_all(&spill_root)
+            .map_err(|e| ServeError::Lake(crate::lake::LakeError::io("cannot create the spill directory", e)))?;
+        let config = EngineConfig { threads: opts.threads, memory_limit: opts.memory_limit.clone(), spill_root, log_file_access: false };
         let cache = match lake.local_path(MANIFEST_KEY) {
             Some(_) => None,
             None => Some(Arc::new(Cache::new(lake.clone(), &root.path().join("cache"), opts.cache_bytes)?)),
@@ -142,7 +142,13 @@ impl LakeState {
         })
     }
 
-    async fn build(lake: &Lake, cache: Option<&Arc<Cache>>, config: &EngineConfig, manifest: &Manifest, generation: u64) -> Result<Served, ServeError> {
+    async fn build(
+        lake: &Lake,
+        cache: Option<&Arc<Cache>>,
+        config: &EngineConfig,
+        manifest: &Manifest,
+        generation: u64,
+    ) -> Result<Served, ServeError> {
         let objects = committed(manifest);
         let config = config.clone();
         match cache {
@@ -163,7 +169,9 @@ impl LakeState {
                     quarantine: local(View::Quarantine),
                     allowed_directories: Vec::new(),
                 };
-                let db = tokio::task::spawn_blocking(move || Snapshot::build(&files, generation, &config)).await.expect("snapshot build panicked")?;
+                let db = tokio::task::spawn_blocking(move || Snapshot::build(&files, generation, &config))
+                    .await
+                    .expect("snapshot build panicked")?;
                 Ok(Served { db, remote: None })
             }
             Some(cache) => {
@@ -172,7 +180,8 @@ impl LakeState {
                     let layout = cache.sync(&objects)?;
                     let mut db = Snapshot::build(&layout.real, generation, &config)?;
                     db.partitions = layout.rels.get(&View::Processed).map_or(0, Vec::len);
-                    let probe_config = EngineConfig { threads: Some(1), memory_limit: PROBE_MEMORY_LIMIT.into(), log_file_access: true, ..config };
+                    let probe_config =
+                        EngineConfig { threads: Some(1), memory_limit: PROBE_MEMORY_LIMIT.into(), log_file_access: true, ..config };
                     let probe = Snapshot::build(&layout.probe, generation, &probe_config)?;
                     Ok(Served { db, remote: Some(Remote { probe, logs: tokio::sync::RwLock::new(()), probes: AtomicU64::new(0) }) })
                 })
@@ -257,7 +266,14 @@ impl LakeState {
     }
 
     /// Run `sql` on the probe database and return the files it opened (cache-relative paths).
-    async fn probe(&self, cache: &Arc<Cache>, remote: &Remote, sql: &str, params: &[Value], control: &QueryControl) -> Result<Vec<String>, ServeError> {
+    async fn probe(
+        &self,
+        cache: &Arc<Cache>,
+        remote: &Remote,
+        sql: &str,
+        params: &[Value],
+        control: &QueryControl,
+    ) -> Result<Vec<String>, ServeError> {
         let conn = remote.probe.connect()?;
         control.attach(conn.conn.interrupt_handle());
         let (sql, params) = (sql.to_owned(), params.to_vec());
