@@ -550,11 +550,10 @@ impl Settings {
                 .to_owned()
             }
             "standard_conforming_strings" | "default_transaction_read_only" | "transaction_read_only" => {
-                let on = if name == "standard_conforming_strings" { "on" } else { "on" };
                 if !["on", "true", "1", "yes"].contains(&value.to_ascii_lowercase().as_str()) {
                     return Err(bad("tickerlake serve only has it on"));
                 }
-                on.to_owned()
+                "on".to_owned()
             }
             "extra_float_digits" => match value.trim().parse::<i32>() {
                 Ok(n) if (-15..=3).contains(&n) => n.to_string(),
