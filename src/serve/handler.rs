@@ -794,6 +794,25 @@ impl PgWireServerHandlers for Connection {
 mod tests {
     use super::*;
 
+    #[tokio::test]
+    async fn the_salted_password_is_derived_once_not_per_login() {
+        let p = OnePassword::new("s3cret");
+        let login = LoginInfo::new(Some("a"), None, "127.0.0.1".into());
+        let keys = |s: ScramSecret| match s {
+            ScramSecret::Verifier { salt, iterations, stored_key, server_key } => (salt, iterations, stored_key, server_key),
+            ScramSecret::SaltedPassword { .. } => panic!("a verifier, not the salted password, is kept"),
+        };
+        let (first, _) = p.get_scram_secret(&login).await.unwrap();
+        let (second, _) = p.get_scram_secret(&login).await.unwrap();
+        let (first, second) = (keys(first), keys(second));
+        assert_eq!(first, second, "every login gets the keys derived at start");
+        assert_eq!(first.1, SCRAM_ITERATIONS);
+        // They are the password's: the keys of a fresh derivation with the same salt match.
+        let salted = gen_salted_password("s3cret", &first.0, SCRAM_ITERATIONS);
+        assert_eq!(keys(ScramSecret::verifier_from_salted_password(first.0.clone(), salted, SCRAM_ITERATIONS)), first);
+        assert!(p.get_password(&login).await.is_err(), "no clear-text password to hand out");
+    }
+
     #[test]
     fn health_checks_and_comments_are_blank() {
         for q in ["", ";", " ; ;", "-- ping", "-- ping\n", "/* x */ ;", "--a\n--b\n;"] {
