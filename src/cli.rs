@@ -11,7 +11,7 @@ use clap::{Args, Parser, Subcommand};
 use crate::catalog::{Catalog, CatalogKind, CatalogOptions, PartitionMode};
 use crate::config;
 use crate::lake::{self, Access, s3};
-use crate::process::{self, ProcessOptions};
+use crate::process::{self, ProcessError, ProcessOptions};
 use crate::query::{self, EngineKind, OutputFormat};
 use crate::service::{self, ServiceOptions, Shutdown};
 use crate::simulator::{SimConfig, Simulator};
@@ -191,6 +191,10 @@ pub enum Command {
         /// Last hour to write (RFC 3339, e.g. 2025-05-31T23:00:00Z); default: the previous hour.
         #[arg(long)]
         until: Option<chrono::DateTime<Utc>>,
+        /// Make about one row in N malformed (wrong field count, non-numeric price, empty field,
+        /// truncated timestamp), as real months have them; 0 for none.
+        #[arg(long, default_value_t = 0)]
+        malformed_one_in: u64,
     },
     /// Answer PostgreSQL clients (Grafana, psql…) over the lake, read-only: processed, raw, quarantine.
     ///
@@ -271,9 +275,28 @@ pub fn one_line(err: &anyhow::Error) -> String {
     crate::report::one_line(err.as_ref())
 }
 
-/// The exit status for a failed command.
+/// The exit status for a failed command: [`EXIT_PERMANENT`] when the error (each command's typed
+/// error, under any context) says retrying cannot help.
 pub fn exit_code(err: &anyhow::Error) -> u8 {
-    if crate::report::is_permanent(err.as_ref()) { EXIT_PERMANENT } else { 1 }
+    fn permanent(e: &(dyn std::error::Error + 'static)) -> bool {
+        macro_rules! any_of {
+            ($($t:ty),*) => { false $(|| e.downcast_ref::<$t>().is_some_and(<$t>::is_permanent))* };
+        }
+        e.downcast_ref::<config::ConfigError>().is_some()
+            || any_of!(
+                crate::lake::LakeError,
+                crate::lake::CommitError,
+                crate::source::binance::BinanceError,
+                crate::source::snapshot::CollectError,
+                ProcessError,
+                crate::service::TickError,
+                crate::catalog::CatalogError,
+                crate::query::QueryError,
+                crate::query::athena::AthenaError,
+                crate::serve::ServeError
+            )
+    }
+    if err.chain().any(permanent) { EXIT_PERMANENT } else { 1 }
 }
 
 impl LakeArgs {
@@ -314,22 +337,25 @@ pub async fn execute(cli: Cli) -> Result<()> {
         }
         Command::Process { full, memory_limit } => {
             let lake = open(Access::Create).await?;
+            let catalog = cli.catalog.open(&cli.lake.lake, &aws, false).await?;
+            let behind = match &catalog {
+                Some(catalog) => catalog.mark_behind(&lake).await?,
+                None => false,
+            };
             let summary = process::process(&lake, &ProcessOptions { full, memory_limit, chunk_bytes: None }).await?;
             writeln!(stdout, "{summary}")?;
-            if let Some(catalog) = cli.catalog.open(&cli.lake.lake, &aws, false).await? {
-                let manifest = crate::process::manifest::Manifest::load(&lake).await?;
+            if let Some(catalog) = catalog {
                 let report = catalog
-                    .after_commit(&manifest, &summary.partitions_written)
+                    .update(&lake, behind, &summary.partitions_written, &summary.dates_removed)
                     .await
-                    .context("the run is committed, but the catalog update failed; `tickerlake catalog` catches up")?;
+                    .context("the run is committed, but the catalog update failed; the next run (or `tickerlake catalog`) catches up")?;
                 writeln!(stdout, "{report}")?;
             }
         }
         Command::Catalog => {
             let catalog = cli.catalog.open(&cli.lake.lake, &aws, true).await?.expect("always opened");
             let lake = open(Access::Existing).await?;
-            let manifest = crate::process::manifest::Manifest::load(&lake).await?;
-            writeln!(stdout, "{}", catalog.sync(&manifest).await?)?;
+            writeln!(stdout, "{}", catalog.reconcile(&lake).await?)?;
         }
         Command::Query { sql, format, engine: EngineKind::Local, .. } => {
             let lake = open(Access::Existing).await?;
@@ -367,14 +393,14 @@ pub async fn execute(cli: Cli) -> Result<()> {
             };
             service::run(&lake, &binance.client()?, &opts, Shutdown::on_signals()).await?;
         }
-        Command::SimulateHistory { hours, symbols, seed, until } => {
+        Command::SimulateHistory { hours, symbols, seed, until, malformed_one_in } => {
             let lake = open(Access::Create).await?;
             let config = SimConfig { symbols, seed };
             let last = snapshot::hour_slot(until.unwrap_or_else(|| Utc::now() - chrono::TimeDelta::hours(1)));
             let mut written = 0;
             for h in (0..hours).rev() {
                 let hour = last - chrono::TimeDelta::hours(i64::from(h));
-                let csv = crate::simulator::snapshot_for_hour(&config, hour);
+                let csv = crate::simulator::snapshot_with_malformed_rows(&config, hour, malformed_one_in);
                 if lake.put_if_absent(&snapshot::snapshot_key(hour), csv).await? == lake::PutOutcome::Created {
                     written += 1;
                 }

@@ -5,7 +5,10 @@
 //! - `TICKERLAKE_PAUSEPOINT=<name>:<secs>` sleeps there once and says so on stderr, so a test can
 //!   act mid-run (take the endpoint down, start a second writer);
 //! - `TICKERLAKE_FAULTS=ignore-lock` makes `process` skip the writer lock, so tests can force two
-//!   writers past it and check that the conditional commit alone keeps the lake correct.
+//!   writers past it and check that the conditional commit alone keeps the lake correct;
+//!   `lose-commit-answer` makes a commit that landed report a transient failure (its answer
+//!   lost), and `fail-commit-recheck` makes reading the manifest back after a failed commit fail
+//!   too, so tests can drive the commit protocol's ambiguous cases (see `lake::commit`).
 
 /// Abort or pause here if the environment asks for it.
 #[cfg(feature = "fault-injection")]
@@ -22,7 +25,7 @@ pub fn point(name: &str) {
             eprintln!("pausepoint {name}: sleeping {secs} s");
             // Pause this step only: a plain sleep would also freeze the tasks queued on this
             // worker (in-flight uploads among them) for the whole pause.
-            crate::process::blocking(|| std::thread::sleep(Duration::from_secs(secs)));
+            crate::blocking::in_place(|| std::thread::sleep(Duration::from_secs(secs)));
         });
     }
 }

@@ -5,6 +5,7 @@
 //! `serve` answers PostgreSQL clients (Grafana) over the lake, `service` runs the hourly loop, `simulator` stands in for Binance offline.
 
 pub mod aws;
+pub mod blocking;
 pub mod catalog;
 pub mod cli;
 pub mod config;

@@ -23,11 +23,11 @@ pub enum QueryError {
     #[error("the query is empty; pass SQL such as \"SELECT * FROM processed LIMIT 10\"")]
     Empty,
     /// The lake could not be read.
-    #[error(transparent)]
+    #[error("{0}")]
     Lake(#[from] crate::lake::LakeError),
-    /// The manifest could not be read.
-    #[error(transparent)]
-    Manifest(Box<crate::process::ProcessError>),
+    /// The committed state could not be read (the manifest, or a file it names is gone).
+    #[error("{0}")]
+    Committed(#[from] crate::lake::CommitError),
     /// DuckDB refused or failed the SQL (its message keeps the caret line).
     #[error("DuckDB {doing} the query {sql:?}")]
     Sql {
@@ -56,9 +56,14 @@ impl From<duckdb::Error> for QueryError {
     }
 }
 
-impl From<crate::process::ProcessError> for QueryError {
-    fn from(e: crate::process::ProcessError) -> Self {
-        Self::Manifest(Box::new(e))
+impl QueryError {
+    /// Whether retrying cannot help.
+    pub fn is_permanent(&self) -> bool {
+        match self {
+            Self::Lake(e) => e.is_permanent(),
+            Self::Committed(e) => e.is_permanent(),
+            _ => false,
+        }
     }
 }
 
@@ -75,8 +80,8 @@ output_err!(duckdb::arrow::error::ArrowError, csv::Error, serde_json::Error);
 
 type Result<T, E = QueryError> = std::result::Result<T, E>;
 
-use crate::lake::{self, Lake, QUARANTINE_PREFIX, RAW_PREFIX};
-use crate::process::manifest::Manifest;
+use crate::lake::manifest::{CommittedPartition, Manifest};
+use crate::lake::{self, Lake, LakeError, QUARANTINE_PREFIX, RAW_PREFIX};
 use crate::sql::lit;
 
 /// How results are printed.
@@ -128,15 +133,15 @@ pub async fn open_session(lake: &Lake, sql: &str) -> Result<LakeSession> {
         true => Some(Manifest::load(lake).await?),
         false => None,
     };
-    let processed: Vec<String> = match (&committed, mentions(sql, "processed")) {
-        (Some(m), true) => m.committed_partitions().into_iter().map(|p| p.key).collect(),
+    let processed: Vec<CommittedPartition> = match (&committed, mentions(sql, "processed")) {
+        (Some(m), true) => m.committed_partitions(),
         _ => Vec::new(),
     };
     let raw = view_files(lake, sql, "raw", RAW_PREFIX, ".csv").await?;
     // Quarantine files of committed raw files only (a crashed run may have left others).
     let quarantine: Vec<String> = match (&committed, mentions(sql, "quarantine")) {
         (Some(m), true) => {
-            let keys: std::collections::BTreeSet<String> = m.raw.keys().map(|k| crate::process::quarantine_key(k)).collect();
+            let keys = m.quarantine_keys();
             view_files(lake, sql, "quarantine", QUARANTINE_PREFIX, ".csv").await?.into_iter().filter(|k| keys.contains(k)).collect()
         }
         _ => Vec::new(),
@@ -144,7 +149,7 @@ pub async fn open_session(lake: &Lake, sql: &str) -> Result<LakeSession> {
     // Where remote objects are downloaded (a local lake is read in place and leaves it empty).
     let tmp = tempfile::Builder::new().prefix("tickerlake-query-").tempdir()?;
     let sql_paths = |files: Vec<(PathBuf, String)>| -> Vec<String> { files.iter().map(|(p, _)| lit(&p.to_string_lossy())).collect() };
-    let processed_paths = sql_paths(lake::materialize(lake, &processed, tmp.path(), "download").await?);
+    let processed_paths = sql_paths(committed_files(lake, &processed, tmp.path()).await?);
     let raw_paths = sql_paths(lake::materialize(lake, &raw, tmp.path(), "download").await?);
     let quarantine_paths = sql_paths(lake::materialize(lake, &quarantine, tmp.path(), "download").await?);
     let conn = Connection::open_in_memory()?;
@@ -153,6 +158,20 @@ pub async fn open_session(lake: &Lake, sql: &str) -> Result<LakeSession> {
     }
     define_views(&conn, &processed_paths, &raw_paths, &quarantine_paths)?;
     Ok(LakeSession { conn, _downloads: tmp })
+}
+
+/// Local paths of the committed partitions' files (downloaded under `dir` from a remote lake). A
+/// file the manifest names that is gone is an error naming its date and the repair: a query
+/// never answers without a committed partition's rows.
+async fn committed_files(lake: &Lake, partitions: &[CommittedPartition], dir: &std::path::Path) -> Result<Vec<(PathBuf, String)>> {
+    let keys: Vec<String> = partitions.iter().map(|p| p.key.clone()).collect();
+    match lake::materialize(lake, &keys, dir, "download").await {
+        Err(LakeError::NotFound { key }) => match partitions.iter().find(|p| p.key == key) {
+            Some(p) => Err(p.missing().into()),
+            None => Err(LakeError::NotFound { key }.into()),
+        },
+        other => Ok(other?),
+    }
 }
 
 /// Define the `processed`, `raw` and `quarantine` views over these files (SQL string literals of

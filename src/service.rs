@@ -14,7 +14,6 @@ use tokio::sync::Notify;
 
 use crate::catalog::{Catalog, CatalogError};
 use crate::lake::Lake;
-use crate::process::manifest::Manifest;
 use crate::process::{self, ProcessError, ProcessOptions};
 use crate::source::binance::BinanceClient;
 use crate::source::snapshot::{self, CollectError, CollectOutcome};
@@ -24,10 +23,10 @@ use crate::source::snapshot::{self, CollectError, CollectOutcome};
 #[non_exhaustive]
 pub enum TickError {
     /// Collecting the hour's snapshot failed.
-    #[error(transparent)]
+    #[error("{0}")]
     Collect(#[from] CollectError),
     /// Processing failed.
-    #[error(transparent)]
+    #[error("{0}")]
     Process(#[from] ProcessError),
     /// The run committed, but the catalog could not be brought in step (the next tick catches up).
     #[error("the run is committed, but the catalog update failed: {0}")]
@@ -38,10 +37,9 @@ impl TickError {
     /// Whether retrying cannot help (configuration, permissions, a ban): fail the tick at once.
     pub fn is_permanent(&self) -> bool {
         match self {
-            Self::Collect(CollectError::Lake(e)) | Self::Process(ProcessError::Lake(e)) => e.is_permanent(),
-            Self::Collect(CollectError::Binance(e)) => e.is_permanent(),
+            Self::Collect(e) => e.is_permanent(),
+            Self::Process(e) => e.is_permanent(),
             Self::Catalog(e) => e.is_permanent(),
-            _ => false,
         }
     }
 }
@@ -134,15 +132,9 @@ pub fn next_tick(now: DateTime<Utc>, offset: Duration) -> DateTime<Utc> {
 }
 
 /// One tick: collect this hour's snapshot, process whatever is new, then bring the catalog (if
-/// any) in step: the dates this run wrote, or everything when `catalog_behind` says an earlier
-/// catalog update failed (it is cleared once the catalog has caught up).
-pub async fn tick(
-    lake: &Lake,
-    client: &BinanceClient,
-    opts: &ServiceOptions,
-    shutdown: &Shutdown,
-    catalog_behind: &mut bool,
-) -> Result<(), TickError> {
+/// any) in step: the dates this run wrote or removed, or everything when the lake notes that an
+/// earlier update failed or was interrupted (see `catalog::BEHIND_KEY`), in either mode.
+pub async fn tick(lake: &Lake, client: &BinanceClient, opts: &ServiceOptions, shutdown: &Shutdown) -> Result<(), TickError> {
     match snapshot::collect(lake, client, Utc::now).await? {
         CollectOutcome::Written { key, symbols } => tracing::info!(%key, symbols, "collected"),
         CollectOutcome::AlreadyCollected { key } => tracing::info!(%key, "this hour is already collected"),
@@ -150,20 +142,14 @@ pub async fn tick(
     if shutdown.is_requested() {
         return Ok(());
     }
+    let behind = match &opts.catalog {
+        Some(catalog) => catalog.mark_behind(lake).await?,
+        None => false,
+    };
     let summary = process::process(lake, &opts.process).await?;
     tracing::info!("processed: {summary}");
     if let Some(catalog) = &opts.catalog {
-        if summary.partitions_written.is_empty() && !*catalog_behind {
-            return Ok(());
-        }
-        let manifest = Manifest::load(lake).await?;
-        // Behind until this update succeeds: a failed one is caught up by a full sync next time.
-        let behind = std::mem::replace(catalog_behind, true);
-        let report = match behind {
-            true => catalog.sync(&manifest).await?,
-            false => catalog.after_commit(&manifest, &summary.partitions_written).await?,
-        };
-        *catalog_behind = false;
+        let report = catalog.update(lake, behind, &summary.partitions_written, &summary.dates_removed).await?;
         tracing::info!("{report}");
     }
     Ok(())
@@ -172,16 +158,15 @@ pub async fn tick(
 /// Run ticks until stopped (or one, with `once`, whose failure is returned).
 pub async fn run(lake: &Lake, client: &BinanceClient, opts: &ServiceOptions, shutdown: Shutdown) -> Result<(), TickError> {
     if opts.once {
-        return tick(lake, client, opts, &shutdown, &mut false).await;
+        return tick(lake, client, opts, &shutdown).await;
     }
     tracing::info!(lake = %lake.describe(), binance = client.base_url(), "hourly service started; Ctrl-C stops it");
     // First tick right away (catches up the current hour), then aligned to the clock.
-    let mut catalog_behind = opts.catalog.is_some();
     loop {
         let deadline = next_tick(Utc::now(), opts.offset);
         let mut delay = opts.retry_delay;
         loop {
-            match tick(lake, client, opts, &shutdown, &mut catalog_behind).await {
+            match tick(lake, client, opts, &shutdown).await {
                 Ok(()) => break,
                 Err(e) if e.is_permanent() => {
                     tracing::error!(

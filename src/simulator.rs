@@ -353,10 +353,39 @@ async fn stats(State(shared): State<Arc<Shared>>) -> Response {
 /// Raw snapshot CSV for the given hour as the collector would have stored it, without a server:
 /// used to build large histories quickly (benchmarks, demos). Fetch time is 16.8 s past the hour.
 pub fn snapshot_for_hour(config: &SimConfig, hour: DateTime<Utc>) -> bytes::Bytes {
+    snapshot_with_malformed_rows(config, hour, 0)
+}
+
+/// [`snapshot_for_hour`] with about one row in `one_in` malformed (none for 0), as real months
+/// have them: in turn a wrong field count, a non-numeric price, an empty field and a truncated
+/// timestamp. Which rows are malformed depends only on the seed, the hour and the row.
+pub fn snapshot_with_malformed_rows(config: &SimConfig, hour: DateTime<Utc>, one_in: u64) -> bytes::Bytes {
     let shared = Shared::new(config.clone());
     let at = hour + chrono::TimeDelta::milliseconds(16_801);
     let prices: Vec<crate::source::binance::TickerPrice> = (0..shared.symbols.len())
         .map(|i| crate::source::binance::TickerPrice { symbol: shared.symbols[i].name.clone(), price: fmt_price(shared.price_now(i, at)) })
         .collect();
-    crate::source::snapshot::encode(&prices, at)
+    let csv = crate::source::snapshot::encode(&prices, at);
+    if one_in == 0 {
+        return csv;
+    }
+    let text = String::from_utf8(csv.to_vec()).expect("encode writes UTF-8");
+    let mut out = String::with_capacity(text.len() + 64);
+    for (i, line) in text.lines().enumerate() {
+        let key = config.seed ^ (hour.timestamp() as u64).rotate_left(17) ^ (i as u64).wrapping_mul(0x9E37_79B9);
+        let mut fields = line.splitn(3, ',');
+        let (symbol, price, ts) = (fields.next().unwrap_or(""), fields.next().unwrap_or(""), fields.next().unwrap_or(""));
+        if i == 0 || !mix(key).is_multiple_of(one_in) {
+            out.push_str(line);
+        } else {
+            out.push_str(&match mix(key ^ 1) % 4 {
+                0 => format!("{symbol},{price}"),
+                1 => format!("{symbol},n/a,{ts}"),
+                2 => format!("{symbol},,{ts}"),
+                _ => format!("{symbol},{price},{}", &ts[..ts.len().min(17)]),
+            });
+        }
+        out.push('\n');
+    }
+    bytes::Bytes::from(out)
 }

@@ -11,8 +11,8 @@ use std::time::Duration;
 use common::emulator::{Emulator, Kind};
 use common::{Out, tickerlake};
 use tickerlake::catalog::{Catalog, CatalogOptions, PartitionMode};
+use tickerlake::lake::manifest::{Manifest, PartitionEntry};
 use tickerlake::lake::s3::{AwsOptions, Target};
-use tickerlake::process::manifest::{Manifest, PartitionEntry};
 
 fn aws_env(endpoint: &str) -> Vec<(&'static str, String)> {
     vec![
@@ -123,7 +123,20 @@ async fn catalog_then_athena_answers_like_the_local_engine() {
     let lake = "s3://tickerlake-athena/crypto";
     tl(lake, &["init"], &env).await.ok();
     tl(lake, &["simulate-history", "--hours", "40", "--symbols", "12", "--until", "2025-05-09T15:00:00Z"], &env).await.ok();
-    tl(lake, &["process"], &env).await.ok();
+    // A migrated bucket: the original pipeline's Spark output for a date tickerlake writes. Left
+    // there, Athena would count its rows beside tickerlake's; the run moves it aside.
+    let spark = "crypto/processed/date=2025-05-08/part-00000-7d1c3b0e-2f4a-4f7e-9a43-5b0f3c1e8d21-c000.snappy.parquet";
+    let client = s3_client(&emu.endpoint());
+    client.put_object().bucket("tickerlake-athena").key(spark).body(spark_parquet().into()).send().await.unwrap();
+    let out = tl(lake, &["process"], &env).await;
+    assert!(out.ok().stdout.contains("1 foreign file(s) moved aside"), "{}", out.stdout);
+    let moved = client
+        .head_object()
+        .bucket("tickerlake-athena")
+        .key(format!("crypto/_tickerlake/foreign/{}", spark.trim_start_matches("crypto/")))
+        .send()
+        .await;
+    assert!(moved.is_ok(), "the Spark file is kept under _tickerlake/foreign/");
 
     let first = tl(lake, &["catalog"], &env).await;
     first.ok();
@@ -141,15 +154,6 @@ async fn catalog_then_athena_answers_like_the_local_engine() {
     // the catalog stays right (the new date registered, the old one already is).
     let late = "s3://tickerlake-athena/crypto/raw/raw_crypto_prices_20250508T0130.csv";
     let body = common::csv(&[("BTCUSDT", "1.50000000", "2025-05-08 01:30:00.000000+00:00")]);
-    let client = aws_sdk_s3::Client::from_conf(
-        aws_sdk_s3::Config::builder()
-            .behavior_version(aws_sdk_s3::config::BehaviorVersion::latest())
-            .region(aws_sdk_s3::config::Region::new("us-east-1"))
-            .credentials_provider(aws_sdk_s3::config::Credentials::new("test", "test", None, None, "test"))
-            .endpoint_url(emu.endpoint())
-            .force_path_style(true)
-            .build(),
-    );
     let key = late.trim_start_matches("s3://tickerlake-athena/");
     client.put_object().bucket("tickerlake-athena").key(key).body(body.into_bytes().into()).send().await.unwrap();
     tl(lake, &["simulate-history", "--hours", "12", "--symbols", "12", "--until", "2025-05-10T03:00:00Z"], &env).await.ok();
@@ -158,6 +162,88 @@ async fn catalog_then_athena_answers_like_the_local_engine() {
     assert!(out.stdout.contains("catalog updated") && out.stdout.contains("1 partition(s) added"), "{}", out.stdout);
     assert!(tl(lake, &["catalog"], &env).await.stdout.contains("nothing changed"));
     assert_engines_agree(lake, &env).await;
+}
+
+fn s3_client(endpoint: &str) -> aws_sdk_s3::Client {
+    aws_sdk_s3::Client::from_conf(
+        aws_sdk_s3::Config::builder()
+            .behavior_version(aws_sdk_s3::config::BehaviorVersion::latest())
+            .region(aws_sdk_s3::config::Region::new("us-east-1"))
+            .credentials_provider(aws_sdk_s3::config::Credentials::new("test", "test", None, None, "test"))
+            .endpoint_url(endpoint)
+            .force_path_style(true)
+            .build(),
+    )
+}
+
+/// A Parquet file of the processed schema, as Spark's job would have written one (one row of a
+/// symbol tickerlake never sees).
+fn spark_parquet() -> Vec<u8> {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("spark.parquet");
+    let conn = duckdb::Connection::open_in_memory().unwrap();
+    conn.execute_batch(&format!(
+        "COPY (SELECT 'SPARKUSDT' AS symbol, 1.0::DOUBLE AS price, TIMESTAMP '2025-05-08 00:00:00' AS \"timestamp\",
+                      1.0::DOUBLE AS moving_avg, NULL::DOUBLE AS previous_price, NULL::DOUBLE AS price_change_pct)
+         TO '{}' (FORMAT parquet)",
+        path.display()
+    ))
+    .unwrap();
+    std::fs::read(path).unwrap()
+}
+
+/// Cron mode (`run --once`) catches the catalog up: a tick whose Glue update failed leaves a note
+/// in the lake, and the next tick reconciles everything even though it has nothing new to
+/// process; a rebuild that empties a date deregisters it. On moto (its Glue keeps partitions).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cron_ticks_catch_the_catalog_up_and_deregister_emptied_dates() {
+    let Some(emu) = Emulator::start(Kind::Moto) else { return };
+    let sim = tickerlake::simulator::Simulator::start(tickerlake::simulator::SimConfig { symbols: 8, seed: 5 }, 0).await.unwrap();
+    let env = aws_env(&emu.endpoint());
+    let lake = "s3://tickerlake-cron/lake";
+    tl(lake, &["init"], &env).await.ok();
+    tl(lake, &["simulate-history", "--hours", "30", "--symbols", "8", "--until", "2025-05-09T05:00:00Z"], &env).await.ok();
+    let mut glue_down = env.clone();
+    glue_down.push(("AWS_ENDPOINT_URL_GLUE", "http://127.0.0.1:9".into()));
+    let tick = ["--catalog", "glue", "run", "--once", "--binance-url"];
+    let failed = tl(lake, &[&tick[..], &[sim.url().as_str()]].concat(), &glue_down).await;
+    failed.failed();
+    assert!(failed.stderr.contains("cannot reach the Glue endpoint"), "{}", failed.stderr);
+    let client = s3_client(&emu.endpoint());
+    assert!(
+        client.head_object().bucket("tickerlake-cron").key("lake/_tickerlake/catalog-behind").send().await.is_ok(),
+        "the lake remembers"
+    );
+
+    // The next tick has nothing new to process (this hour is collected, its raw files processed)…
+    let caught_up = tl(lake, &[&tick[..], &[sim.url().as_str()]].concat(), &env).await;
+    caught_up.ok();
+    assert!(caught_up.stderr.contains("nothing new") || caught_up.stderr.contains("0 snapshot"), "{}", caught_up.stderr);
+    // …and reconciles the catalog all the same.
+    let glue = aws_sdk_glue::Client::from_conf(
+        aws_sdk_glue::Config::builder()
+            .behavior_version(aws_sdk_glue::config::BehaviorVersion::latest())
+            .region(aws_sdk_glue::config::Region::new("us-east-1"))
+            .credentials_provider(aws_sdk_glue::config::Credentials::new("test", "test", None, None, "test"))
+            .endpoint_url(emu.endpoint())
+            .build(),
+    );
+    let dates = tl(lake, &["query", "--format", "csv", "SELECT count(DISTINCT date) AS n FROM processed"], &env).await;
+    let n: usize = dates.ok().stdout.lines().nth(1).unwrap().parse().unwrap();
+    assert!(n >= 2, "{}", dates.stdout);
+    assert_eq!(glue_partitions(&glue, None).await, n, "every committed date registered");
+    assert!(client.head_object().bucket("tickerlake-cron").key("lake/_tickerlake/catalog-behind").send().await.is_err(), "and forgotten");
+
+    // Raw files of the first date removed, then a rebuild: that date is deregistered.
+    for key in
+        client.list_objects_v2().bucket("tickerlake-cron").prefix("lake/raw/raw_crypto_prices_20250508").send().await.unwrap().contents()
+    {
+        client.delete_object().bucket("tickerlake-cron").key(key.key().unwrap()).send().await.unwrap();
+    }
+    let rebuilt = tl(lake, &["--catalog", "glue", "process", "--full"], &env).await;
+    assert!(rebuilt.ok().stdout.contains("1 removed"), "{}", rebuilt.stdout);
+    assert_eq!(glue_partitions(&glue, None).await, n - 1);
+    assert_eq!(glue_partitions(&glue, Some("date = '2025-05-08'")).await, 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -254,7 +340,7 @@ async fn glue_partition_semantics_on_moto() {
     // Registering dates that exist is success, not an error (BatchCreatePartition AlreadyExists).
     let mut more = all.clone();
     more.push("2025-05-31".into());
-    let after = catalog.after_commit(&manifest_with(more.clone()), &["2025-05-30".into(), "2025-05-31".into()]).await.unwrap();
+    let after = catalog.after_commit(&manifest_with(more.clone()), &["2025-05-30".into(), "2025-05-31".into()], &[]).await.unwrap();
     assert_eq!((after.partitions_added, after.partitions_unchanged), (1, 1), "{after:?}");
 
     // Dates the lake no longer has are removed (chunks of 25).

@@ -720,3 +720,110 @@ async fn a_memory_limit_too_small_for_a_chunk_says_what_would_work() {
     retry.ok();
     assert!(retry.stdout.starts_with("6 snapshot(s) read"), "{}", retry.stdout);
 }
+
+/// A committed staged file that is gone: readers fail naming the date, the next run rebuilds it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_committed_staged_file_that_is_gone_is_rebuilt_and_readers_say_so() {
+    let (_a, lake) = lake_dir();
+    let (_b, reference) = lake_dir();
+    let runs = std::path::Path::new(&lake).join("_tickerlake/runs");
+    common::lost_staged_files_are_rebuilt(&lake, &reference, &[], async || std::fs::remove_dir_all(&runs).unwrap()).await;
+}
+
+/// A commit that landed with its answer lost keeps its staged files.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ambiguous_commit_keeps_its_staged_files() {
+    let (_a, lake) = lake_dir();
+    let (_b, reference) = lake_dir();
+    common::an_ambiguous_commit_keeps_its_staged_files(&lake, &reference, &[]).await;
+}
+
+/// A writer that stalled after its commit deletes none of a newer run's files when it resumes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_writer_is_fenced_after_its_commit() {
+    let (_a, lake) = lake_dir();
+    let (_b, reference) = lake_dir();
+    common::a_stalled_writer_is_fenced_after_its_commit(&lake, &reference, &[]).await;
+}
+
+/// A commit that only adds raw files (every row dropped: no partition names the run) whose
+/// answer is lost is still recognised as landed, by the commit id the manifest carries.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_commit_of_raw_entries_only_is_recognised_after_a_lost_answer() {
+    common::require_fault_injection();
+    let (_tmp, lake) = lake_dir();
+    let dir = std::path::Path::new(&lake);
+    write_raw(dir, "raw_crypto_prices_20250508T0300.csv", &csv(&[("ABTC", "1.5", "2025-05-08 03:00:00+00:00")]));
+    let out = tickerlake(&lake, &["process"], &[("TICKERLAKE_FAULTS", "lose-commit-answer")]).await;
+    out.ok();
+    assert!(out.stdout.starts_with("1 snapshot(s) read, 1 rows: 0 kept, 1 dropped (1 other quote)"), "{}", out.stdout);
+    assert!(tickerlake(&lake, &["process"], &[]).await.ok().stdout.contains("nothing new"));
+}
+
+/// Files under `processed/` that no manifest names (Spark's `part-00000-<uuid>.snappy.parquet`
+/// in a migrated bucket) are moved aside when a run first writes their date, never deleted,
+/// and the run says so once; Hive-style readers then see only tickerlake's file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_migrated_buckets_spark_files_are_moved_aside_not_deleted() {
+    let (_tmp, lake) = lake_dir();
+    let dir = std::path::Path::new(&lake);
+    write_raw(dir, "raw_crypto_prices_20250508T0300.csv", &csv(&[("AUSDT", "1.5", "2025-05-08 03:00:00+00:00")]));
+    let spark = "processed/date=2025-05-08/part-00000-7d1c3b0e-2f4a-4f7e-9a43-5b0f3c1e8d21-c000.snappy.parquet";
+    let success = "processed/_SUCCESS";
+    for (key, body) in [(spark, &b"PAR1 spark's rows PAR1"[..]), (success, b"")] {
+        std::fs::create_dir_all(dir.join(key).parent().unwrap()).unwrap();
+        std::fs::write(dir.join(key), body).unwrap();
+    }
+    let out = tickerlake(&lake, &["process"], &[]).await;
+    out.ok();
+    assert_eq!(out.stderr.matches("moved files that no manifest names out of processed/").count(), 1, "{}", out.stderr);
+    assert!(out.stdout.contains("1 foreign file(s) moved aside"), "{}", out.stdout);
+    let moved = dir.join("_tickerlake/foreign").join(spark);
+    assert_eq!(std::fs::read(&moved).unwrap(), b"PAR1 spark's rows PAR1", "kept, byte for byte");
+    let left: Vec<String> = std::fs::read_dir(dir.join("processed/date=2025-05-08"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(left, ["part-00000.parquet"]);
+    assert!(dir.join(success).exists(), "files outside the dates written are not touched");
+    // Once moved, nothing more to say.
+    write_raw(dir, "raw_crypto_prices_20250508T0400.csv", &csv(&[("AUSDT", "1.6", "2025-05-08 04:00:00+00:00")]));
+    let again = tickerlake(&lake, &["process"], &[]).await;
+    assert!(!again.ok().stderr.contains("moved files"), "{}", again.stderr);
+}
+
+/// Raw files under sub-directories keep one quarantine file each, even with the same file name.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nested_raw_files_with_one_name_keep_their_own_quarantine() {
+    let (_tmp, lake) = lake_dir();
+    let dir = std::path::Path::new(&lake);
+    for (sub, sym) in [("2025/05", "AUSDT"), ("2025/06", "BUSDT")] {
+        let path = dir.join("raw").join(sub).join("prices.csv");
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, csv(&[(sym, "abc", "2025-05-08 03:00:00+00:00")])).unwrap();
+    }
+    tickerlake(&lake, &["process"], &[]).await.ok();
+    let q = tickerlake(&lake, &["query", "--format", "csv", "SELECT source_file, reason, record FROM quarantine ORDER BY ALL"], &[]).await;
+    assert_eq!(
+        q.ok().stdout,
+        "source_file,reason,record\nraw/2025/05/prices.csv,non-numeric price,\"AUSDT,abc,2025-05-08 03:00:00+00:00\"\n\
+         raw/2025/06/prices.csv,non-numeric price,\"BUSDT,abc,2025-05-08 03:00:00+00:00\"\n"
+    );
+    assert!(dir.join("quarantine/2025/05/prices.csv").exists() && dir.join("quarantine/2025/06/prices.csv").exists());
+}
+
+/// A raw file whose first line is empty has no header: it is quarantined whole, not read as data.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_empty_first_line_does_not_pass_for_a_header() {
+    let (_tmp, lake) = lake_dir();
+    let dir = std::path::Path::new(&lake);
+    write_raw(dir, "raw_crypto_prices_20250508T0300.csv", "\nAUSDT,1.5,2025-05-08 03:00:00+00:00\n");
+    write_raw(dir, "raw_crypto_prices_20250508T0400.csv", "\n\n");
+    let out = tickerlake(&lake, &["process"], &[]).await;
+    assert!(out.ok().stdout.contains("0 kept") && out.stdout.contains("1 unexpected header"), "{}", out.stdout);
+    let q = tickerlake(&lake, &["query", "--format", "csv", "SELECT source_file, line, reason FROM quarantine"], &[]).await;
+    assert_eq!(
+        q.ok().stdout,
+        "source_file,line,reason\nraw/raw_crypto_prices_20250508T0300.csv,1,\"unexpected header (expected symbol,price,timestamp)\"\n"
+    );
+}

@@ -17,13 +17,42 @@ static RT: LazyLock<tokio::runtime::Runtime> =
 
 const TS: &str = "2025-05-08 03:00:16+00:00";
 
+/// How a row writes its symbol: as it is, in quotes, or in quotes with spaces around them
+/// (which the CSV reader skips: one space before the opening quote, any after the closing one:
+/// ` "AUSDT"  ,…` is `AUSDT`).
+#[derive(Debug, Clone, Copy)]
+enum Symbol {
+    Plain,
+    Quoted,
+    /// Spaces before the opening quote (0 or 1) and after the closing one.
+    Spaced(u8, u8),
+}
+
+impl Symbol {
+    fn write(self, sym: &str) -> String {
+        match self {
+            Symbol::Plain => sym.to_owned(),
+            Symbol::Quoted => format!("\"{sym}\""),
+            Symbol::Spaced(before, after) => format!("{}\"{sym}\"{}", " ".repeat(before.into()), " ".repeat(after.into())),
+        }
+    }
+}
+
+fn symbol() -> impl Strategy<Value = Symbol> {
+    prop_oneof![
+        3 => Just(Symbol::Plain),
+        1 => Just(Symbol::Quoted),
+        2 => (0u8..2, 0u8..3).prop_map(|(a, b)| Symbol::Spaced(a, b)),
+    ]
+}
+
 #[derive(Debug, Clone)]
 enum Row {
-    Good,
+    Good(Symbol),
     /// A well-formed row of a pair quoted in another asset: dropped, not quarantined.
-    OtherQuote,
-    /// Same symbol as the `n`th well-formed row back (if any), quoted or not: a duplicate.
-    Again(usize, bool),
+    OtherQuote(Symbol),
+    /// Same symbol as the `n`th well-formed row back (if any), written as given: a duplicate.
+    Again(usize, Symbol),
     NonNumeric,
     TruncatedTimestamp,
     TooFew,
@@ -35,9 +64,9 @@ enum Row {
 
 fn row() -> impl Strategy<Value = Row> {
     prop_oneof![
-        4 => Just(Row::Good),
-        2 => Just(Row::OtherQuote),
-        1 => (1usize..4, any::<bool>()).prop_map(|(n, quoted)| Row::Again(n, quoted)),
+        4 => symbol().prop_map(Row::Good),
+        2 => symbol().prop_map(Row::OtherQuote),
+        2 => (1usize..4, symbol()).prop_map(|(n, s)| Row::Again(n, s)),
         1 => Just(Row::NonNumeric),
         1 => Just(Row::TruncatedTimestamp),
         1 => Just(Row::TooFew),
@@ -95,20 +124,20 @@ fn build(rows: &[Row], ends: Ends, seed: u64, final_newline: bool) -> (String, W
         let sym = format!("S{i}USDT");
         let at = line;
         match r {
-            Row::Good => {
-                text.push_str(&format!("{sym},1.5,{TS}"));
+            Row::Good(how) => {
+                text.push_str(&format!("{},1.5,{TS}", how.write(&sym)));
                 want.kept.push(sym.clone());
                 firsts.push(sym);
             }
-            Row::OtherQuote => {
+            Row::OtherQuote(how) => {
                 let sym = format!("S{i}BTC");
-                text.push_str(&format!("{sym},1.5,{TS}"));
+                text.push_str(&format!("{},1.5,{TS}", how.write(&sym)));
                 want.other_quote += 1;
                 firsts.push(sym);
             }
-            Row::Again(back, quoted) if *back <= firsts.len() => {
+            Row::Again(back, how) if *back <= firsts.len() => {
                 let first = firsts[firsts.len() - back].clone();
-                text.push_str(&if *quoted { format!("\"{first}\",2.5,{TS}") } else { format!("{first},2.5,{TS}") });
+                text.push_str(&format!("{},2.5,{TS}", how.write(&first)));
                 want.quarantined.insert(at, ("duplicate symbol in snapshot", first));
             }
             Row::Again(..) | Row::Blank => {}

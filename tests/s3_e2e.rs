@@ -292,6 +292,54 @@ async fn endpoint_from_aws_env_vars(endpoint: &str) {
     }
 }
 
+/// The commit protocol's hardening scenarios (tests/common) on an S3 lake.
+async fn lost_staging(endpoint: &str, target: &str) {
+    let env = aws_env(endpoint, target);
+    let (lake, reference) = ("s3://tl-lost/lake", "s3://tl-lost/reference");
+    tl(lake, &["init"], &env).await.ok();
+    let client = s3_client(endpoint).await;
+    common::lost_staged_files_are_rebuilt(lake, reference, &str_env(&env), async || {
+        let staged = keys(&client, "tl-lost", "lake/_tickerlake/runs/").await;
+        assert!(!staged.is_empty(), "the crashed run staged files");
+        for key in staged {
+            client.delete_object().bucket("tl-lost").key(key).send().await.unwrap();
+        }
+    })
+    .await;
+}
+
+async fn ambiguous_commit(endpoint: &str, target: &str) {
+    let env = aws_env(endpoint, target);
+    let (lake, reference) = ("s3://tl-ambiguous/lake", "s3://tl-ambiguous/reference");
+    tl(lake, &["init"], &env).await.ok();
+    common::an_ambiguous_commit_keeps_its_staged_files(lake, reference, &str_env(&env)).await;
+}
+
+async fn stalled_writer(endpoint: &str, target: &str) {
+    let env = aws_env(endpoint, target);
+    let (lake, reference) = ("s3://tl-stalled/lake", "s3://tl-stalled/reference");
+    tl(lake, &["init"], &env).await.ok();
+    common::a_stalled_writer_is_fenced_after_its_commit(lake, reference, &str_env(&env)).await;
+}
+
+/// A lake prefix with characters S3's copy header must have encoded: publishing (a server-side
+/// copy) still finds its source.
+async fn reserved_characters_in_the_prefix(endpoint: &str, target: &str) {
+    let env = aws_env(endpoint, target);
+    let lake = "s3://tl-odd/odd prefix+100%/é lake";
+    tl(lake, &["init"], &env).await.ok();
+    tl(lake, &["simulate-history", "--hours", "30", "--symbols", "5", "--until", "2025-05-09T05:00:00Z"], &env).await.ok();
+    let out = tl(lake, &["process"], &env).await;
+    assert!(out.ok().stdout.contains("2 partitions written"), "{}", out.stdout);
+    assert!(!out.stderr.contains("WARN"), "published without a warning: {}", out.stderr);
+    let client = s3_client(endpoint).await;
+    let published = keys(&client, "tl-odd", "odd prefix+100%/é lake/processed/").await;
+    assert_eq!(published.len(), 2, "{published:?}");
+    let kept = out.stdout.split(" kept").next().and_then(|s| s.rsplit(' ').next()).unwrap().to_owned();
+    let n = tl(lake, &["query", "--format", "csv", "SELECT count(*) AS n FROM processed"], &env).await;
+    assert_eq!(n.ok().stdout, format!("n\n{kept}\n"), "every kept row readable");
+}
+
 macro_rules! emulator_tests {
     ($modname:ident, $kind:expr) => {
         mod $modname {
@@ -337,6 +385,30 @@ macro_rules! emulator_tests {
             async fn endpoint_from_standard_aws_env_vars() {
                 let Some(emu) = Emulator::start($kind) else { return };
                 endpoint_from_aws_env_vars(&emu.endpoint()).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn a_committed_staged_file_that_is_gone_is_rebuilt_and_readers_say_so() {
+                let Some(emu) = Emulator::start($kind) else { return };
+                lost_staging(&emu.endpoint(), emu.target()).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn an_ambiguous_commit_keeps_its_staged_files() {
+                let Some(emu) = Emulator::start($kind) else { return };
+                ambiguous_commit(&emu.endpoint(), emu.target()).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn a_stalled_writer_is_fenced_after_its_commit() {
+                let Some(emu) = Emulator::start($kind) else { return };
+                stalled_writer(&emu.endpoint(), emu.target()).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn a_prefix_with_reserved_characters_publishes() {
+                let Some(emu) = Emulator::start($kind) else { return };
+                reserved_characters_in_the_prefix(&emu.endpoint(), emu.target()).await;
             }
 
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -94,6 +94,25 @@ async fn copy_and_files(store: &Lake) {
     store.get_to_file("processed/date=2025-05-08/part-00000.parquet", &dest).await.unwrap();
     assert_eq!(std::fs::read(&dest).unwrap(), b"parquet bytes");
     assert!(store.get("runs/r1/processed/date=2025-05-08/part-00000.parquet").await.unwrap().is_some(), "copy keeps the source");
+    // A missing object is NotFound, to copy or to download (the commit protocol tells a lost
+    // staged file from a failure by it).
+    let missing = store.copy("runs/r0/gone.parquet", "processed/gone.parquet").await.unwrap_err();
+    assert!(matches!(&missing, LakeError::NotFound { key } if key == "runs/r0/gone.parquet"), "{missing:?}");
+    let missing = store.get_to_file("runs/r0/gone.parquet", &dir.path().join("gone")).await.unwrap_err();
+    assert!(matches!(&missing, LakeError::NotFound { key } if key == "runs/r0/gone.parquet"), "{missing:?}");
+    // Keys with characters that need encoding on the wire copy like any other.
+    let odd = "runs/r1/a b+c%d/é.parquet";
+    store.put_file(odd, &src).await.unwrap();
+    store.copy(odd, "processed/odd copy+%.parquet").await.unwrap();
+    assert_eq!(store.get("processed/odd copy+%.parquet").await.unwrap().unwrap(), Bytes::from_static(b"parquet bytes"));
+    // Write times come from the store's clock, listed and read alike.
+    let listed = store.list("processed/").await.unwrap();
+    let now = chrono::Utc::now();
+    for o in &listed {
+        let at = o.modified.unwrap_or_else(|| panic!("{} has no write time", o.key));
+        assert!((now - at).num_seconds().abs() < 600, "{}: {at} is not about now ({now})", o.key);
+    }
+    assert!(store.get_versioned("processed/odd copy+%.parquet").await.unwrap().unwrap().modified.is_some());
 }
 
 async fn listing_sorted_and_paged(store: &Lake) {
@@ -147,6 +166,88 @@ async fn lease_contract(store: &Lake) {
     store.delete(LOCK_KEY).await.unwrap();
 }
 
+/// A store that forwards to another and can misbehave as a network does: answer a conditional
+/// create with 412 after performing it (the first attempt landed, its answer was lost, the
+/// retry found the object), or fail every write for a while.
+#[derive(Debug)]
+struct Flaky {
+    inner: Lake,
+    /// Lose the answer of the next create of this key.
+    lose_create_answer: std::sync::Mutex<Option<String>>,
+    /// Fail every write with a timeout.
+    writes_fail: std::sync::atomic::AtomicBool,
+}
+
+#[async_trait::async_trait]
+impl ObjectStore for Flaky {
+    fn describe(&self) -> String {
+        self.inner.describe()
+    }
+    async fn list(&self, prefix: &str) -> tickerlake::lake::LakeResult<Vec<tickerlake::lake::ObjectMeta>> {
+        self.inner.list(prefix).await
+    }
+    async fn get_versioned(&self, key: &str) -> tickerlake::lake::LakeResult<Option<tickerlake::lake::Versioned>> {
+        self.inner.get_versioned(key).await
+    }
+    async fn get_to_file(&self, key: &str, dest: &std::path::Path) -> tickerlake::lake::LakeResult<()> {
+        self.inner.get_to_file(key, dest).await
+    }
+    async fn put_opts(&self, key: &str, data: Bytes, mode: PutMode<'_>) -> tickerlake::lake::LakeResult<String> {
+        if self.writes_fail.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(LakeError::Timeout { endpoint: "flaky".into() });
+        }
+        let lose = mode == PutMode::Create && self.lose_create_answer.lock().unwrap().take_if(|k| k == key).is_some();
+        let version = self.inner.put_opts(key, data, mode).await?;
+        if lose {
+            return Err(LakeError::Conflict { key: key.to_owned() });
+        }
+        Ok(version)
+    }
+    async fn put_file(&self, key: &str, src: &std::path::Path) -> tickerlake::lake::LakeResult<()> {
+        self.inner.put_file(key, src).await
+    }
+    async fn copy(&self, from: &str, to: &str) -> tickerlake::lake::LakeResult<()> {
+        self.inner.copy(from, to).await
+    }
+    async fn delete(&self, key: &str) -> tickerlake::lake::LakeResult<()> {
+        self.inner.delete(key).await
+    }
+    async fn delete_if(&self, key: &str, version: &str) -> tickerlake::lake::LakeResult<()> {
+        self.inner.delete_if(key, version).await
+    }
+    async fn lock(&self, owner: &str) -> tickerlake::lake::LakeResult<tickerlake::lake::LockGuard> {
+        self.inner.lock(owner).await
+    }
+    async fn check(&self, create: bool) -> tickerlake::lake::LakeResult<Vec<String>> {
+        self.inner.check(create).await
+    }
+}
+
+/// The lease under a network that loses answers and fails for a while.
+async fn lease_under_faults(store: &Lake) {
+    let flaky = Arc::new(Flaky { inner: store.clone(), lose_create_answer: Default::default(), writes_fail: Default::default() });
+    let as_lake: Lake = flaky.clone();
+    // The create landed, its answer was lost, the retry got 412: the lease is this run's own.
+    *flaky.lose_create_answer.lock().unwrap() = Some(LOCK_KEY.to_owned());
+    let guard = lease::acquire(as_lake.clone(), LOCK_KEY, "run a", Duration::from_secs(60)).await.expect("its own lease, not another's");
+    assert!(guard.is_held());
+    guard.release().await.unwrap();
+    assert_eq!(store.get(LOCK_KEY).await.unwrap(), None, "and it releases it");
+
+    // Renewals that fail for the lease's whole term: the run must act as if it had lost it.
+    let ttl = Duration::from_millis(900);
+    let guard = lease::acquire(as_lake.clone(), LOCK_KEY, "run b", ttl).await.unwrap();
+    let fence = guard.fence();
+    flaky.writes_fail.store(true, std::sync::atomic::Ordering::SeqCst);
+    tokio::time::sleep(ttl / 2).await;
+    assert!(guard.is_held() && fence.is_held(), "a renewal failing briefly is not a loss");
+    tokio::time::sleep(ttl * 2).await;
+    assert!(!guard.is_held() && !fence.is_held(), "no renewal for a whole term: lost");
+    flaky.writes_fail.store(false, std::sync::atomic::Ordering::SeqCst);
+    guard.release().await.unwrap();
+    store.delete(LOCK_KEY).await.unwrap();
+}
+
 /// The local lake's lock is an OS lock (no lease): one holder, released with the guard.
 async fn local_lock_contract(store: &Lake) {
     let a = store.lock("run a").await.unwrap();
@@ -194,6 +295,7 @@ async fn local_store_conforms() {
     contract(&store).await;
     // The lease protocol works on the local store's primitives too (S3's lock uses it).
     lease_contract(&store).await;
+    lease_under_faults(&store).await;
     local_lock_contract(&store).await;
 }
 
@@ -205,6 +307,7 @@ macro_rules! s3_conformance {
             let store = s3(&emu, "conformance").await;
             contract(&store).await;
             lease_contract(&store).await;
+            lease_under_faults(&store).await;
         }
     };
 }

@@ -323,8 +323,10 @@ impl Glue {
         Ok(added)
     }
 
-    /// Deregister partitions of `processed` whose dates the lake no longer has (chunks of 25).
+    /// Deregister partitions of `processed` whose dates the lake no longer has (chunks of 25);
+    /// returns how many were registered.
     pub async fn remove_partitions(&self, db: &str, dates: &[String]) -> Result<usize, CatalogError> {
+        let mut removed = 0;
         for chunk in dates.chunks(DELETE_CHUNK) {
             let values: Vec<PartitionValueList> =
                 chunk.iter().map(|d| PartitionValueList::builder().values(d).build().expect("values are set")).collect();
@@ -338,6 +340,12 @@ impl Glue {
                 .send()
                 .await
                 .map_err(|e| explain(e, "glue:BatchDeletePartition", Some(format!("{db}.{PROCESSED}"))))?;
+            let not_registered = out
+                .errors()
+                .iter()
+                .filter(|e| e.error_detail().and_then(|d| d.error_code()).unwrap_or("").contains("EntityNotFound"))
+                .count();
+            removed += chunk.len() - not_registered;
             if let Some(err) =
                 out.errors().iter().find(|e| !e.error_detail().and_then(|d| d.error_code()).unwrap_or("").contains("EntityNotFound"))
             {
@@ -349,7 +357,7 @@ impl Glue {
                 });
             }
         }
-        Ok(dates.len())
+        Ok(removed)
     }
 }
 

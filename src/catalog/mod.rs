@@ -10,16 +10,26 @@
 //! - partitions: `register` (BatchCreatePartition of committed dates, ≤ 100 a call; works for
 //!   every Hive reader) or `projection` (Athena partition projection; nothing registered).
 //!
-//! It runs after a committed `process` (only the dates that run wrote) and as `tickerlake catalog`
-//! (a full reconciliation); never before a commit, so Athena never lists an uncommitted partition.
+//! It runs after a committed `process` (only the dates that run wrote or removed) and as
+//! `tickerlake catalog` (a full reconciliation); never before a commit, so Athena never lists an
+//! uncommitted partition. Whether the catalog may be behind the lake is remembered *in the lake*
+//! ([`BEHIND_KEY`], written before a run that may commit and removed once the catalog caught up),
+//! so a failed or interrupted update is caught up by the next run in any mode, cron included.
 
 pub mod glue;
 
 use std::collections::BTreeSet;
 use std::fmt;
 
+use bytes::Bytes;
+
 use crate::aws::AwsOptions;
-use crate::process::manifest::Manifest;
+use crate::lake::manifest::Manifest;
+use crate::lake::{CommitError, Lake, LakeError};
+
+/// Present while the catalog may be behind the lake's committed state: the next catalog update
+/// is then a full reconciliation.
+pub const BEHIND_KEY: &str = "_tickerlake/catalog-behind";
 
 /// How partitions reach Athena.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
@@ -98,15 +108,12 @@ pub enum CatalogError {
         /// Whether retrying cannot help (access denied, bad credentials).
         permanent: bool,
     },
-    /// The lake's manifest could not be read.
-    #[error(transparent)]
-    Process(Box<crate::process::ProcessError>),
-}
-
-impl From<crate::process::ProcessError> for CatalogError {
-    fn from(e: crate::process::ProcessError) -> Self {
-        Self::Process(Box::new(e))
-    }
+    /// The lake's committed state could not be read.
+    #[error("{0}")]
+    Committed(#[from] CommitError),
+    /// The lake could not be read or written (its note that the catalog is behind).
+    #[error("{0}")]
+    Lake(#[from] LakeError),
 }
 
 impl CatalogError {
@@ -115,7 +122,8 @@ impl CatalogError {
         match self {
             Self::NotS3 { .. } => true,
             Self::Glue { permanent, .. } => *permanent,
-            Self::Process(_) => false,
+            Self::Committed(e) => e.is_permanent(),
+            Self::Lake(e) => e.is_permanent(),
         }
     }
 }
@@ -209,9 +217,48 @@ impl Catalog {
         Ok(report)
     }
 
-    /// After a committed run: register the dates it wrote (a no-op for dates already there),
-    /// creating the database and tables first if they are missing.
-    pub async fn after_commit(&self, manifest: &Manifest, dates_written: &[String]) -> Result<CatalogReport, CatalogError> {
+    /// Before a run that may commit: note in the lake that the catalog may fall behind, so that
+    /// if this process dies before [`Catalog::update`] the next run catches up. Returns whether
+    /// it already was behind (an earlier update failed or never happened).
+    pub async fn mark_behind(&self, lake: &Lake) -> Result<bool, CatalogError> {
+        if lake.get(BEHIND_KEY).await?.is_some() {
+            return Ok(true);
+        }
+        let note = format!(
+            "the Glue catalog may be behind this lake since {}; the next run or `tickerlake catalog` reconciles it\n",
+            chrono::Utc::now()
+        );
+        lake.put(BEHIND_KEY, Bytes::from(note)).await?;
+        Ok(false)
+    }
+
+    /// After a run: bring the catalog in step with the committed state (the dates the run wrote
+    /// and removed; everything when it was `behind`), then forget the note. On failure the note
+    /// stays, and the next run reconciles everything.
+    pub async fn update(&self, lake: &Lake, behind: bool, written: &[String], removed: &[String]) -> Result<CatalogReport, CatalogError> {
+        let manifest = Manifest::load(lake).await?;
+        let report = match behind {
+            true => self.sync(&manifest).await?,
+            false => self.after_commit(&manifest, written, removed).await?,
+        };
+        lake.delete(BEHIND_KEY).await?;
+        Ok(report)
+    }
+
+    /// `tickerlake catalog`: reconcile everything with the lake's committed state, and forget
+    /// any note that the catalog was behind.
+    pub async fn reconcile(&self, lake: &Lake) -> Result<CatalogReport, CatalogError> {
+        self.update(lake, true, &[], &[]).await
+    }
+
+    /// After a committed run: register the dates it wrote (a no-op for dates already there) and
+    /// deregister the dates it removed, creating the database and tables first if they are missing.
+    pub async fn after_commit(
+        &self,
+        manifest: &Manifest,
+        dates_written: &[String],
+        dates_removed: &[String],
+    ) -> Result<CatalogReport, CatalogError> {
         let before = self.glue.requests();
         let mut report = CatalogReport::default();
         if !self.glue.table_exists(&self.options.database, glue::PROCESSED).await? || self.options.partitions == PartitionMode::Projection {
@@ -223,6 +270,7 @@ impl Catalog {
             let added = self.glue.add_partitions(&self.options, dates_written).await?;
             report.partitions_added = added;
             report.partitions_unchanged = dates_written.len() - added;
+            report.partitions_removed = self.glue.remove_partitions(&self.options.database, dates_removed).await?;
         }
         report.requests = self.glue.requests() - before;
         Ok(report)

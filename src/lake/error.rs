@@ -2,6 +2,8 @@
 //! underlying error is kept as the source. Callers branch on the variant (the hourly service
 //! retries [`LakeError::is_permanent`] failures never, and everything else with backoff).
 
+use super::MANIFEST_KEY;
+
 /// The boxed cause of an error, kept for `-v` diagnostics and `source()` chains.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 
@@ -61,6 +63,12 @@ pub enum LakeError {
     #[error("{key} was changed by another writer since this run read it")]
     Conflict {
         /// The key whose precondition failed.
+        key: String,
+    },
+    /// The object does not exist (a copy's source, a file a reader was told to read).
+    #[error("{key} does not exist in the lake")]
+    NotFound {
+        /// The missing key.
         key: String,
     },
     /// Another run holds the writer lease.
@@ -133,3 +141,71 @@ impl<T> IoContext<T> for std::io::Result<T> {
         self.map_err(|e| LakeError::io(context(), e))
     }
 }
+
+/// A failure of the commit protocol (`lake::commit`) or of reading the committed state
+/// (`lake::manifest`). Whatever the variant, nothing was committed unless it says otherwise.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum CommitError {
+    /// The lake could not be read or written.
+    #[error("{0}")]
+    Lake(#[from] LakeError),
+    /// Another writer committed between this run's read of the manifest and its commit.
+    #[error(
+        "another run committed to {lake} while this one worked; this run committed nothing (its staged files are removed) — \
+         the next run processes what is left"
+    )]
+    Conflict {
+        /// The lake.
+        lake: String,
+    },
+    /// The lease expired and was taken over (or could not be renewed for its whole term) before
+    /// this run could commit.
+    #[error("this run lost its lease on {lake} (another run took it over, or it could not be renewed); it committed nothing — re-run")]
+    LeaseLost {
+        /// The lake.
+        lake: String,
+    },
+    /// The manifest is not valid JSON of the expected shape.
+    #[error("{MANIFEST_KEY} in {lake} is corrupt; rebuild it with `tickerlake process --full`")]
+    CorruptManifest {
+        /// The lake.
+        lake: String,
+        /// The parse error.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// The manifest was written by an incompatible tickerlake.
+    #[error("{MANIFEST_KEY} has format {found} but this tickerlake reads format {expected}; rebuild with `tickerlake process --full`")]
+    ManifestFormat {
+        /// Format found.
+        found: u32,
+        /// Format this build reads.
+        expected: u32,
+    },
+    /// A committed partition's file is gone (deleted by a lifecycle rule, a person, or a sweep
+    /// on a host whose clock is off). Readers stop here rather than answer without its rows.
+    #[error("the committed partition of {date} is missing from the lake ({key} is gone); `{repair}` rebuilds it from raw")]
+    MissingPartition {
+        /// Its date.
+        date: String,
+        /// The key the manifest names.
+        key: String,
+        /// The command that repairs it.
+        repair: &'static str,
+    },
+}
+
+impl CommitError {
+    /// Whether retrying cannot help: a person must change a setting or repair the lake.
+    pub fn is_permanent(&self) -> bool {
+        match self {
+            Self::Lake(e) => e.is_permanent(),
+            Self::CorruptManifest { .. } | Self::ManifestFormat { .. } | Self::MissingPartition { .. } => true,
+            Self::Conflict { .. } | Self::LeaseLost { .. } => false,
+        }
+    }
+}
+
+/// Shorthand for commit results.
+pub type CommitResult<T> = Result<T, CommitError>;

@@ -7,11 +7,11 @@
 //! | --- | --- | --- |
 //! | take a free lease | `PutMode::Create` | another taker created it first |
 //! | take over an expired lease | `PutMode::Update(version read)` | another taker replaced it first |
-//! | renew (every ttl/3) | `PutMode::Update(our version)` | it was taken over: the guard is marked lost |
+//! | renew (every ttl/3) | `PutMode::Update(our version)` | it was taken over, or renewals failed for a whole ttl: the guard is marked lost |
 //! | release | `delete_if(our version)` | it was taken over: someone else's lease is left alone |
 //!
 //! The lease keeps writers from wasting work on each other; correctness does not rest on it: the
-//! manifest commit is itself conditional (see `process::commit`).
+//! manifest commit is itself conditional (see `lake::commit`).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -50,6 +50,8 @@ pub async fn acquire(store: Arc<dyn ObjectStore>, key: &str, owner: &str, ttl: D
         let Some(current) = store.get_versioned(key).await? else { continue };
         let held: Option<Lease> = serde_json::from_slice(&current.data).ok();
         match held {
+            // Ours: an attempt whose answer was lost landed, and its retry found it (412).
+            Some(held) if held.token == token => return Ok(guard(store, key, owner, token, current.version, ttl)),
             Some(held) if held.expires_at > Utc::now() => {
                 return Err(LakeError::Locked {
                     lake: store.describe(),
@@ -79,9 +81,11 @@ fn guard(store: Arc<dyn ObjectStore>, key: &str, owner: &str, token: String, ver
     let renewer = tokio::spawn(renew(store.clone(), key.to_owned(), owner.to_owned(), token, version.clone(), ttl, lost.clone()));
     let key = key.to_owned();
     LockGuard::new(lost.clone(), async move {
-        renewer.abort();
-        // Hold the version lock so a renewal in flight cannot change it under us.
+        // Take the version lock first: a renewal in flight completes (and records its new
+        // version) before the renewer is stopped; aborting it mid-request could let its write
+        // land unrecorded, and the release below would then leave the lease in place.
         let version = version.lock().await;
+        renewer.abort();
         if lost.load(Ordering::SeqCst) {
             return Ok(());
         }
@@ -105,13 +109,27 @@ async fn renew(
     lost: Arc<AtomicBool>,
 ) {
     let every = (ttl / 3).max(Duration::from_millis(200));
+    let mut renewed = std::time::Instant::now();
     loop {
         tokio::time::sleep(every).await;
         let mut current = version.lock().await;
         match store.put_opts(&key, body(&owner, &token, ttl), PutMode::Update(&current)).await {
-            Ok(v) => *current = v,
+            Ok(v) => {
+                *current = v;
+                renewed = std::time::Instant::now();
+            }
             Err(LakeError::Conflict { .. }) => {
-                tracing::error!("the lake lease was taken over by another run; this run will not commit");
+                tracing::error!("the lake lease was taken over by another run; this run will not commit or clean up");
+                lost.store(true, Ordering::SeqCst);
+                return;
+            }
+            // Not renewed for a whole ttl: the lease may have expired and been taken over without
+            // this run being able to see it. From here on it must act as if it had lost it.
+            Err(e) if renewed.elapsed() >= ttl => {
+                tracing::error!(
+                    "could not renew the lake lease for {} s (its whole term): {e}; this run will not commit or clean up",
+                    ttl.as_secs()
+                );
                 lost.store(true, Ordering::SeqCst);
                 return;
             }

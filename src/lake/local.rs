@@ -182,6 +182,11 @@ impl LocalStore {
     }
 }
 
+/// A file's modification time.
+fn mtime_of(meta: &fs::Metadata) -> Option<chrono::DateTime<chrono::Utc>> {
+    meta.modified().ok().map(chrono::DateTime::<chrono::Utc>::from)
+}
+
 /// Make a rename durable; best effort (not every filesystem supports fsync on directories).
 fn sync_dir(dir: &Path) {
     if let Ok(d) = File::open(dir) {
@@ -235,7 +240,7 @@ fn walk(dir: &Path, root: &Path, prefix: &str, ancestors: &mut Vec<PathBuf>, out
             ancestors.pop();
         } else if key.starts_with(prefix) {
             let mtime = meta.modified().ok().and_then(|t| t.duration_since(SystemTime::UNIX_EPOCH).ok()).map(|d| d.as_nanos()).unwrap_or(0);
-            out.push(ObjectMeta { key, size: meta.len(), version: format!("{mtime}-{}", meta.len()) });
+            out.push(ObjectMeta { key, size: meta.len(), version: format!("{mtime}-{}", meta.len()), modified: mtime_of(&meta) });
         }
     }
     Ok(())
@@ -260,12 +265,17 @@ impl ObjectStore for LocalStore {
     }
 
     async fn get_versioned(&self, key: &str) -> LakeResult<Option<Versioned>> {
-        Ok(self.read(key)?.map(|b| Versioned { version: content_version(&b), data: Bytes::from(b) }))
+        let Some(data) = self.read(key)? else { return Ok(None) };
+        let modified = fs::metadata(self.path(key)).ok().as_ref().and_then(mtime_of);
+        Ok(Some(Versioned { version: content_version(&data), data: Bytes::from(data), modified }))
     }
 
     async fn get_to_file(&self, key: &str, dest: &Path) -> LakeResult<()> {
-        fs::copy(self.path(key), dest).io_context(|| format!("cannot copy {} to {}", self.path(key).display(), dest.display()))?;
-        Ok(())
+        match fs::copy(self.path(key), dest) {
+            Ok(_) => Ok(()),
+            Err(e) if e.kind() == ErrorKind::NotFound && !self.path(key).exists() => Err(LakeError::NotFound { key: key.to_owned() }),
+            Err(e) => Err(LakeError::io(format!("cannot copy {} to {}", self.path(key).display(), dest.display()), e)),
+        }
     }
 
     async fn put_opts(&self, key: &str, data: Bytes, mode: PutMode<'_>) -> LakeResult<String> {
@@ -310,8 +320,11 @@ impl ObjectStore for LocalStore {
         // Lake files are never modified in place (every write is a new file renamed over the
         // key), so a second link to the same inode is a copy that costs no bytes.
         let tmp = self.new_tmp()?;
-        fs::hard_link(self.path(from), &tmp).io_context(|| format!("cannot link {} into the lake", self.path(from).display()))?;
-        self.publish(&tmp, to)
+        match fs::hard_link(self.path(from), &tmp) {
+            Ok(()) => self.publish(&tmp, to),
+            Err(e) if e.kind() == ErrorKind::NotFound => Err(LakeError::NotFound { key: from.to_owned() }),
+            Err(e) => Err(LakeError::io(format!("cannot link {} into the lake", self.path(from).display()), e)),
+        }
     }
 
     async fn delete_if(&self, key: &str, version: &str) -> LakeResult<()> {

@@ -8,19 +8,22 @@
 //! ```text
 //! raw/raw_crypto_prices_YYYYMMDDTHHMM.csv      one snapshot per scheduled hour (see source::snapshot)
 //! processed/date=YYYY-MM-DD/part-00000.parquet  exactly one file per date partition, replaced atomically
-//! quarantine/<raw file stem>.csv                rows rejected from that raw file, with the reason
+//! quarantine/<path under raw/>                 rows rejected from that raw file, with the reason
 //! _tickerlake/manifest.json                     what has been processed (the commit point of a run)
 //! _tickerlake/carry/date=YYYY-MM-DD/part-00000.parquet  window state carried into the next date
 //! _tickerlake/runs/<run id>/…                   a run's outputs until they are committed and published
+//! _tickerlake/foreign/processed/…               files found in processed/ that no manifest names, moved aside
 //! _tickerlake/lock                              one writer at a time
 //! ```
 //!
-//! Conditional writes ([`PutMode`]) are the primitive the commit protocol (`process::commit`) and
+//! Conditional writes ([`PutMode`]) are the primitive the commit protocol (`commit`) and
 //! the S3 lease ([`lease`]) are built on; `tests/store_conformance.rs` holds every store to them.
 
+pub mod commit;
 pub mod error;
 pub mod lease;
 pub mod local;
+pub mod manifest;
 pub mod s3;
 
 use std::path::{Path, PathBuf};
@@ -29,8 +32,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use async_trait::async_trait;
 use bytes::Bytes;
+use chrono::{DateTime, Utc};
 
-pub use error::{LakeError, LakeResult};
+pub use error::{CommitError, CommitResult, LakeError, LakeResult};
 
 /// Prefix of the raw snapshots.
 pub const RAW_PREFIX: &str = "raw/";
@@ -40,12 +44,14 @@ pub const PROCESSED_PREFIX: &str = "processed/";
 pub const QUARANTINE_PREFIX: &str = "quarantine/";
 /// Prefix of tickerlake's own state (manifest, carry, staging, lock).
 pub const STATE_PREFIX: &str = "_tickerlake/";
-/// The manifest: the commit point (see `process::commit`).
+/// The manifest: the commit point (see [`commit`]).
 pub const MANIFEST_KEY: &str = "_tickerlake/manifest.json";
 /// Prefix of the published window-state files.
 pub const CARRY_PREFIX: &str = "_tickerlake/carry/";
 /// Prefix under which each run stages its outputs before it commits.
 pub const RUNS_PREFIX: &str = "_tickerlake/runs/";
+/// Files found under `processed/` that no manifest names, moved aside (see [`foreign_key`]).
+pub const FOREIGN_PREFIX: &str = "_tickerlake/foreign/";
 /// The writer lock (an OS lock locally, a lease object on S3).
 pub const LOCK_KEY: &str = "_tickerlake/lock";
 /// The single file name inside every partition directory: a fixed name is what makes
@@ -67,6 +73,21 @@ pub fn staged_key(run_id: &str, key: &str) -> String {
     format!("{RUNS_PREFIX}{run_id}/{key}")
 }
 
+/// Key of the quarantine CSV of a raw file: its path under `raw/`, under `quarantine/` (one file
+/// per raw file, so a re-run rewrites rather than adds, and nested raw files that share a name
+/// keep one each).
+pub fn quarantine_key(raw_key: &str) -> String {
+    let rel = raw_key.strip_prefix(RAW_PREFIX).unwrap_or_else(|| raw_key.rsplit('/').next().unwrap_or(raw_key));
+    format!("{QUARANTINE_PREFIX}{rel}")
+}
+
+/// Where files under `processed/` that no manifest names are moved (a migrated bucket's Spark
+/// output): kept, out of the way of Hive-style readers such as Athena, which read every file of
+/// a partition's directory.
+pub fn foreign_key(key: &str) -> String {
+    format!("{FOREIGN_PREFIX}{key}")
+}
+
 /// One listed object.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ObjectMeta {
@@ -76,6 +97,9 @@ pub struct ObjectMeta {
     pub size: u64,
     /// A backend-specific version tag (S3 ETag, local mtime+size) used to notice a changed object.
     pub version: String,
+    /// When the object was last written, by the store's clock (S3 LastModified, local mtime):
+    /// ages compared on one clock, so a host whose clock is off cannot misjudge them.
+    pub modified: Option<DateTime<Utc>>,
 }
 
 /// An object's bytes with the version a conditional write can be made against.
@@ -85,6 +109,8 @@ pub struct Versioned {
     pub data: Bytes,
     /// Its version: an S3 ETag, or a content hash on the local lake.
     pub version: String,
+    /// When it was written, by the store's clock (see [`ObjectMeta::modified`]).
+    pub modified: Option<DateTime<Utc>>,
 }
 
 /// What a conditional read found ([`ObjectStore::get_if_changed`]).
@@ -143,7 +169,8 @@ pub trait ObjectStore: Send + Sync + std::fmt::Debug {
     async fn get(&self, key: &str) -> LakeResult<Option<Bytes>> {
         Ok(self.get_versioned(key).await?.map(|v| v.data))
     }
-    /// Copy the object into a local file (streamed, never fully in memory).
+    /// Copy the object into a local file (streamed, never fully in memory); a missing object is
+    /// [`LakeError::NotFound`].
     async fn get_to_file(&self, key: &str, dest: &Path) -> LakeResult<()>;
     /// Write the object atomically under a precondition; returns the new version.
     async fn put_opts(&self, key: &str, data: Bytes, mode: PutMode<'_>) -> LakeResult<String>;
@@ -161,7 +188,8 @@ pub trait ObjectStore: Send + Sync + std::fmt::Debug {
     }
     /// Create or replace the object from a local file atomically (streamed/multipart when large).
     async fn put_file(&self, key: &str, src: &Path) -> LakeResult<()>;
-    /// Copy an object to another key inside the lake (server-side on S3), atomically.
+    /// Copy an object to another key inside the lake (server-side on S3), atomically; a missing
+    /// source is [`LakeError::NotFound`].
     async fn copy(&self, from: &str, to: &str) -> LakeResult<()>;
     /// Remove the object; removing a missing object is not an error.
     async fn delete(&self, key: &str) -> LakeResult<()>;
@@ -202,6 +230,12 @@ impl LockGuard {
         !self.lost.load(Ordering::SeqCst)
     }
 
+    /// A view of whether the lock is still held, for the steps of a run that must stop once it
+    /// is not (see `commit`).
+    pub fn fence(&self) -> Fence {
+        Fence(Some(self.lost.clone()))
+    }
+
     /// Give the lock up (a no-op for a lease that is no longer ours).
     pub async fn release(mut self) -> LakeResult<()> {
         match self.release.take() {
@@ -225,6 +259,20 @@ impl Drop for LockGuard {
     }
 }
 
+/// Whether a run still holds its lock: cheap to clone, checked before every step of the commit
+/// protocol that could undo another writer's work. A run without a lock (tests forcing writers
+/// past it) has nothing to lose and is always "held"; the manifest's compare-and-swap still
+/// fences its commit.
+#[derive(Debug, Clone, Default)]
+pub struct Fence(Option<Arc<AtomicBool>>);
+
+impl Fence {
+    /// Whether the lock is still held.
+    pub fn is_held(&self) -> bool {
+        self.0.as_ref().is_none_or(|lost| !lost.load(Ordering::SeqCst))
+    }
+}
+
 /// The lake every stage works on: a shared handle to one store.
 pub type Lake = Arc<dyn ObjectStore>;
 
@@ -241,7 +289,7 @@ pub fn progress(len: u64, what: &'static str) -> indicatif::ProgressBar {
 
 /// Local paths (with their keys) at which DuckDB can read the objects: in place when the lake is
 /// local, else downloaded concurrently under `dir`, keeping the key's layout (hive `date=` paths
-/// stay meaningful).
+/// stay meaningful). A missing object is [`LakeError::NotFound`].
 pub async fn materialize(lake: &Lake, keys: &[String], dir: &Path, what: &'static str) -> LakeResult<Vec<(PathBuf, String)>> {
     use futures::{StreamExt, TryStreamExt};
     let bar = progress(keys.len() as u64, what);
@@ -249,7 +297,9 @@ pub async fn materialize(lake: &Lake, keys: &[String], dir: &Path, what: &'stati
         let bar = bar.clone();
         async move {
             let path = match lake.local_path(key) {
-                Some(p) => p,
+                // Read in place, once it is known to be there.
+                Some(p) if p.exists() => p,
+                Some(_) => return Err(LakeError::NotFound { key: key.clone() }),
                 None => {
                     let p = dir.join(key);
                     std::fs::create_dir_all(p.parent().expect("keys have a parent"))

@@ -272,6 +272,19 @@ where
     }
 }
 
+/// A key as CopyObject's `x-amz-copy-source` wants it: every byte but unreserved characters
+/// and `/` percent-encoded.
+fn encode_key(key: &str) -> String {
+    const KEEP: &percent_encoding::AsciiSet =
+        &percent_encoding::NON_ALPHANUMERIC.remove(b'/').remove(b'-').remove(b'_').remove(b'.').remove(b'~');
+    percent_encoding::utf8_percent_encode(key, KEEP).to_string()
+}
+
+/// An SDK timestamp as a chrono time (None if out of range).
+fn to_utc(t: &aws_sdk_s3::primitives::DateTime) -> Option<chrono::DateTime<chrono::Utc>> {
+    chrono::DateTime::from_timestamp(t.secs(), t.subsec_nanos())
+}
+
 fn status_of<E>(err: &SdkError<E>) -> Option<u16> {
     err.raw_response().map(|r| r.status().as_u16())
 }
@@ -298,6 +311,7 @@ impl ObjectStore for S3Store {
                     key: key.to_owned(),
                     size: obj.size().unwrap_or(0).max(0) as u64,
                     version: obj.e_tag().unwrap_or_default().to_owned(),
+                    modified: obj.last_modified().and_then(to_utc),
                 });
             }
         }
@@ -310,11 +324,12 @@ impl ObjectStore for S3Store {
             match self.client.get_object().bucket(&self.bucket).key(self.full_key(key)).send().await {
                 Ok(out) => {
                     let version = out.e_tag().unwrap_or_default().to_owned();
+                    let modified = out.last_modified().and_then(to_utc);
                     Ok(out
                         .body
                         .collect()
                         .await
-                        .map(|b| Some(Versioned { data: b.into_bytes(), version }))
+                        .map(|b| Some(Versioned { data: b.into_bytes(), version, modified }))
                         .map_err(|e| BodyError(e.to_string())))
                 }
                 Err(e) if e.as_service_error().is_some_and(|s| s.is_no_such_key()) => Ok(Ok(None)),
@@ -329,11 +344,12 @@ impl ObjectStore for S3Store {
             match self.client.get_object().bucket(&self.bucket).key(self.full_key(key)).if_none_match(version).send().await {
                 Ok(out) => {
                     let version = out.e_tag().unwrap_or_default().to_owned();
+                    let modified = out.last_modified().and_then(to_utc);
                     Ok(out
                         .body
                         .collect()
                         .await
-                        .map(|b| IfChanged::Changed(Versioned { data: b.into_bytes(), version }))
+                        .map(|b| IfChanged::Changed(Versioned { data: b.into_bytes(), version, modified }))
                         .map_err(|e| BodyError(e.to_string())))
                 }
                 // 304: still at `version`, nothing transferred.
@@ -347,14 +363,13 @@ impl ObjectStore for S3Store {
 
     async fn get_to_file(&self, key: &str, dest: &Path) -> LakeResult<()> {
         with_body_retries(key, || async {
-            let out = self
-                .client
-                .get_object()
-                .bucket(&self.bucket)
-                .key(self.full_key(key))
-                .send()
-                .await
-                .map_err(|e| self.explain(e, "s3:GetObject", key))?;
+            let out = match self.client.get_object().bucket(&self.bucket).key(self.full_key(key)).send().await {
+                Ok(out) => out,
+                Err(e) if e.as_service_error().is_some_and(|s| s.is_no_such_key()) => {
+                    return Err(LakeError::NotFound { key: key.to_owned() });
+                }
+                Err(e) => return Err(self.explain(e, "s3:GetObject", key)),
+            };
             let mut body = out.body;
             let mut file = tokio::fs::File::create(dest).await.io_context(|| format!("cannot create {}", dest.display()))?;
             loop {
@@ -421,17 +436,17 @@ impl ObjectStore for S3Store {
     }
 
     async fn copy(&self, from: &str, to: &str) -> LakeResult<()> {
-        // CopyObject handles objects up to 5 GB in one request; partitions are far smaller.
-        let source = format!("{}/{}", self.bucket, self.full_key(from));
-        self.client
-            .copy_object()
-            .bucket(&self.bucket)
-            .key(self.full_key(to))
-            .copy_source(source)
-            .send()
-            .await
-            .map_err(|e| self.explain(e, "s3:PutObject", to))?;
-        Ok(())
+        // CopyObject handles objects up to 5 GB in one request; partitions are far smaller. Its
+        // source header is URL-encoded (a prefix with `+`, `%`, a space or non-ASCII otherwise
+        // names another object, or none).
+        let source = format!("{}/{}", self.bucket, encode_key(&self.full_key(from)));
+        match self.client.copy_object().bucket(&self.bucket).key(self.full_key(to)).copy_source(source).send().await {
+            Ok(_) => Ok(()),
+            Err(e) if e.as_service_error().is_some_and(|s| s.code() == Some("NoSuchKey")) || status_of(&e) == Some(404) => {
+                Err(LakeError::NotFound { key: from.to_owned() })
+            }
+            Err(e) => Err(self.explain(e, "s3:PutObject", to)),
+        }
     }
 
     async fn delete(&self, key: &str) -> LakeResult<()> {

@@ -1,47 +1,19 @@
 //! Typed errors of a `process` run. Each message is one line saying what to do; storage failures
-//! stay [`LakeError`]s (so callers can tell a permanent misconfiguration from a network blip).
+//! stay [`LakeError`]s and commit failures [`CommitError`]s, as sources (so callers can tell a
+//! permanent misconfiguration from a network blip).
 
-use crate::lake::{LakeError, MANIFEST_KEY};
+use crate::lake::{CommitError, LakeError};
 
 /// A failed `process` run. Whatever the variant, nothing was committed unless it says otherwise.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ProcessError {
     /// The lake could not be read or written.
-    #[error(transparent)]
+    #[error("{0}")]
     Lake(#[from] LakeError),
-    /// Another writer committed between this run's read of the manifest and its commit.
-    #[error(
-        "another run committed to {lake} while this one worked; this run committed nothing (its staged files are removed) — \
-         the next run processes what is left"
-    )]
-    Conflict {
-        /// The lake.
-        lake: String,
-    },
-    /// The lease expired and was taken over before this run could commit.
-    #[error("this run lost its lease on {lake} (another run took it over); it committed nothing — re-run")]
-    LeaseLost {
-        /// The lake.
-        lake: String,
-    },
-    /// The manifest is not valid JSON of the expected shape.
-    #[error("{MANIFEST_KEY} in {lake} is corrupt; rebuild it with `tickerlake process --full`")]
-    CorruptManifest {
-        /// The lake.
-        lake: String,
-        /// The parse error.
-        #[source]
-        source: serde_json::Error,
-    },
-    /// The manifest was written by an incompatible tickerlake.
-    #[error("{MANIFEST_KEY} has format {found} but this tickerlake reads format {expected}; rebuild with `tickerlake process --full`")]
-    ManifestFormat {
-        /// Format found.
-        found: u32,
-        /// Format this build reads.
-        expected: u32,
-    },
+    /// The commit protocol failed (a lost race, a lost lease, an unreadable manifest).
+    #[error("{0}")]
+    Commit(#[from] CommitError),
     /// `--memory-limit` is not a size DuckDB accepts.
     #[error("--memory-limit {value:?} is not a size DuckDB accepts; use e.g. 256MB or 2GB")]
     MemoryLimit {
@@ -78,9 +50,9 @@ pub enum ProcessError {
         limit: String,
         /// A limit that should work.
         suggestion: String,
-        /// DuckDB's error.
-        #[source]
-        source: duckdb::Error,
+        /// DuckDB's error: kept for debugging, not a `source`, since this message replaces
+        /// DuckDB's multi-line tuning advice in what a user reads.
+        engine: duckdb::Error,
     },
     /// DuckDB wrote something the publish step cannot handle.
     #[error("{0}")]
@@ -96,9 +68,21 @@ impl ProcessError {
                 let bytes = super::parse_size(limit).unwrap_or(256 << 20).saturating_mul(4).max(256 << 20);
                 let suggestion =
                     if bytes >= 1 << 30 { format!("{}GB", bytes.div_ceil(1 << 30)) } else { format!("{}MB", bytes.div_ceil(1 << 20)) };
-                Self::OutOfMemory { limit: limit.to_owned(), suggestion, source }
+                Self::OutOfMemory { limit: limit.to_owned(), suggestion, engine: source }
             }
             other => other,
+        }
+    }
+}
+
+impl ProcessError {
+    /// Whether retrying cannot help: a setting, a permission or the lake must be fixed first.
+    pub fn is_permanent(&self) -> bool {
+        match self {
+            Self::Lake(e) => e.is_permanent(),
+            Self::Commit(e) => e.is_permanent(),
+            Self::MemoryLimit { .. } | Self::OutOfMemory { .. } => true,
+            _ => false,
         }
     }
 }
@@ -115,12 +99,12 @@ impl From<std::io::Error> for ProcessError {
     }
 }
 
-/// Attach what DuckDB was doing to a duckdb result.
 /// Whether DuckDB failed for want of memory (under its `memory_limit`).
 pub(crate) fn is_out_of_memory(e: &duckdb::Error) -> bool {
     e.to_string().contains("Out of Memory")
 }
 
+/// Attach what DuckDB was doing to a duckdb result.
 pub(crate) trait EngineContext<T> {
     fn doing(self, what: impl Into<String>) -> Result<T, ProcessError>;
 }

@@ -3,29 +3,29 @@
 //! A run reads only raw files the manifest has not seen, plus what the window needs: the
 //! committed partitions from the earliest new date on, and the carry state (last 4 rows of every
 //! symbol) of the partition just before. It rewrites every partition from that date on, so a late
-//! snapshot with an old timestamp gives the same result as a full recompute. How the outputs
-//! become visible (stage, compare-and-swap commit, publish) is `commit`'s; partitions and carry
+//! snapshot with an old timestamp gives the same result as a full recompute. The run computes
+//! its outputs and hands them to its [`Transaction`], which owns how they become visible
+//! (`lake::commit`: stage, compare-and-swap commit, publish, clean up). Partitions and carry
 //! files also name the run that wrote them, and one that is not the committed run's (a lost or
 //! damaged file) is recomputed from raw by the next run.
 
-pub mod commit;
 pub mod engine;
 pub mod error;
-pub mod manifest;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use chrono::Utc;
 use indicatif::{ProgressBar, ProgressStyle};
 
+use crate::blocking::in_place as blocking;
 use crate::faults;
-use crate::lake::{self, CARRY_PREFIX, Lake, ObjectMeta, PROCESSED_PREFIX, QUARANTINE_PREFIX, RAW_PREFIX};
+use crate::lake::commit::{self, Transaction};
+use crate::lake::manifest::{Manifest, PartitionEntry, RawEntry};
+use crate::lake::{self, Lake, ObjectMeta, RAW_PREFIX};
 use engine::{Engine, LoadStats, StagedOutputs};
 pub use error::{ProcessError, ProcessResult};
-use manifest::{Manifest, PartitionEntry, RawEntry};
 
 /// DuckDB's memory budget for a run unless told otherwise: a month of 3,000 symbols fits in it;
 /// larger rebuilds spill to the run's stage directory instead of growing the process.
@@ -63,8 +63,12 @@ pub struct Summary {
     pub quarantined: BTreeMap<String, u64>,
     /// Dates whose partitions this run committed.
     pub partitions_written: Vec<String>,
-    /// Published partitions a `--full` rebuild removed.
+    /// Dates the committed state no longer has a partition for (a rebuild found no rows left).
+    pub dates_removed: Vec<String>,
+    /// Published partition files of such dates removed.
     pub partitions_deleted: Vec<String>,
+    /// Files that no manifest names moved out of `processed/` (see `lake::foreign_key`).
+    pub foreign_moved: usize,
     /// Wall time of the run.
     pub elapsed: Duration,
     /// Requests sent to a remote lake during the run (None for the local lake).
@@ -82,7 +86,7 @@ impl fmt::Display for Summary {
             }
         }
         let requests = self.requests.map(|n| format!(", {n} S3 requests")).unwrap_or_default();
-        if self.snapshots_read == 0 {
+        if self.snapshots_read == 0 && self.partitions_written.is_empty() && self.dates_removed.is_empty() {
             return write!(f, "nothing new to process ({:.2} s{requests})", self.elapsed.as_secs_f64());
         }
         let parts = match self.partitions_written.as_slice() {
@@ -92,23 +96,16 @@ impl fmt::Display for Summary {
         };
         write!(
             f,
-            "{} snapshot(s) read, {} rows: {} kept, {}, {}; {parts}{} in {:.2} s{requests}",
+            "{} snapshot(s) read, {} rows: {} kept, {}, {}; {parts}{}{} in {:.2} s{requests}",
             self.snapshots_read,
             self.rows_read,
             self.rows_kept,
             by_reason(&self.dropped, "dropped"),
             by_reason(&self.quarantined, "quarantined"),
             if self.partitions_deleted.is_empty() { String::new() } else { format!(", {} stale removed", self.partitions_deleted.len()) },
+            if self.foreign_moved == 0 { String::new() } else { format!(", {} foreign file(s) moved aside", self.foreign_moved) },
             self.elapsed.as_secs_f64()
         )
-    }
-}
-
-/// Run DuckDB work on the current thread without starving other tasks of a multi-thread runtime.
-pub(crate) fn blocking<T>(f: impl FnOnce() -> T) -> T {
-    match tokio::runtime::Handle::try_current() {
-        Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => tokio::task::block_in_place(f),
-        _ => f(),
     }
 }
 
@@ -158,7 +155,8 @@ pub async fn process(lake: &Lake, opts: &ProcessOptions) -> ProcessResult<Summar
     } else {
         Some(lake.lock(&format!("run {run_id}, pid {} on {host}", std::process::id())).await?)
     };
-    let result = process_locked(lake, opts, &run_id, guard.as_ref()).await;
+    let fence = guard.as_ref().map(lake::LockGuard::fence).unwrap_or_default();
+    let result = process_locked(lake, opts, &run_id, fence).await;
     if let Some(guard) = guard
         && let Err(e) = guard.release().await
     {
@@ -170,77 +168,50 @@ pub async fn process(lake: &Lake, opts: &ProcessOptions) -> ProcessResult<Summar
     Ok(summary)
 }
 
-async fn process_locked(lake: &Lake, opts: &ProcessOptions, run_id: &str, guard: Option<&lake::LockGuard>) -> ProcessResult<Summary> {
-    let mut manifest = Manifest::load(lake).await?;
-    // Finish a predecessor that crashed between its commit and its publication.
-    let published = commit::publish(lake, &mut manifest).await?;
-    if !published.is_empty() {
-        tracing::warn!(runs = ?published, "published the partitions of a run that stopped after its commit");
-        commit::drop_staging(lake, &published).await?;
-    }
-    let base = if opts.full {
-        // Rebuild from nothing, but commit against the manifest just read.
-        Manifest { read_version: manifest.read_version.clone(), ..Manifest::empty() }
-    } else {
-        manifest.clone()
-    };
-    let outcome = compute_and_commit(lake, opts, run_id, guard, base).await;
-    let (summary, committed) = match outcome {
-        Ok(done) => done,
+async fn process_locked(lake: &Lake, opts: &ProcessOptions, run_id: &str, fence: lake::Fence) -> ProcessResult<Summary> {
+    let mut tx = Transaction::begin(lake, run_id, fence, opts.full).await?;
+    let mut summary = Summary::default();
+    match compute(lake, opts, &mut tx, &mut summary).await {
+        Ok(true) => {}
+        Ok(false) => return Ok(summary),
         Err(e) => {
-            // Nothing of this run is committed: its staging area is garbage. Best effort.
-            let _ = commit::drop_staging(lake, &BTreeSet::from([run_id.to_owned()])).await;
+            // Nothing of this run is committed: its staging area is garbage.
+            tx.abandon().await;
             return Err(e);
         }
-    };
-    let Some((mut committed, emptied)) = committed else { return Ok(summary) };
-    faults::point("after-commit");
+    }
+    let committed = tx.commit().await?;
+    summary.dates_removed = committed.dates_removed().to_vec();
     // Committed: from here on a failure is only a warning. Readers already see the committed
     // files (from staging if need be), and the next run finishes what is left.
-    let mut summary = summary;
-    if let Err(e) = finish_after_commit(lake, &mut committed, opts.full || emptied, &mut summary).await {
-        tracing::warn!("committed, but the clean-up after the commit failed ({}); the next run completes it", crate::report::one_line(&e));
-    }
+    let finished = committed.finish().await;
+    summary.partitions_deleted = finished.stale_removed;
+    summary.foreign_moved = finished.foreign_moved;
     Ok(summary)
 }
 
-/// Publish the committed files, drop staging areas no longer needed, and (after a rebuild) remove
-/// published files the manifest no longer names.
-async fn finish_after_commit(lake: &Lake, committed: &mut Manifest, remove: bool, summary: &mut Summary) -> ProcessResult<()> {
-    let runs = commit::publish(lake, committed).await?;
-    commit::drop_staging(lake, &runs).await?;
-    commit::sweep_abandoned(lake, committed, Utc::now()).await?;
-    if remove {
-        summary.partitions_deleted = remove_stale(lake, committed).await?;
-    }
-    Ok(())
-}
-
-/// Stage this run's outputs and commit them. Returns the summary and, if anything was committed,
-/// the manifest as committed and whether a date lost its partition.
+/// Compute this run's outputs, stage them and record them in `tx`; whether there was anything to do.
 ///
 /// New raw files are worked through in chunks, in key (= time) order, each sized to what the
 /// memory limit holds: a chunk is an incremental step on top of the previous chunks' staged
 /// outputs, so memory is bounded by the chunk, never by the history. The run commits once, at
-/// the end: readers see all of it or none of it.
-async fn compute_and_commit(
-    lake: &Lake,
-    opts: &ProcessOptions,
-    run_id: &str,
-    guard: Option<&lake::LockGuard>,
-    mut manifest: Manifest,
-) -> ProcessResult<(Summary, Option<(Manifest, bool)>)> {
+/// the end: readers see all of it or none of it. Committed dates whose file was found gone are
+/// rebuilt from raw even when nothing is new.
+async fn compute(lake: &Lake, opts: &ProcessOptions, tx: &mut Transaction, summary: &mut Summary) -> ProcessResult<bool> {
     let listing: Vec<ObjectMeta> = lake.list(RAW_PREFIX).await?.into_iter().filter(|o| o.key.ends_with(".csv")).collect();
     let present: BTreeMap<String, ObjectMeta> = listing.into_iter().map(|o| (o.key.clone(), o)).collect();
-    report_drift(&manifest, &present);
-    let new: Vec<ObjectMeta> = present.values().filter(|o| !manifest.raw.contains_key(&o.key)).cloned().collect();
-    let mut summary = Summary::default();
-    if new.is_empty() {
+    report_drift(tx.base(), &present);
+    let new: Vec<ObjectMeta> = present.values().filter(|o| !tx.state().raw.contains_key(&o.key)).cloned().collect();
+    if new.is_empty() && tx.lost_dates().is_empty() {
         tracing::info!("no new raw snapshots in {}", lake.describe());
-        return Ok((summary, None));
+        return Ok(false);
     }
-    let chunks = chunks(&new, opts.chunk_bytes.unwrap_or_else(|| chunk_budget(&opts.memory_limit)));
-    tracing::info!(new = new.len(), chunks = chunks.len(), run_id, full = opts.full, "processing raw snapshots");
+    let mut chunks = chunks(&new, opts.chunk_bytes.unwrap_or_else(|| chunk_budget(&opts.memory_limit)));
+    if chunks.is_empty() {
+        // Nothing new, but lost dates to rebuild: one step with no new files.
+        chunks.push(Vec::new());
+    }
+    tracing::info!(new = new.len(), chunks = chunks.len(), run_id = tx.run_id(), full = opts.full, "processing raw snapshots");
     // Files and rows done, and the rate, on a terminal (indicatif draws nothing in logs).
     let progress = indicatif::ProgressBar::new(new.len() as u64);
     progress.set_style(
@@ -249,9 +220,8 @@ async fn compute_and_commit(
             .progress_chars("=> "),
     );
     let mut written = BTreeSet::new();
-    let mut emptied = false;
     for chunk in &chunks {
-        let step = process_chunk(lake, opts, run_id, &mut manifest, chunk, &present).await?;
+        let step = process_chunk(lake, opts, tx, chunk, &present).await?;
         summary.snapshots_read += chunk.len();
         summary.rows_read += step.loaded.per_file.values().map(|s| s.rows).sum::<u64>();
         summary.rows_kept += step.loaded.per_file.values().map(|s| s.kept).sum::<u64>();
@@ -262,7 +232,6 @@ async fn compute_and_commit(
             *summary.quarantined.entry(reason.clone()).or_default() += n;
         }
         written.extend(step.dates_written);
-        emptied |= step.emptied;
         progress.inc(chunk.len() as u64);
         progress.set_message(format!("{} rows", summary.rows_read));
         if chunks.len() > 1 {
@@ -271,29 +240,13 @@ async fn compute_and_commit(
     }
     progress.finish_and_clear();
     summary.partitions_written = written.into_iter().collect();
-
-    faults::point("before-commit");
-    if guard.is_some_and(|g| !g.is_held()) {
-        return Err(ProcessError::LeaseLost { lake: lake.describe() });
-    }
-    // Commit: from here on the run's output is what the lake says was processed.
-    if let Err(e) = manifest.commit(lake).await {
-        // A failure can be ambiguous (a retried request whose first attempt landed answers 412):
-        // believe the lake. If the manifest names this run, the commit happened.
-        match Manifest::load(lake).await {
-            Ok(current) if current.partitions.values().any(|p| p.run_id == run_id) => manifest = current,
-            _ => return Err(e),
-        }
-    }
-    tracing::info!(run_id, partitions = summary.partitions_written.len(), "committed");
-    Ok((summary, Some((manifest, emptied))))
+    Ok(true)
 }
 
 /// What one chunk did.
 struct ChunkOutcome {
     loaded: LoadStats,
     dates_written: Vec<String>,
-    emptied: bool,
 }
 
 /// Split the new raw files (in key order) into runs of at most `budget` bytes of CSV (at least one
@@ -339,14 +292,13 @@ pub fn parse_size(s: &str) -> Option<u64> {
     Some((number * scale) as u64)
 }
 
-/// One incremental step: read `chunk`, recompute from its earliest date on top of the committed
-/// (or this run's already staged) state, stage the outputs, and record them in `manifest` as
-/// this run's (not yet committed).
+/// One incremental step: read `chunk`, recompute from its earliest date (or an earlier lost
+/// one) on top of the committed (or this run's already staged) state, stage the outputs, and
+/// record them in `tx` as this run's (not yet committed).
 async fn process_chunk(
     lake: &Lake,
     opts: &ProcessOptions,
-    run_id: &str,
-    manifest: &mut Manifest,
+    tx: &mut Transaction,
     chunk: &[ObjectMeta],
     present: &BTreeMap<String, ObjectMeta>,
 ) -> ProcessResult<ChunkOutcome> {
@@ -364,11 +316,12 @@ async fn process_chunk(
     let loaded = blocking(|| engine.load_raw("new_rows", &files)).map_err(|e| e.with_memory_hint(&opts.memory_limit))?;
     phase.finish_and_clear();
 
-    let earliest_new = loaded.per_file.values().filter_map(|s| s.first_date.clone()).min();
+    let earliest_new = loaded.per_file.values().filter_map(|s| s.first_date.clone()).chain(tx.lost_dates().iter().cloned()).min();
     let mut dirty_dates = Vec::new();
     let staged = match earliest_new {
         Some(date) => {
             let started = Instant::now();
+            let manifest = tx.state();
             let window = plan_window(lake, manifest, &engine, date, stage.path()).await?;
             phase_done("reading committed state", started);
             dirty_dates.clone_from(&window.dirty_dates);
@@ -392,7 +345,7 @@ async fn process_chunk(
                     loaded_tables.push(("reread_rows", Some(&window.dirty_dates)));
                 }
                 timed("gathering window input", || engine.build_input(&loaded_tables, &window.clean_partitions, window.carry.as_deref()))?;
-                engine.write_outputs(run_id, "new_rows")
+                engine.write_outputs(tx.run_id(), "new_rows")
             })
             .map_err(|e| e.with_memory_hint(&opts.memory_limit))?;
             phase.finish_and_clear();
@@ -401,7 +354,7 @@ async fn process_chunk(
         // Nothing kept (all rows dropped or quarantined): only quarantine and the manifest change.
         None => blocking(|| -> ProcessResult<StagedOutputs> {
             engine.build_input(&[], &[], None)?;
-            engine.write_outputs(run_id, "new_rows")
+            engine.write_outputs(tx.run_id(), "new_rows")
         })?,
     };
     drop(engine);
@@ -414,12 +367,13 @@ async fn process_chunk(
         outputs.push((lake::carry_key(date), path));
     }
     let started = Instant::now();
-    commit::stage(lake, run_id, &outputs).await?;
-    let quarantine: Vec<(String, &Path)> = staged.quarantine.iter().map(|(raw, path)| (quarantine_key(raw), path.as_path())).collect();
-    commit::put_all(lake, &quarantine).await?;
+    tx.stage(&outputs).await?;
+    let quarantine: Vec<(String, &Path)> =
+        staged.quarantine.iter().map(|(raw, path)| (lake::quarantine_key(raw), path.as_path())).collect();
+    tx.put_quarantine(&quarantine).await?;
     phase_done("staging outputs in the lake", started);
-    let emptied = record(manifest, chunk, &loaded, &staged, &dirty_dates, run_id);
-    Ok(ChunkOutcome { loaded, dates_written: staged.partitions.keys().cloned().collect(), emptied })
+    record(tx, chunk, &loaded, &staged, &dirty_dates);
+    Ok(ChunkOutcome { loaded, dates_written: staged.partitions.keys().cloned().collect() })
 }
 
 /// What the window computation needs from committed state.
@@ -462,49 +416,12 @@ async fn plan_window(lake: &Lake, manifest: &Manifest, engine: &Engine, earliest
     Ok(window)
 }
 
-/// `quarantine/<raw file name>`: one file per raw file, so re-running rewrites rather than adds.
-pub fn quarantine_key(raw_key: &str) -> String {
-    let name = raw_key.rsplit('/').next().unwrap_or(raw_key);
-    format!("{QUARANTINE_PREFIX}{name}")
-}
-
-/// Delete published partition and carry files of dates the committed manifest does not have, and
-/// quarantine files of raw files it does not have (after a `--full` rebuild, or dates emptied by
-/// a rebuild). Returns the partition keys removed.
-async fn remove_stale(lake: &Lake, committed: &Manifest) -> ProcessResult<Vec<String>> {
-    let keep: BTreeSet<String> = committed
-        .partitions
-        .keys()
-        .flat_map(|d| [lake::processed_key(d), lake::carry_key(d)])
-        .chain(committed.raw.keys().map(|k| quarantine_key(k)))
-        .collect();
-    let mut removed = Vec::new();
-    for prefix in [PROCESSED_PREFIX, CARRY_PREFIX, QUARANTINE_PREFIX] {
-        for obj in lake.list(prefix).await? {
-            if !keep.contains(&obj.key) {
-                lake.delete(&obj.key).await?;
-                if obj.key.starts_with(PROCESSED_PREFIX) {
-                    removed.push(obj.key);
-                }
-            }
-        }
-    }
-    Ok(removed)
-}
-
-/// The manifest after this run: its new raw files, and its partitions as the committed ones.
-/// Returns whether a date lost its partition (its published file is then stale).
-fn record(
-    manifest: &mut Manifest,
-    new: &[ObjectMeta],
-    loaded: &LoadStats,
-    staged: &StagedOutputs,
-    dirty_dates: &[String],
-    run_id: &str,
-) -> bool {
+/// Hand this chunk's outcome to the transaction: its raw files, and its partitions as the
+/// committed ones; dates rebuilt from raw with nothing left lose their partition.
+fn record(tx: &mut Transaction, new: &[ObjectMeta], loaded: &LoadStats, staged: &StagedOutputs, dirty_dates: &[String]) {
     for obj in new {
         let s = loaded.per_file.get(&obj.key).cloned().unwrap_or_default();
-        manifest.raw.insert(
+        tx.record_raw(
             obj.key.clone(),
             RawEntry {
                 version: obj.version.clone(),
@@ -517,14 +434,11 @@ fn record(
         );
     }
     for (date, (_, rows)) in &staged.partitions {
-        manifest.partitions.insert(date.clone(), PartitionEntry { run_id: run_id.to_owned(), rows: *rows, published: false });
+        tx.record_partition(date.clone(), *rows);
     }
-    let mut emptied = false;
     for date in dirty_dates.iter().filter(|d| !staged.partitions.contains_key(*d)) {
-        // Rebuilt from raw and nothing was left: the date no longer has a partition.
-        emptied |= manifest.partitions.remove(date).is_some();
+        tx.drop_partition(date);
     }
-    emptied
 }
 
 /// Warn about raw files changed or removed after processing: incremental runs cannot undo rows.

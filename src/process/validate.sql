@@ -3,11 +3,13 @@
 --   {rejects}  name for this scan's reject tables        {out}  table to create
 --   {ts_pattern}  engine::TIMESTAMP_PATTERN as a string literal
 --   {other_quote}  the drop reason of other quotes' rows (engine::OTHER_QUOTE), as a literal
+--   {wrong_field_count}  the quarantine reason of records without 3 fields (engine::WRONG_FIELD_COUNT):
+--              the engine quarantines one-line records without quotes itself, DuckDB the others
 --   {reject_tracking}  empty, or the read_csv options that store rejects in the {rejects} tables:
 --              the engine reads strictly first (any structural error fails the read; tracking
 --              rejects costs a fifth of the parse) and re-reads with tracking only if that fails
 -- and the engine's tables {out}_keys (file_index, path, key) and {out}_repeated (file_index,
--- symbol): the symbols that start more than one record of a file.
+-- symbol): the symbols that start more than one record of a file (a NULL symbol: all of them).
 -- A row is either KEPT, DROPPED (the original job's filters: other quote, price missing or <= 0),
 -- or QUARANTINED with a reason (malformed data the original job would have crashed on or kept).
 -- The files read here are the engine's copies of the raw files (engine::number_lines): header
@@ -60,8 +62,10 @@ WITH parsed AS (
         END AS drop_reason,
         -- Its symbol starts another record of the file too (engine::number_lines noted it):
         -- maybe a duplicate, decided below.
-        r.symbol IS NOT NULL AS repeated
+        r.symbol IS NOT NULL OR a.all_of IS NOT NULL AS repeated
     FROM checked c LEFT JOIN {out}_repeated r USING (file_index, symbol)
+    -- A NULL symbol: the engine could not be sure of some symbol of the file, check them all.
+    LEFT JOIN (SELECT DISTINCT file_index AS all_of FROM {out}_repeated WHERE symbol IS NULL) a ON a.all_of = c.file_index
 )
 -- Each row keeps only what later steps read: parsed values if kept, line and text if
 -- quarantined or maybe a duplicate, just the reason if dropped (half of a snapshot is other
@@ -93,8 +97,8 @@ CREATE OR REPLACE TEMP TABLE {out}_rejects AS
 SELECT TRY_CAST(regexp_extract(csv_line, '^([0-9]+),', 1) AS INTEGER) AS file_index,
        TRY_CAST(regexp_extract(csv_line, '^[0-9]+,([0-9]+),', 1) AS BIGINT) AS line,
        min(CASE CAST(error_type AS VARCHAR)
-               WHEN 'MISSING COLUMNS' THEN 'wrong field count'
-               WHEN 'TOO MANY COLUMNS' THEN 'wrong field count'
+               WHEN 'MISSING COLUMNS' THEN {wrong_field_count}
+               WHEN 'TOO MANY COLUMNS' THEN {wrong_field_count}
                ELSE lower(CAST(error_type AS VARCHAR))
            END) AS reason,
        regexp_replace(csv_line, '^[0-9]+,[0-9]+,-?[0-9]*,', '') AS record

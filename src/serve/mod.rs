@@ -30,8 +30,7 @@ use std::time::Duration;
 use pgwire::error::{ErrorInfo, PgWireError};
 use tokio::net::TcpListener;
 
-use crate::lake::{Lake, LakeError};
-use crate::process::ProcessError;
+use crate::lake::{CommitError, Lake, LakeError};
 pub use state::LakeState;
 
 /// Default address: loopback only.
@@ -90,20 +89,14 @@ pub enum ServeError {
         budget: u64,
     },
     /// Reading the lake failed.
-    #[error(transparent)]
+    #[error("{0}")]
     Lake(#[from] LakeError),
-    /// Reading the manifest failed.
-    #[error(transparent)]
-    Manifest(Box<ProcessError>),
+    /// Reading the committed state failed (the manifest, or a file it names is gone).
+    #[error("{0}")]
+    Committed(#[from] CommitError),
     /// DuckDB failed while building a snapshot.
     #[error("DuckDB failed while preparing the lake for serving: {0}")]
     Engine(String),
-}
-
-impl From<ProcessError> for ServeError {
-    fn from(e: ProcessError) -> Self {
-        Self::Manifest(Box::new(e))
-    }
 }
 
 impl ServeError {
@@ -118,6 +111,7 @@ impl ServeError {
             | Self::MemoryLimit { .. }
             | Self::CacheSize(_) => true,
             Self::Lake(l) => l.is_permanent(),
+            Self::Committed(c) => c.is_permanent(),
             _ => false,
         }
     }

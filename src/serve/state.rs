@@ -21,7 +21,7 @@ use super::cache::{Cache, Object, Pins, View, views_named};
 use super::engine::{EngineConfig, Snapshot, SnapshotFiles};
 use super::session::QueryControl;
 use crate::lake::{Lake, MANIFEST_KEY};
-use crate::process::manifest::Manifest;
+use crate::lake::manifest::Manifest;
 
 /// The committed files of the lake, by view. The one place `serve` reads the manifest's
 /// contents (its partitions, and its raw entries' versions and quarantine counts).
@@ -38,7 +38,7 @@ fn committed(manifest: &Manifest) -> Vec<Object> {
         out.push(Object { view: View::Raw, key: key.clone(), rel: format!("r/{version}/{name}") });
         // `process` writes a quarantine file for a raw file exactly when it rejected rows.
         if entry.quarantined > 0 {
-            let q = crate::process::quarantine_key(key);
+            let q = crate::lake::quarantine_key(key);
             let qname = q.rsplit('/').next().unwrap_or(&q).to_owned();
             out.push(Object { view: View::Quarantine, key: q, rel: format!("q/{version}/{qname}") });
         }

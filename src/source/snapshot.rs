@@ -19,14 +19,25 @@ use crate::source::binance::{BinanceClient, BinanceError, TickerPrice};
 #[non_exhaustive]
 pub enum CollectError {
     /// Binance refused, failed or sent nonsense.
-    #[error(transparent)]
+    #[error("{0}")]
     Binance(#[from] BinanceError),
     /// The lake could not be read or written.
-    #[error(transparent)]
+    #[error("{0}")]
     Lake(#[from] LakeError),
     /// A kline's close time is not a representable time.
     #[error("Binance sent a kline close time out of range ({0} ms)")]
     BadTime(i64),
+}
+
+impl CollectError {
+    /// Whether retrying cannot help (a setting, a permission, a ban).
+    pub fn is_permanent(&self) -> bool {
+        match self {
+            Self::Binance(e) => e.is_permanent(),
+            Self::Lake(e) => e.is_permanent(),
+            Self::BadTime(_) => false,
+        }
+    }
 }
 
 type Result<T, E = CollectError> = std::result::Result<T, E>;

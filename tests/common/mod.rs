@@ -175,10 +175,16 @@ impl PausedRun {
 
     /// Start the run paused `secs` at the named point (see src/faults.rs).
     pub async fn start_at(lake: &str, env: &[(&str, &str)], point: &str, secs: u32) -> Self {
+        Self::start_with(lake, &["process"], env, point, secs).await
+    }
+
+    /// Start `tickerlake --lake <lake> <args…>` paused `secs` at the named point.
+    pub async fn start_with(lake: &str, args: &[&str], env: &[(&str, &str)], point: &str, secs: u32) -> Self {
         use tokio::io::AsyncBufReadExt;
         require_fault_injection();
         let mut child = tokio::process::Command::new(BIN)
-            .args(["--lake", lake, "process"])
+            .args(["--lake", lake])
+            .args(args)
             .envs(env.iter().copied())
             .env("TICKERLAKE_PAUSEPOINT", format!("{point}:{secs}"))
             .stdout(std::process::Stdio::piped())
@@ -264,4 +270,146 @@ pub async fn two_writers_past_the_lock(lake: &str, reference: &str, env: &[(&str
     let got = tickerlake(lake, &["query", "--format", "csv", ROWS_SQL], env).await;
     assert!(want.ok().stdout.lines().count() > 100, "{}", want.stdout);
     assert!(got.ok().stdout == want.stdout, "the lake equals a single-writer run");
+}
+
+/// A committed run whose staged files are deleted before they are published (a lifecycle rule on
+/// `_tickerlake/`, a sweep on a host whose clock is off, a person): readers fail with one line
+/// naming the date and the repair, and the next `process` rebuilds the date from raw, ending
+/// equal to a run that lost nothing.
+pub async fn lost_staged_files_are_rebuilt(lake: &str, reference: &str, env: &[(&str, &str)], delete_staging: impl AsyncFnOnce()) {
+    require_fault_injection();
+    let history = ["simulate-history", "--hours", "30", "--symbols", "10", "--until", "2025-05-09T05:00:00Z"];
+    let more = ["simulate-history", "--hours", "10", "--symbols", "10", "--until", "2025-05-09T15:00:00Z"];
+    for l in [lake, reference] {
+        tickerlake(l, &history, env).await.ok();
+        tickerlake(l, &["process"], env).await.ok();
+        tickerlake(l, &more, env).await.ok();
+    }
+    let mut crash: Vec<(&str, &str)> = env.to_vec();
+    crash.push(("TICKERLAKE_FAILPOINT", "after-commit"));
+    tickerlake(lake, &["process"], &crash).await.failed();
+    delete_staging().await;
+    wait_for_a_dead_runs_lease(env).await;
+
+    let read = tickerlake(lake, &["query", "--format", "csv", ROWS_SQL], env).await;
+    read.failed();
+    let last = read.stderr.lines().last().unwrap_or("");
+    assert_eq!(
+        last,
+        format!(
+            "error: the committed partition of 2025-05-09 is missing from the lake (_tickerlake/runs/{}/processed/date=2025-05-09/part-00000.parquet is gone); `tickerlake process` rebuilds it from raw",
+            last.split("_tickerlake/runs/").nth(1).and_then(|r| r.split('/').next()).unwrap_or("?")
+        ),
+        "one line naming the date and the repair: {}",
+        read.stderr
+    );
+    let repair = tickerlake(lake, &["process"], env).await;
+    repair.ok();
+    assert!(repair.stderr.contains("gone from its run's staging area; rebuilding the date from raw"), "{}", repair.stderr);
+    assert!(repair.stdout.contains("1 partition written (2025-05-09)"), "{}", repair.stdout);
+    tickerlake(reference, &["process"], env).await.ok();
+    let want = tickerlake(reference, &["query", "--format", "csv", ROWS_SQL], env).await;
+    let got = tickerlake(lake, &["query", "--format", "csv", ROWS_SQL], env).await;
+    assert!(got.ok().stdout == want.ok().stdout, "the repaired lake equals one that lost nothing");
+    assert!(tickerlake(lake, &["process"], env).await.ok().stdout.contains("nothing new"));
+}
+
+/// A killed run's S3 lease stays until it expires (`TICKERLAKE_LOCK_TTL_SECS` in `env`; the
+/// local lake's OS lock dies with the process).
+pub async fn wait_for_a_dead_runs_lease(env: &[(&str, &str)]) {
+    if let Some((_, ttl)) = env.iter().find(|(k, _)| *k == "TICKERLAKE_LOCK_TTL_SECS") {
+        tokio::time::sleep(std::time::Duration::from_secs(ttl.parse::<u64>().unwrap() + 1)).await;
+    }
+}
+
+/// A commit that landed but whose answer was lost, with the read-back failing too: the run
+/// fails, but its staged files stay (the manifest names them), readers see the commit, and
+/// the next run publishes it.
+pub async fn an_ambiguous_commit_keeps_its_staged_files(lake: &str, reference: &str, env: &[(&str, &str)]) {
+    require_fault_injection();
+    let history = ["simulate-history", "--hours", "30", "--symbols", "10", "--until", "2025-05-09T05:00:00Z"];
+    let more = ["simulate-history", "--hours", "10", "--symbols", "10", "--until", "2025-05-09T15:00:00Z"];
+    for l in [lake, reference] {
+        tickerlake(l, &history, env).await.ok();
+        tickerlake(l, &["process"], env).await.ok();
+        tickerlake(l, &more, env).await.ok();
+    }
+    tickerlake(reference, &["process"], env).await.ok();
+    let want = tickerlake(reference, &["query", "--format", "csv", ROWS_SQL], env).await.ok().stdout.clone();
+
+    let mut faulty: Vec<(&str, &str)> = env.to_vec();
+    faulty.push(("TICKERLAKE_FAULTS", "lose-commit-answer,fail-commit-recheck"));
+    let out = tickerlake(lake, &["process"], &faulty).await;
+    out.failed();
+    assert!(out.stderr.contains("fault injection: the commit's answer"), "{}", out.stderr);
+    let seen = tickerlake(lake, &["query", "--format", "csv", ROWS_SQL], env).await;
+    assert!(seen.ok().stdout == want, "the commit landed: readers see it from the staged files: {}", seen.stderr);
+    let next = tickerlake(lake, &["process"], env).await;
+    assert!(next.ok().stdout.contains("nothing new"), "{}", next.stdout);
+    assert!(next.stderr.contains("published the partitions of a run that stopped after its commit"), "{}", next.stderr);
+    let got = tickerlake(lake, &["query", "--format", "csv", ROWS_SQL], env).await;
+    assert!(got.ok().stdout == want);
+}
+
+/// A run stalled after its publication (a lease that lapsed, a paused VM) while another run
+/// commits: when it resumes, its clean-up is fenced off (the manifest is no longer its version),
+/// so it deletes none of the newer run's partition, carry or quarantine files.
+pub async fn a_stalled_writer_is_fenced_after_its_commit(lake: &str, reference: &str, env: &[(&str, &str)]) {
+    let mut forced: Vec<(&str, &str)> = env.to_vec();
+    forced.push(("TICKERLAKE_FAULTS", "ignore-lock"));
+    let history = ["simulate-history", "--hours", "30", "--symbols", "10", "--until", "2025-05-09T05:00:00Z"];
+    for l in [lake, reference] {
+        tickerlake(l, &history, env).await.ok();
+    }
+    tickerlake(lake, &["process"], env).await.ok();
+    // A full rebuild that will remove every published file its own manifest does not name.
+    let stalled = PausedRun::start_with(lake, &["process", "--full"], &forced, "after-publish", 6).await;
+    // Meanwhile: a new day, with a malformed row (a quarantine file), processed by another run.
+    let late = csv(&[("AUSDT", "1.5", "2025-05-10 00:00:00+00:00"), ("BUSDT", "abc", "2025-05-10 00:00:00+00:00")]);
+    put_raw(lake, "raw/raw_crypto_prices_20250510T0000.csv", &late, env).await;
+    put_raw(reference, "raw/raw_crypto_prices_20250510T0000.csv", &late, env).await;
+    tickerlake(lake, &["process"], &forced).await.ok();
+    let (status, stderr) = stalled.finish().await;
+    assert!(status.success(), "the stalled run is committed: {stderr}");
+    assert!(stderr.contains("another run committed after this one"), "it says why it stops: {stderr}");
+
+    tickerlake(reference, &["process"], env).await.ok();
+    for sql in [ROWS_SQL, "SELECT source_file, line, reason, record FROM quarantine ORDER BY ALL"] {
+        let want = tickerlake(reference, &["query", "--format", "csv", sql], env).await;
+        let got = tickerlake(lake, &["query", "--format", "csv", sql], env).await;
+        assert!(want.ok().stdout.lines().count() > 1, "{sql}: {}", want.stdout);
+        assert!(got.ok().stdout == want.stdout, "{sql}: the newer run's files are all there: {}", got.stderr);
+    }
+    // And the next run finds every committed file the newer run wrote, carry state included.
+    let next = tickerlake(lake, &["process"], env).await;
+    assert!(next.ok().stdout.contains("nothing new") && !next.stderr.contains("missing"), "{}{}", next.stdout, next.stderr);
+}
+
+/// Write a raw file into a lake (local directory or S3, through `tickerlake`'s own store).
+pub async fn put_raw(lake: &str, key: &str, body: &str, env: &[(&str, &str)]) {
+    if !lake.starts_with("s3://") {
+        let path = Path::new(lake).join(key);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, body).unwrap();
+        return;
+    }
+    store(lake, env).await.put(key, bytes::Bytes::from(body.to_owned())).await.unwrap();
+}
+
+/// The lake's store (an S3 lake in tests: the emulator named by `TICKERLAKE_ENDPOINT_URL` in
+/// `env`, with the emulators' dummy credentials).
+pub async fn store(lake: &str, env: &[(&str, &str)]) -> tickerlake::lake::Lake {
+    let endpoint = env.iter().find(|(k, _)| *k == "TICKERLAKE_ENDPOINT_URL").map(|(_, v)| (*v).to_owned());
+    let opts = tickerlake::aws::AwsOptions {
+        target: tickerlake::aws::Target::S3Compatible,
+        endpoint_url: endpoint,
+        glue_endpoint: None,
+        athena_endpoint: None,
+        path_style: true,
+        default_region: Some("us-east-1".into()),
+        dummy_credentials: true,
+        lock_ttl: None,
+        attempt_timeout: Some(std::time::Duration::from_secs(10)),
+    };
+    tickerlake::lake::open(lake, &opts, tickerlake::lake::Access::Create).await.unwrap()
 }

@@ -1,13 +1,12 @@
 //! The manifest: what has been processed and which file holds each committed partition. It is
-//! the lake's single source of truth; see `commit` for how it changes.
+//! the lake's single source of truth; `commit` is the only code that changes it.
 
 use std::collections::BTreeMap;
 
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
-use super::error::{ProcessError, ProcessResult};
-use crate::lake::{self, Lake, LakeError, MANIFEST_KEY, PutMode};
+use super::{CommitError, CommitResult, Lake, LakeError, MANIFEST_KEY, PutMode};
 
 const FORMAT: u32 = 1;
 
@@ -16,6 +15,11 @@ const FORMAT: u32 = 1;
 pub struct Manifest {
     /// Format of this file (readers refuse other formats).
     pub format: u32,
+    /// The id of the run whose commit wrote this version: how a run whose commit request failed
+    /// ambiguously (its answer lost, a retry refused) tells whether the commit landed.
+    /// Empty in manifests written before commits had ids.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub commit: String,
     /// Raw files already processed, by lake key.
     pub raw: BTreeMap<String, RawEntry>,
     /// Committed processed partitions, by date (`YYYY-MM-DD`).
@@ -70,21 +74,33 @@ pub struct CommittedPartition {
     pub key: String,
     /// The run that wrote it.
     pub run_id: String,
+    /// Whether it is at its published key (else in its run's staging area).
+    pub published: bool,
+}
+
+impl CommittedPartition {
+    /// The one-line error for a reader that found this partition's file gone: a staged file
+    /// is rebuilt by the next `process` (it notices the loss when it publishes); a published
+    /// one only by a full rebuild (runs do not look at every published file).
+    pub fn missing(&self) -> CommitError {
+        let repair = if self.published { "tickerlake process --full" } else { "tickerlake process" };
+        CommitError::MissingPartition { date: self.date.clone(), key: self.key.clone(), repair }
+    }
 }
 
 impl PartitionEntry {
     /// Where the committed partition file of `date` is now.
     pub fn processed_key(&self, date: &str) -> String {
-        self.locate(lake::processed_key(date))
+        self.locate(super::processed_key(date))
     }
 
     /// Where the committed carry file of `date` is now.
     pub fn carry_key(&self, date: &str) -> String {
-        self.locate(lake::carry_key(date))
+        self.locate(super::carry_key(date))
     }
 
     fn locate(&self, published: String) -> String {
-        if self.published { published } else { lake::staged_key(&self.run_id, &published) }
+        if self.published { published } else { super::staged_key(&self.run_id, &published) }
     }
 }
 
@@ -95,22 +111,22 @@ impl Manifest {
     }
 
     /// Read the committed manifest (empty if the lake has none yet), remembering its version.
-    pub async fn load(lake: &Lake) -> ProcessResult<Self> {
+    pub async fn load(lake: &Lake) -> CommitResult<Self> {
         let Some(found) = lake.get_versioned(MANIFEST_KEY).await? else {
             return Ok(Self::empty());
         };
         let mut manifest: Self =
-            serde_json::from_slice(&found.data).map_err(|source| ProcessError::CorruptManifest { lake: lake.describe(), source })?;
+            serde_json::from_slice(&found.data).map_err(|source| CommitError::CorruptManifest { lake: lake.describe(), source })?;
         if manifest.format != FORMAT {
-            return Err(ProcessError::ManifestFormat { found: manifest.format, expected: FORMAT });
+            return Err(CommitError::ManifestFormat { found: manifest.format, expected: FORMAT });
         }
         manifest.read_version = Some(found.version);
         Ok(manifest)
     }
 
     /// Write the manifest if nobody else has since it was read (compare-and-swap), and remember
-    /// the new version. A lost race is [`ProcessError::Conflict`] and writes nothing.
-    pub async fn commit(&mut self, lake: &Lake) -> ProcessResult<()> {
+    /// the new version. A lost race is [`CommitError::Conflict`] and writes nothing.
+    pub(super) async fn write(&mut self, lake: &Lake) -> CommitResult<()> {
         let body = Bytes::from(serde_json::to_vec(self).expect("the manifest serialises"));
         let mode = match &self.read_version {
             Some(v) => PutMode::Update(v),
@@ -121,7 +137,7 @@ impl Manifest {
                 self.read_version = Some(version);
                 Ok(())
             }
-            Err(LakeError::Conflict { .. }) => Err(ProcessError::Conflict { lake: lake.describe() }),
+            Err(LakeError::Conflict { .. }) => Err(CommitError::Conflict { lake: lake.describe() }),
             Err(e) => Err(e.into()),
         }
     }
@@ -134,12 +150,28 @@ impl Manifest {
             .map(|(k, _)| k.as_str())
     }
 
+    /// Whether any entry still needs files from run `run_id`'s staging area.
+    pub fn references_staging_of(&self, run_id: &str) -> bool {
+        self.partitions.values().any(|e| !e.published && e.run_id == run_id)
+    }
+
     /// The committed partitions, each at the key that holds its committed file: what every reader
     /// (query, catalog, SQL endpoint) reads, and nothing else under `processed/`.
     pub fn committed_partitions(&self) -> Vec<CommittedPartition> {
         self.partitions
             .iter()
-            .map(|(date, e)| CommittedPartition { date: date.clone(), key: e.processed_key(date), run_id: e.run_id.clone() })
+            .map(|(date, e)| CommittedPartition {
+                date: date.clone(),
+                key: e.processed_key(date),
+                run_id: e.run_id.clone(),
+                published: e.published,
+            })
             .collect()
+    }
+
+    /// The quarantine files of committed raw files (readers show no others: a crashed run may
+    /// have left some).
+    pub fn quarantine_keys(&self) -> std::collections::BTreeSet<String> {
+        self.raw.keys().map(|k| super::quarantine_key(k)).collect()
     }
 }
