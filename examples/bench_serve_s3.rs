@@ -2,7 +2,7 @@
 //! hourly commits: start time, S3 requests per refresh (changed and unchanged), files fetched and
 //! the cache's size after each hour of dashboard use (the Crypto Summary panels over the last 24 h).
 //!
-//! Usage: bench_serve_s3 TICKERLAKE_BIN S3_LAKE FIRST_NEW_HOUR [HOURS]
+//! Usage: bench_serve_s3 TICKERLAKE_BIN S3_LAKE FIRST_NEW_HOUR [HOURS] [SYMBOLS]
 //! (the lake must be processed up to the hour before FIRST_NEW_HOUR; the S3 settings come from the
 //! environment, as for any tickerlake command).
 
@@ -35,6 +35,7 @@ async fn main() {
     let (bin, lake) = (&args[1], &args[2]);
     let first: DateTime<Utc> = args[3].parse().expect("FIRST_NEW_HOUR as RFC 3339");
     let hours: i64 = args.get(4).map_or(24, |s| s.parse().unwrap());
+    let symbols = args.get(5).cloned().unwrap_or_else(|| "3000".to_owned());
     let started = Instant::now();
     let mut child = tokio::process::Command::new(bin)
         .args(["--lake", lake, "serve", "--listen", "127.0.0.1:0", "--query-timeout", "300", "--refresh-secs", "1"])
@@ -78,7 +79,7 @@ async fn main() {
     for h in 0..hours {
         let hour = first + TimeDelta::hours(h);
         let until = hour.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
-        tl(bin, lake, &["simulate-history", "--hours", "1", "--symbols", "3000", "--until", &until]).await;
+        tl(bin, lake, &["simulate-history", "--hours", "1", "--symbols", &symbols, "--until", &until]).await;
         tl(bin, lake, &["process"]).await;
         // Past the refresh interval: the next query looks at the lake (the manifest changed).
         tokio::time::sleep(Duration::from_millis(1100)).await;
