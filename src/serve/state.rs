@@ -20,8 +20,8 @@ use super::ServeError;
 use super::cache::{Cache, Object, Pins, View, views_named};
 use super::engine::{EngineConfig, Snapshot, SnapshotFiles};
 use super::session::QueryControl;
-use crate::lake::{Lake, MANIFEST_KEY};
 use crate::lake::manifest::Manifest;
+use crate::lake::{Lake, MANIFEST_KEY};
 
 /// The committed files of the lake, by view. The one place `serve` reads the manifest's
 /// contents (its partitions, and its raw entries' versions and quarantine counts).
