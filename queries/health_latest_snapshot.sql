@@ -3,7 +3,7 @@
 -- panel: stat
 -- format: table
 -- unit: dateTimeAsIso
-SELECT max("timestamp") AS latest_snapshot
-FROM processed
-WHERE $__timeFilter("timestamp")
+SELECT max("time") AS latest_snapshot
+FROM snapshots
+WHERE $__timeFilter("time")
   AND "date" BETWEEN CAST($__timeFrom() AS DATE) AND CAST($__timeTo() AS DATE)

@@ -2,9 +2,9 @@
 -- dashboard: Pipeline health
 -- panel: timeseries
 -- format: time_series
-SELECT CAST("date" AS TIMESTAMP) AS "time", count(DISTINCT "timestamp") AS snapshots
-FROM processed
-WHERE $__timeFilter("timestamp")
+SELECT CAST("date" AS TIMESTAMP) AS "time", count(*) AS snapshots
+FROM snapshots
+WHERE $__timeFilter("time")
   AND "date" BETWEEN CAST($__timeFrom() AS DATE) AND CAST($__timeTo() AS DATE)
 GROUP BY "date"
 ORDER BY "time"

@@ -3,11 +3,27 @@
 -- panel: barchart
 -- format: table
 -- unit: percent
-SELECT symbol, stddev(price_change_pct) AS volatility
-FROM processed
-WHERE $__timeFilter("timestamp")
-  AND "date" BETWEEN CAST($__timeFrom() AS DATE) AND CAST($__timeTo() AS DATE)
-GROUP BY symbol
-HAVING count(price_change_pct) > 1
-ORDER BY volatility DESC, symbol
+-- note: each symbol's % changes over the range combined from the whole days' counts, means and M2 (daily rollup) and the first and last day's hourly rows (the parallel-variance formula)
+WITH parts AS (
+    SELECT symbol, change_count AS n, change_mean AS mean, change_m2 AS m2
+    FROM daily
+    WHERE change_count > 0
+      AND "date" > CAST($__timeFrom() AS DATE) AND "date" < CAST($__timeTo() AS DATE)
+    UNION ALL
+    SELECT symbol, count(price_change_pct), avg(price_change_pct), var_pop(price_change_pct) * count(price_change_pct)
+    FROM processed
+    WHERE price_change_pct IS NOT NULL
+      AND $__timeFilter("timestamp")
+      AND "date" IN (CAST($__timeFrom() AS DATE), CAST($__timeTo() AS DATE))
+    GROUP BY symbol
+), totals AS (
+    SELECT symbol, sum(n) AS n, sum(n * mean) / sum(n) AS mean
+    FROM parts
+    GROUP BY symbol
+)
+SELECT t.symbol, sqrt((sum(p.m2) + sum(p.n * (p.mean - t.mean) * (p.mean - t.mean))) / (t.n - 1)) AS volatility
+FROM parts p JOIN totals t ON p.symbol = t.symbol
+GROUP BY t.symbol, t.n
+HAVING t.n > 1
+ORDER BY volatility DESC, t.symbol
 LIMIT 10

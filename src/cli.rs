@@ -342,11 +342,11 @@ pub async fn execute(cli: Cli) -> Result<()> {
                 Some(catalog) => catalog.mark_behind(&lake).await?,
                 None => false,
             };
-            let summary = process::process(&lake, &ProcessOptions { full, memory_limit, chunk_bytes: None }).await?;
+            let summary = process::process(&lake, &ProcessOptions { full, memory_limit, ..ProcessOptions::default() }).await?;
             writeln!(stdout, "{summary}")?;
             if let Some(catalog) = catalog {
                 let report = catalog
-                    .update(&lake, behind, &summary.partitions_written, &summary.dates_removed)
+                    .update(&lake, behind || summary.rollups_added > 0, &summary.partitions_written, &summary.dates_removed)
                     .await
                     .context("the run is committed, but the catalog update failed; the next run (or `tickerlake catalog`) catches up")?;
                 writeln!(stdout, "{report}")?;
@@ -388,7 +388,8 @@ pub async fn execute(cli: Cli) -> Result<()> {
                 once,
                 offset: Duration::from_secs(offset_secs),
                 retry_delay: Duration::from_secs(retry_secs.max(1)),
-                process: ProcessOptions { full: false, memory_limit, chunk_bytes: None },
+                // The hourly run looks at the recent raw files only (every one once a day).
+                process: ProcessOptions { memory_limit, listing: process::Listing::Recent, ..ProcessOptions::default() },
                 catalog: cli.catalog.open(&cli.lake.lake, &aws, false).await?,
             };
             service::run(&lake, &binance.client()?, &opts, Shutdown::on_signals()).await?;

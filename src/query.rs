@@ -81,7 +81,7 @@ output_err!(duckdb::arrow::error::ArrowError, csv::Error, serde_json::Error);
 type Result<T, E = QueryError> = std::result::Result<T, E>;
 
 use crate::lake::manifest::{CommittedPartition, Manifest};
-use crate::lake::{self, Lake, LakeError, QUARANTINE_PREFIX, RAW_PREFIX};
+use crate::lake::{self, DateFile, Lake, LakeError, QUARANTINE_PREFIX, RAW_PREFIX};
 use crate::sql::lit;
 
 /// How results are printed.
@@ -129,14 +129,19 @@ async fn view_files(lake: &Lake, sql: &str, view: &str, prefix: &str, ext: &str)
 /// Open DuckDB over the lake for `sql`: local files in place; on S3, the objects of the views the
 /// SQL mentions are downloaded to a temp dir first (no httpfs: DuckDB extensions are not fetched).
 pub async fn open_session(lake: &Lake, sql: &str) -> Result<LakeSession> {
-    let committed = match mentions(sql, "processed") || mentions(sql, "quarantine") {
-        true => Some(Manifest::load(lake).await?),
+    let rollups = ROLLUP_VIEWS.iter().any(|(view, _)| mentions(sql, view));
+    let committed = match mentions(sql, "processed") || mentions(sql, "quarantine") || rollups {
+        true => Some(Manifest::load_all(lake).await?),
         false => None,
     };
-    let processed: Vec<CommittedPartition> = match (&committed, mentions(sql, "processed")) {
-        (Some(m), true) => m.committed_partitions(),
-        _ => Vec::new(),
+    let partitions: Vec<CommittedPartition> = committed.as_ref().map(Manifest::committed_partitions).unwrap_or_default();
+    let files_of = |view: &str, kind: DateFile| -> Vec<(String, String)> {
+        match mentions(sql, view) {
+            true => partitions.iter().filter_map(|p| p.file(kind).map(|k| (p.date.clone(), k))).collect(),
+            false => Vec::new(),
+        }
     };
+    let processed = files_of("processed", DateFile::Processed);
     let raw = view_files(lake, sql, "raw", RAW_PREFIX, ".csv").await?;
     // Quarantine files of committed raw files only (a crashed run may have left others).
     let quarantine: Vec<String> = match (&committed, mentions(sql, "quarantine")) {
@@ -149,7 +154,11 @@ pub async fn open_session(lake: &Lake, sql: &str) -> Result<LakeSession> {
     // Where remote objects are downloaded (a local lake is read in place and leaves it empty).
     let tmp = tempfile::Builder::new().prefix("tickerlake-query-").tempdir()?;
     let sql_paths = |files: Vec<(PathBuf, String)>| -> Vec<String> { files.iter().map(|(p, _)| lit(&p.to_string_lossy())).collect() };
-    let processed_paths = sql_paths(committed_files(lake, &processed, tmp.path()).await?);
+    let processed_paths = sql_paths(committed_files(lake, &partitions, &processed, tmp.path()).await?);
+    let mut rollup_paths = Vec::new();
+    for (view, kind) in ROLLUP_VIEWS {
+        rollup_paths.push(sql_paths(committed_files(lake, &partitions, &files_of(view, kind), tmp.path()).await?));
+    }
     let raw_paths = sql_paths(lake::materialize(lake, &raw, tmp.path(), "download").await?);
     let quarantine_paths = sql_paths(lake::materialize(lake, &quarantine, tmp.path(), "download").await?);
     let conn = Connection::open_in_memory()?;
@@ -157,19 +166,30 @@ pub async fn open_session(lake: &Lake, sql: &str) -> Result<LakeSession> {
         tracing::warn!("{} has no processed partitions yet; run `tickerlake process` first", lake.describe());
     }
     define_views(&conn, &processed_paths, &raw_paths, &quarantine_paths)?;
+    define_rollup_views(&conn, &rollup_paths[0], &rollup_paths[1])?;
     Ok(LakeSession { conn, _downloads: tmp })
 }
 
-/// Local paths of the committed partitions' files (downloaded under `dir` from a remote lake). A
+/// The rollup views and the files they read.
+const ROLLUP_VIEWS: [(&str, DateFile); 2] = [("daily", DateFile::Daily), ("snapshots", DateFile::Snapshots)];
+
+/// Local paths of committed files (`(date, key)`, downloaded under `dir` from a remote lake). A
 /// file the manifest names that is gone is an error naming its date and the repair: a query
 /// never answers without a committed partition's rows.
-async fn committed_files(lake: &Lake, partitions: &[CommittedPartition], dir: &std::path::Path) -> Result<Vec<(PathBuf, String)>> {
-    let keys: Vec<String> = partitions.iter().map(|p| p.key.clone()).collect();
+async fn committed_files(
+    lake: &Lake,
+    partitions: &[CommittedPartition],
+    files: &[(String, String)],
+    dir: &std::path::Path,
+) -> Result<Vec<(PathBuf, String)>> {
+    let keys: Vec<String> = files.iter().map(|(_, k)| k.clone()).collect();
     match lake::materialize(lake, &keys, dir, "download").await {
-        Err(LakeError::NotFound { key }) => match partitions.iter().find(|p| p.key == key) {
-            Some(p) => Err(p.missing().into()),
-            None => Err(LakeError::NotFound { key }.into()),
-        },
+        Err(LakeError::NotFound { key }) => {
+            match files.iter().find(|(_, k)| *k == key).and_then(|(d, _)| partitions.iter().find(|p| p.date == *d)) {
+                Some(p) => Err(p.missing().into()),
+                None => Err(LakeError::NotFound { key }.into()),
+            }
+        }
         other => Ok(other?),
     }
 }
@@ -218,6 +238,29 @@ pub fn define_views(
                            header = true, auto_detect = false, delim = ',', quote = '\"', escape = '\"')",
             quarantine_paths.join(", ")
         ))?;
+    }
+    Ok(())
+}
+
+/// Define the rollup views `daily` (per symbol and date) and `snapshots` (per snapshot) over
+/// these files (SQL string literals of local paths; none: an empty view with the right columns).
+/// `serve` builds its snapshots with it too.
+pub fn define_rollup_views(conn: &Connection, daily_paths: &[String], snapshots_paths: &[String]) -> duckdb::Result<()> {
+    for (view, columns, paths) in [
+        ("daily", &crate::indicators::DAILY_COLUMNS[..], daily_paths),
+        ("snapshots", &crate::indicators::SNAPSHOTS_COLUMNS[..], snapshots_paths),
+    ] {
+        let sql = match paths.is_empty() {
+            true => {
+                let typed: Vec<String> = columns.iter().map(|c| format!("CAST(NULL AS {}) AS \"{}\"", c.duckdb, c.name)).collect();
+                format!("CREATE VIEW {view} AS SELECT {}, CAST(NULL AS DATE) AS date WHERE false", typed.join(", "))
+            }
+            false => format!(
+                "CREATE VIEW {view} AS SELECT * FROM read_parquet([{}], hive_partitioning = true, hive_types = {{'date': DATE}})",
+                paths.join(", ")
+            ),
+        };
+        conn.execute_batch(&sql)?;
     }
     Ok(())
 }

@@ -149,6 +149,8 @@ pub async fn tick(lake: &Lake, client: &BinanceClient, opts: &ServiceOptions, sh
     let summary = process::process(lake, &opts.process).await?;
     tracing::info!("processed: {summary}");
     if let Some(catalog) = &opts.catalog {
+        // Rollups added to earlier dates: their partitions are registered by a full reconciliation.
+        let behind = behind || summary.rollups_added > 0;
         let report = catalog.update(lake, behind, &summary.partitions_written, &summary.dates_removed).await?;
         tracing::info!("{report}");
     }

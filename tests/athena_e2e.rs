@@ -140,11 +140,16 @@ async fn catalog_then_athena_answers_like_the_local_engine() {
 
     let first = tl(lake, &["catalog"], &env).await;
     first.ok();
-    assert!(first.stdout.contains("created table(s) processed, raw") && first.stdout.contains("2 partition(s) added"), "{}", first.stdout);
+    // Two dates, in processed and in both rollup tables.
+    assert!(
+        first.stdout.contains("created table(s) processed, daily, snapshots, raw") && first.stdout.contains("6 partition(s) added"),
+        "{}",
+        first.stdout
+    );
     let again = tl(lake, &["catalog"], &env).await;
     again.ok();
     assert!(
-        again.stdout.starts_with("catalog is up to date: nothing changed (2 partition(s) checked"),
+        again.stdout.starts_with("catalog is up to date: nothing changed (6 partition(s) checked"),
         "a re-run is a no-op: {}",
         again.stdout
     );
@@ -159,7 +164,7 @@ async fn catalog_then_athena_answers_like_the_local_engine() {
     tl(lake, &["simulate-history", "--hours", "12", "--symbols", "12", "--until", "2025-05-10T03:00:00Z"], &env).await.ok();
     let out = tl(lake, &["--catalog", "glue", "process"], &env).await;
     out.ok();
-    assert!(out.stdout.contains("catalog updated") && out.stdout.contains("1 partition(s) added"), "{}", out.stdout);
+    assert!(out.stdout.contains("catalog updated") && out.stdout.contains("3 partition(s) added"), "{}", out.stdout);
     assert!(tl(lake, &["catalog"], &env).await.stdout.contains("nothing changed"));
     assert_engines_agree(lake, &env).await;
 }
@@ -241,7 +246,7 @@ async fn cron_ticks_catch_the_catalog_up_and_deregister_emptied_dates() {
         client.delete_object().bucket("tickerlake-cron").key(key.key().unwrap()).send().await.unwrap();
     }
     let rebuilt = tl(lake, &["--catalog", "glue", "process", "--full"], &env).await;
-    assert!(rebuilt.ok().stdout.contains("1 removed"), "{}", rebuilt.stdout);
+    assert!(rebuilt.ok().stdout.contains("3 removed"), "one date from processed and both rollup tables: {}", rebuilt.stdout);
     assert_eq!(glue_partitions(&glue, None).await, n - 1);
     assert_eq!(glue_partitions(&glue, Some("date = '2025-05-08'")).await, 0);
 }
@@ -276,7 +281,7 @@ async fn a_failed_athena_query_and_an_unreachable_glue_are_one_line_errors() {
 fn manifest_with(dates: impl IntoIterator<Item = String>) -> Manifest {
     let mut m = Manifest::empty();
     for d in dates {
-        m.partitions.insert(d, PartitionEntry { run_id: "r".into(), rows: 1, published: true });
+        m.insert_partition(d, PartitionEntry { run_id: "r".into(), rows: 1, published: true, rollups: true });
     }
     m
 }
@@ -330,23 +335,23 @@ async fn glue_partition_semantics_on_moto() {
 
     let all = days("2025-01-01", 150);
     let report = catalog.sync(&manifest_with(all.clone())).await.unwrap();
-    assert!(report.database_created && report.tables_created == ["processed", "raw"], "{report:?}");
-    assert_eq!(report.partitions_added, 150, "{report:?}");
+    assert!(report.database_created && report.tables_created == ["processed", "daily", "snapshots", "raw"], "{report:?}");
+    assert_eq!(report.partitions_added, 3 * 150, "every date in processed and both rollup tables: {report:?}");
     assert_eq!(glue_partitions(&glue, None).await, 150);
     assert_eq!(glue_partitions(&glue, Some("date >= '2025-05-01'")).await, 30, "expression filters");
 
     let again = catalog.sync(&manifest_with(all.clone())).await.unwrap();
-    assert!(again.is_noop() && again.partitions_unchanged == 150, "{again:?}");
+    assert!(again.is_noop() && again.partitions_unchanged == 3 * 150, "{again:?}");
     // Registering dates that exist is success, not an error (BatchCreatePartition AlreadyExists).
     let mut more = all.clone();
     more.push("2025-05-31".into());
     let after = catalog.after_commit(&manifest_with(more.clone()), &["2025-05-30".into(), "2025-05-31".into()], &[]).await.unwrap();
-    assert_eq!((after.partitions_added, after.partitions_unchanged), (1, 1), "{after:?}");
+    assert_eq!((after.partitions_added, after.partitions_unchanged), (3, 3), "{after:?}");
 
     // Dates the lake no longer has are removed (chunks of 25).
     let fewer: Vec<String> = more[30..].to_vec();
     let shrunk = catalog.sync(&manifest_with(fewer.clone())).await.unwrap();
-    assert_eq!(shrunk.partitions_removed, 30, "{shrunk:?}");
+    assert_eq!(shrunk.partitions_removed, 3 * 30, "{shrunk:?}");
     assert_eq!(glue_partitions(&glue, None).await, 121);
 
     // A schema change (an old definition without a column) is updated in place, partitions kept.
@@ -388,7 +393,11 @@ async fn glue_partition_semantics_on_moto() {
     // Projection: table properties only, the range starting at the first date.
     let projection = Catalog::connect(&aws, CatalogOptions { partitions: PartitionMode::Projection, ..options }).await;
     let report = projection.sync(&manifest_with(fewer)).await.unwrap();
-    assert_eq!((report.tables_updated.clone(), report.partitions_added), (vec!["processed".to_owned()], 0), "{report:?}");
+    assert_eq!(
+        (report.tables_updated.clone(), report.partitions_added),
+        (vec!["processed".to_owned(), "daily".into(), "snapshots".into()], 0),
+        "{report:?}"
+    );
     let params =
         glue.get_table().database_name("dbcrypto").name("processed").send().await.unwrap().table.unwrap().parameters().cloned().unwrap();
     assert_eq!(params.get("projection.enabled").map(String::as_str), Some("true"));

@@ -150,10 +150,14 @@ fn provisioning_references_resolve() {
                     );
                     assert!(t["format"].is_number());
                 } else {
-                    assert!(sql.contains("$__timeFilter(\"timestamp\")") || sql.contains("quarantine"), "{file}: {title} filters time");
+                    assert!(sql.contains("$__timeFilter(") || sql.contains("quarantine"), "{file}: {title} filters time");
                 }
+                // Every date partition read is pruned to the range: with BETWEEN, or (panels on a
+                // rollup) whole days inside the range and its first and last day.
+                let whole_days = sql.contains("\"date\" > CAST($__timeFrom() AS DATE) AND \"date\" < CAST($__timeTo() AS DATE)")
+                    && sql.contains("\"date\" IN (CAST($__timeFrom() AS DATE), CAST($__timeTo() AS DATE))");
                 assert!(
-                    sql.contains("\"date\" BETWEEN CAST($__timeFrom() AS DATE)") || sql.contains("day BETWEEN"),
+                    sql.contains("\"date\" BETWEEN CAST($__timeFrom() AS DATE)") || sql.contains("day BETWEEN") || whole_days,
                     "{file}: {title} prunes by date"
                 );
             }

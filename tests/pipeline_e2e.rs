@@ -827,3 +827,137 @@ async fn an_empty_first_line_does_not_pass_for_a_header() {
         "source_file,line,reason\nraw/raw_crypto_prices_20250508T0300.csv,1,\"unexpected header (expected symbol,price,timestamp)\"\n"
     );
 }
+
+/// The hourly run lists only recent raw files (one request on S3 whatever the history) and
+/// rewrites only this month's manifest segment; `process` lists everything, so a snapshot
+/// dropped in with an old hour is found by it (and by the hourly run's daily full listing).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_hourly_run_reads_recent_raw_files_and_this_months_manifest_only() {
+    let sim = sim().await;
+    let (_tmp, lake) = lake_dir();
+    let dir = std::path::Path::new(&lake);
+    let now = chrono::Utc::now();
+    let until = tickerlake::source::snapshot::hour_slot(now) - chrono::TimeDelta::hours(1);
+    let history = ["simulate-history", "--hours", "2000", "--symbols", "6", "--until", &until.to_rfc3339()];
+    tickerlake(&lake, &history, &[]).await.ok();
+    tickerlake(&lake, &["process"], &[]).await.ok();
+    let segments = std::fs::read_dir(dir.join("_tickerlake/manifest")).unwrap().count();
+    assert!(segments >= 3, "one segment per month: {segments}");
+    let head = std::fs::metadata(dir.join("_tickerlake/manifest.json")).unwrap().len();
+    assert!(head < 8_000, "the head names months, not files: {head} bytes");
+
+    // A snapshot of an hour four days back, dropped in after processing.
+    let old = tickerlake::source::snapshot::hour_slot(now) - chrono::TimeDelta::days(4) + chrono::TimeDelta::minutes(30);
+    write_raw(
+        dir,
+        &format!("raw_crypto_prices_{}.csv", old.format("%Y%m%dT%H%M")),
+        &csv(&[("LATEUSDT", "2", &old.format("%Y-%m-%d %H:%M:%S+00:00").to_string())]),
+    );
+    let before: std::collections::BTreeMap<String, Vec<u8>> =
+        common::tree(dir).into_iter().filter(|(k, _)| k.starts_with("_tickerlake/manifest/")).collect();
+    let tick = tickerlake(&lake, &["run", "--once", "--binance-url", &sim.url()], &[]).await;
+    tick.ok();
+    assert!(tick.stderr.contains("1 snapshot(s) read"), "the hourly run reads this hour's snapshot only: {}", tick.stderr);
+    let after: std::collections::BTreeMap<String, Vec<u8>> =
+        common::tree(dir).into_iter().filter(|(k, _)| k.starts_with("_tickerlake/manifest/")).collect();
+    let written: Vec<&String> = after.keys().filter(|k| !before.contains_key(*k)).collect();
+    assert_eq!(written.len(), 1, "one new segment (this month's): {written:?}");
+    assert!(written[0].contains(&now.format("%Y-%m").to_string()), "{written:?}");
+
+    let full = tickerlake(&lake, &["process"], &[]).await;
+    assert!(full.ok().stdout.starts_with("1 snapshot(s) read"), "`process` lists every raw file: {}", full.stdout);
+    let late = tickerlake(&lake, &["query", "--format", "csv", "SELECT count(*) AS n FROM processed WHERE symbol = 'LATEUSDT'"], &[]).await;
+    assert_eq!(late.ok().stdout, "n\n1\n");
+}
+
+/// What the `daily` rollup must hold, computed from the hourly rows (`processed`), next to
+/// what it holds: counts, times, first/last/min/max price and the last moving average exactly;
+/// the mean price and the % change's moments to 1e-9 relative (sums in another order).
+const DAILY_CHECK: &str = "
+    WITH want AS (
+        SELECT symbol, date, count(*) AS n, min(timestamp) AS t0, max(timestamp) AS t1,
+               first(price ORDER BY timestamp, price) AS p0, last(price ORDER BY timestamp, price) AS p1,
+               min(price) AS lo, max(price) AS hi, avg(price) AS mean, last(moving_avg ORDER BY timestamp, price) AS ma,
+               count(price_change_pct) AS k, avg(price_change_pct) AS cm, var_pop(price_change_pct) * count(price_change_pct) AS m2
+        FROM processed GROUP BY symbol, date)
+    SELECT count(*) FILTER (w.symbol IS NULL OR d.symbol IS NULL) AS unmatched,
+           count(*) FILTER (w.n <> d.observations OR w.t0 <> d.first_time OR w.t1 <> d.last_time OR w.p0 <> d.first_price
+                            OR w.p1 <> d.last_price OR w.lo <> d.min_price OR w.hi <> d.max_price OR w.ma <> d.last_moving_avg
+                            OR w.k <> d.change_count) AS inexact,
+           count(*) FILTER (abs(w.mean - d.mean_price) > 1e-9 * abs(w.mean)
+                            OR coalesce(abs(w.cm - d.change_mean) > 1e-9 * (1 + abs(w.cm)), w.cm IS DISTINCT FROM d.change_mean)
+                            OR coalesce(abs(w.m2 - d.change_m2) > 1e-9 * (1 + abs(w.m2)), w.m2 IS DISTINCT FROM d.change_m2)) AS off,
+           count(*) AS n
+    FROM want w FULL JOIN daily d USING (symbol, date)";
+
+/// What the `snapshots` rollup must hold: one row per timestamp, with its rows.
+const SNAPSHOTS_CHECK: &str = "
+    SELECT count(*) FILTER (w.time IS NULL OR s.time IS NULL OR w.n <> s.symbols OR w.date <> s.date) AS wrong, count(*) AS n
+    FROM (SELECT timestamp AS time, date, count(*) AS n FROM processed GROUP BY ALL) w FULL JOIN snapshots s USING (time)";
+
+/// The rollups summarise the committed hourly rows exactly, through incremental runs with late
+/// data, and equal a full rebuild's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rollups_summarise_the_hourly_rows_through_incremental_runs() {
+    let (_a, lake) = lake_dir();
+    let dir = std::path::Path::new(&lake);
+    tickerlake(
+        &lake,
+        &["simulate-history", "--hours", "40", "--symbols", "12", "--until", "2025-05-09T15:00:00Z", "--malformed-one-in", "40"],
+        &[],
+    )
+    .await
+    .ok();
+    tickerlake(&lake, &["process"], &[]).await.ok();
+    tickerlake(&lake, &["simulate-history", "--hours", "20", "--symbols", "12", "--until", "2025-05-10T11:00:00Z"], &[]).await.ok();
+    // A late snapshot in the middle of a processed day.
+    write_raw(dir, "raw_crypto_prices_20250508T1030.csv", &csv(&[("BTCUSDT", "1.5", "2025-05-08 10:30:00+00:00")]));
+    tickerlake(&lake, &["process"], &[]).await.ok();
+    let check = |out: &common::Out| out.stdout.lines().nth(1).unwrap().to_owned();
+    let daily = tickerlake(&lake, &["query", "--format", "csv", DAILY_CHECK], &[]).await;
+    let row = check(daily.ok());
+    let n: u64 = row.rsplit(',').next().unwrap().parse().unwrap();
+    assert!(n >= 6 * 3 && row.starts_with("0,0,0,"), "unmatched, inexact, off, n: {row}");
+    let snaps = tickerlake(&lake, &["query", "--format", "csv", SNAPSHOTS_CHECK], &[]).await;
+    let row = check(snaps.ok());
+    assert!(row.starts_with("0,") && row != "0,0", "wrong, n: {row}");
+
+    // A full rebuild writes the same rollups.
+    let rollups = "SELECT 'd' AS t, symbol, date, observations, first_price, last_price, min_price, max_price, last_moving_avg, change_count,
+                          round(mean_price, 6) AS mean, round(change_mean, 9) AS cm, round(change_m2, 6) AS m2, NULL AS time FROM daily
+                   UNION ALL SELECT 's', NULL, date, symbols, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, time FROM snapshots ORDER BY ALL";
+    let incremental = tickerlake(&lake, &["query", "--format", "csv", rollups], &[]).await.ok().stdout.clone();
+    tickerlake(&lake, &["process", "--full"], &[]).await.ok();
+    let full = tickerlake(&lake, &["query", "--format", "csv", rollups], &[]).await.ok().stdout.clone();
+    assert!(incremental.lines().count() > 50 && incremental == full, "incremental and full rollups differ");
+}
+
+/// A lake processed before rollups existed (a format-1 manifest, no rollup files) gets them
+/// from its committed partitions, on the next run, even with nothing new to process.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lake_from_before_rollups_gets_them_from_its_partitions() {
+    let (_a, lake) = lake_dir();
+    let dir = std::path::Path::new(&lake);
+    tickerlake(&lake, &["simulate-history", "--hours", "50", "--symbols", "10", "--until", "2025-05-10T01:00:00Z"], &[]).await.ok();
+    tickerlake(&lake, &["process"], &[]).await.ok();
+    // Back to the old layout: one manifest file without rollups, no rollup files.
+    let store: tickerlake::lake::Lake = std::sync::Arc::new(tickerlake::lake::local::LocalStore::open(dir).unwrap());
+    let m = tickerlake::lake::manifest::Manifest::load_all(&store).await.unwrap();
+    let partitions: serde_json::Map<String, serde_json::Value> = m
+        .partitions()
+        .iter()
+        .map(|(d, e)| (d.clone(), serde_json::json!({"run_id": e.run_id, "rows": e.rows, "published": true})))
+        .collect();
+    let one = serde_json::json!({"format": 1, "raw": m.raw(), "partitions": partitions});
+    std::fs::write(dir.join("_tickerlake/manifest.json"), serde_json::to_vec(&one).unwrap()).unwrap();
+    std::fs::remove_dir_all(dir.join("_tickerlake/manifest")).unwrap();
+    std::fs::remove_dir_all(dir.join("rollups")).unwrap();
+    let before = tickerlake(&lake, &["query", "--format", "csv", "SELECT count(*) AS n FROM daily"], &[]).await;
+    assert_eq!(before.ok().stdout, "n\n0\n", "no rollups yet");
+
+    let out = tickerlake(&lake, &["process"], &[]).await;
+    assert!(out.ok().stdout.contains("rollups added to 3 earlier date(s)"), "{}", out.stdout);
+    let row = tickerlake(&lake, &["query", "--format", "csv", DAILY_CHECK], &[]).await.ok().stdout.lines().nth(1).unwrap().to_owned();
+    assert!(row.starts_with("0,0,0,") && !row.ends_with(",0"), "{row}");
+    assert!(tickerlake(&lake, &["process"], &[]).await.ok().stdout.contains("nothing new"));
+}

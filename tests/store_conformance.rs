@@ -131,6 +131,11 @@ async fn listing_sorted_and_paged(store: &Lake) {
     want.sort();
     assert_eq!(listed, want);
     assert!(store.list("nothing-here/").await.unwrap().is_empty());
+    // Only keys after a given one (one request on S3, past the first page's worth of older keys).
+    let after: Vec<String> = store.list_after("l/", "l/00999.csv").await.unwrap().into_iter().map(|o| o.key).collect();
+    assert_eq!(after, ["l/01000.csv", "l/01001.csv", "l/01002.csv"]);
+    let after: Vec<String> = store.list_after("l/", "l/00001").await.unwrap().into_iter().map(|o| o.key).take(2).collect();
+    assert_eq!(after, ["l/00001.csv", "l/00002.csv"], "a key prefix sorts before its keys");
 }
 
 fn lease_body(owner: &str, expires_at: chrono::DateTime<chrono::Utc>) -> Bytes {

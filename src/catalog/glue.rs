@@ -52,11 +52,52 @@ fn column(name: &str, hive_type: &str) -> Column {
     Column::builder().name(name).r#type(hive_type).build().expect("name is set")
 }
 
+/// A table of date partitions, one Parquet file each: `processed` and the rollups.
+#[derive(Debug, Clone, Copy)]
+pub struct DateTable {
+    /// The table's name (the query view's too).
+    pub name: &'static str,
+    /// Where its partitions live under the lake (`processed`, `rollups/daily`…).
+    pub location: &'static str,
+    /// Its data columns (`date` is the partition key).
+    pub columns: &'static [crate::indicators::Column],
+    /// The table's description in Glue.
+    pub description: &'static str,
+}
+
+/// `processed`, then the rollups (their partitions are the dates that have rollups).
+pub const DATE_TABLES: [DateTable; 3] = [
+    DateTable {
+        name: PROCESSED,
+        location: "processed",
+        columns: &crate::indicators::PROCESSED_COLUMNS,
+        description: "tickerlake indicators per symbol and hour, partitioned by UTC date",
+    },
+    DateTable {
+        name: "daily",
+        location: "rollups/daily",
+        columns: &crate::indicators::DAILY_COLUMNS,
+        description: "tickerlake rollup per symbol and UTC date: counts, first/last/min/max price, % change moments",
+    },
+    DateTable {
+        name: "snapshots",
+        location: "rollups/snapshots",
+        columns: &crate::indicators::SNAPSHOTS_COLUMNS,
+        description: "tickerlake rollup per snapshot: its time and the symbols it kept",
+    },
+];
+
 /// The `processed` table: Parquet, Hive types, partitioned by `date`.
 pub fn processed_table(opts: &CatalogOptions, first_date: Option<&str>) -> TableInput {
-    let location = opts.location("processed");
+    date_table(opts, DATE_TABLES[0], first_date)
+}
+
+/// A date table: Parquet, Hive types, partitioned by `date` (projected from `first_date` on
+/// with `--partitions projection`).
+pub fn date_table(opts: &CatalogOptions, table: DateTable, first_date: Option<&str>) -> TableInput {
+    let location = opts.location(table.location);
     let sd = StorageDescriptor::builder()
-        .set_columns(Some(crate::indicators::PROCESSED_COLUMNS.iter().map(|c| column(c.name, c.hive)).collect()))
+        .set_columns(Some(table.columns.iter().map(|c| column(c.name, c.hive)).collect()))
         .location(&location)
         .input_format("org.apache.hadoop.hive.ql.io.parquet.MapredParquetInputFormat")
         .output_format("org.apache.hadoop.hive.ql.io.parquet.MapredParquetOutputFormat")
@@ -84,8 +125,8 @@ pub fn processed_table(opts: &CatalogOptions, first_date: Option<&str>) -> Table
         }
     }
     TableInput::builder()
-        .name(PROCESSED)
-        .description("tickerlake indicators per symbol and hour, partitioned by UTC date")
+        .name(table.name)
+        .description(table.description)
         .table_type("EXTERNAL_TABLE")
         .set_parameters(Some(params))
         .storage_descriptor(sd)
@@ -279,18 +320,19 @@ impl Glue {
         }
     }
 
-    /// Register `dates` as partitions of `processed` (chunks of 100); returns how many were new.
+    /// Register `dates` as partitions of `table` (chunks of 100); returns how many were new.
     /// A date already registered is success; any other per-partition error fails with its message.
-    pub async fn add_partitions(&self, opts: &CatalogOptions, dates: &[String]) -> Result<usize, CatalogError> {
-        let table = processed_table(opts, None);
-        let sd = table.storage_descriptor().cloned().expect("processed_table has a storage descriptor");
+    pub async fn add_partitions(&self, opts: &CatalogOptions, table: DateTable, dates: &[String]) -> Result<usize, CatalogError> {
+        let name = table.name;
+        let input = date_table(opts, table, None);
+        let sd = input.storage_descriptor().cloned().expect("date_table has a storage descriptor");
         let mut added = 0;
         for chunk in dates.chunks(CREATE_CHUNK) {
             let inputs: Vec<PartitionInput> = chunk
                 .iter()
                 .map(|date| {
                     let mut psd = sd.clone();
-                    psd.location = Some(format!("{}date={date}/", opts.location("processed")));
+                    psd.location = Some(format!("{}date={date}/", opts.location(table.location)));
                     PartitionInput::builder().values(date).storage_descriptor(psd).build()
                 })
                 .collect();
@@ -299,11 +341,11 @@ impl Glue {
                 .client
                 .batch_create_partition()
                 .database_name(&opts.database)
-                .table_name(PROCESSED)
+                .table_name(name)
                 .set_partition_input_list(Some(inputs))
                 .send()
                 .await
-                .map_err(|e| explain(e, "glue:BatchCreatePartition", Some(format!("{}.{PROCESSED}", opts.database))))?;
+                .map_err(|e| explain(e, "glue:BatchCreatePartition", Some(format!("{}.{name}", opts.database))))?;
             let mut existing = 0;
             for err in out.errors() {
                 let code = err.error_detail().and_then(|d| d.error_code()).unwrap_or("");
@@ -313,7 +355,7 @@ impl Glue {
                 }
                 return Err(CatalogError::Glue {
                     action: "glue:BatchCreatePartition",
-                    on: Some(format!("{}.{PROCESSED} partition date={}", opts.database, err.partition_values().join(","))),
+                    on: Some(format!("{}.{name} partition date={}", opts.database, err.partition_values().join(","))),
                     message: format!("{code}: {}", err.error_detail().and_then(|d| d.error_message()).unwrap_or("no message")),
                     permanent: code.contains("AccessDenied"),
                 });
@@ -323,9 +365,9 @@ impl Glue {
         Ok(added)
     }
 
-    /// Deregister partitions of `processed` whose dates the lake no longer has (chunks of 25);
+    /// Deregister partitions of `table` whose dates the lake no longer has (chunks of 25);
     /// returns how many were registered.
-    pub async fn remove_partitions(&self, db: &str, dates: &[String]) -> Result<usize, CatalogError> {
+    pub async fn remove_partitions(&self, db: &str, table: &str, dates: &[String]) -> Result<usize, CatalogError> {
         let mut removed = 0;
         for chunk in dates.chunks(DELETE_CHUNK) {
             let values: Vec<PartitionValueList> =
@@ -335,11 +377,11 @@ impl Glue {
                 .client
                 .batch_delete_partition()
                 .database_name(db)
-                .table_name(PROCESSED)
+                .table_name(table)
                 .set_partitions_to_delete(Some(values))
                 .send()
                 .await
-                .map_err(|e| explain(e, "glue:BatchDeletePartition", Some(format!("{db}.{PROCESSED}"))))?;
+                .map_err(|e| explain(e, "glue:BatchDeletePartition", Some(format!("{db}.{table}"))))?;
             let not_registered = out
                 .errors()
                 .iter()
@@ -351,7 +393,7 @@ impl Glue {
             {
                 return Err(CatalogError::Glue {
                     action: "glue:BatchDeletePartition",
-                    on: Some(format!("{db}.{PROCESSED} partition date={}", err.partition_values().join(","))),
+                    on: Some(format!("{db}.{table} partition date={}", err.partition_values().join(","))),
                     message: err.error_detail().and_then(|d| d.error_message()).unwrap_or("no message").to_owned(),
                     permanent: false,
                 });

@@ -18,7 +18,6 @@
 
 pub mod glue;
 
-use std::collections::BTreeSet;
 use std::fmt;
 
 use bytes::Bytes;
@@ -199,19 +198,24 @@ impl Catalog {
         Self { glue: glue::Glue::new(crate::aws::glue_client(&sdk, aws)), options }
     }
 
-    /// Reconcile everything with the committed manifest: database, both tables, every partition.
+    /// Reconcile everything with the committed manifest: database, tables, every partition
+    /// (`processed`'s: the committed dates; the rollups': the dates that have them).
     pub async fn sync(&self, manifest: &Manifest) -> Result<CatalogReport, CatalogError> {
         let before = self.glue.requests();
         let mut report = CatalogReport::default();
-        let dates: BTreeSet<String> = manifest.partitions.keys().cloned().collect();
-        self.ensure_schema(&dates, &mut report).await?;
+        let dates = manifest.partition_dates();
+        self.ensure_schema(dates.first().map(String::as_str), &mut report).await?;
         if self.options.partitions == PartitionMode::Register {
-            let registered = self.glue.partition_dates(&self.options.database, glue::PROCESSED).await?;
-            let missing: Vec<String> = dates.difference(&registered).cloned().collect();
-            let stale: Vec<String> = registered.difference(&dates).cloned().collect();
-            report.partitions_unchanged = registered.intersection(&dates).count();
-            report.partitions_added = self.glue.add_partitions(&self.options, &missing).await?;
-            report.partitions_removed = self.glue.remove_partitions(&self.options.database, &stale).await?;
+            let with_rollups = manifest.rollup_dates();
+            for table in glue::DATE_TABLES {
+                let wanted = if table.name == glue::PROCESSED { &dates } else { &with_rollups };
+                let registered = self.glue.partition_dates(&self.options.database, table.name).await?;
+                let missing: Vec<String> = wanted.difference(&registered).cloned().collect();
+                let stale: Vec<String> = registered.difference(wanted).cloned().collect();
+                report.partitions_unchanged += registered.intersection(wanted).count();
+                report.partitions_added += self.glue.add_partitions(&self.options, table, &missing).await?;
+                report.partitions_removed += self.glue.remove_partitions(&self.options.database, table.name, &stale).await?;
+            }
         }
         report.requests = self.glue.requests() - before;
         Ok(report)
@@ -236,10 +240,9 @@ impl Catalog {
     /// and removed; everything when it was `behind`), then forget the note. On failure the note
     /// stays, and the next run reconciles everything.
     pub async fn update(&self, lake: &Lake, behind: bool, written: &[String], removed: &[String]) -> Result<CatalogReport, CatalogError> {
-        let manifest = Manifest::load(lake).await?;
         let report = match behind {
-            true => self.sync(&manifest).await?,
-            false => self.after_commit(&manifest, written, removed).await?,
+            true => self.sync(&Manifest::load_all(lake).await?).await?,
+            false => self.after_commit(&Manifest::load(lake).await?, written, removed).await?,
         };
         lake.delete(BEHIND_KEY).await?;
         Ok(report)
@@ -263,23 +266,27 @@ impl Catalog {
         let mut report = CatalogReport::default();
         if !self.glue.table_exists(&self.options.database, glue::PROCESSED).await? || self.options.partitions == PartitionMode::Projection {
             // First run, or projection (whose range may need to grow): reconcile the schema.
-            let dates: BTreeSet<String> = manifest.partitions.keys().cloned().collect();
-            self.ensure_schema(&dates, &mut report).await?;
+            self.ensure_schema(manifest.first_partition_month_start().as_deref(), &mut report).await?;
         }
         if self.options.partitions == PartitionMode::Register {
-            let added = self.glue.add_partitions(&self.options, dates_written).await?;
-            report.partitions_added = added;
-            report.partitions_unchanged = dates_written.len() - added;
-            report.partitions_removed = self.glue.remove_partitions(&self.options.database, dates_removed).await?;
+            // A date a run writes has its rollups: the same dates in every date table.
+            for table in glue::DATE_TABLES {
+                let added = self.glue.add_partitions(&self.options, table, dates_written).await?;
+                report.partitions_added += added;
+                report.partitions_unchanged += dates_written.len() - added;
+                report.partitions_removed += self.glue.remove_partitions(&self.options.database, table.name, dates_removed).await?;
+            }
         }
         report.requests = self.glue.requests() - before;
         Ok(report)
     }
 
-    async fn ensure_schema(&self, dates: &BTreeSet<String>, report: &mut CatalogReport) -> Result<(), CatalogError> {
+    /// The database and the tables, the date tables' projection range starting at `first_date`.
+    async fn ensure_schema(&self, first_date: Option<&str>, report: &mut CatalogReport) -> Result<(), CatalogError> {
         report.database_created = self.glue.ensure_database(&self.options.database).await?;
-        let first_date = dates.iter().next().map(String::as_str);
-        for table in [glue::processed_table(&self.options, first_date), glue::raw_table(&self.options)] {
+        let tables =
+            glue::DATE_TABLES.map(|t| glue::date_table(&self.options, t, first_date)).into_iter().chain([glue::raw_table(&self.options)]);
+        for table in tables {
             let name = table.name().to_owned();
             match self.glue.ensure_table(&self.options.database, table).await? {
                 glue::TableChange::Created => report.tables_created.push(name),

@@ -1,8 +1,12 @@
 //! Indicators: the original job's per-symbol window metrics (5-row moving average, previous
-//! price, % change), computed by DuckDB from `indicators.sql`, the single definition.
+//! price, % change), computed by DuckDB from `indicators.sql`, the single definition; and the
+//! rollups summarising each date's rows (`rollups.sql`). The tables' columns are defined here,
+//! once, for the Parquet writers, the query views and the Glue tables.
 
 /// Creates `ind_output` from `ind_input`; see the file for the contract.
 pub const SQL: &str = include_str!("indicators.sql");
+/// Writes the rollups of `rollup_input`; see the file for the contract.
+pub const ROLLUPS_SQL: &str = include_str!("rollups.sql");
 
 /// A column of the `processed` table: its name, DuckDB type and Hive (Glue/Athena) type.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -25,6 +29,27 @@ pub const PROCESSED_COLUMNS: [Column; 6] = [
     Column { name: "previous_price", duckdb: "DOUBLE", hive: "double" },
     Column { name: "price_change_pct", duckdb: "DOUBLE", hive: "double" },
 ];
+
+/// The `daily` rollup's columns (per symbol and date; `date` is the partition key).
+pub const DAILY_COLUMNS: [Column; 13] = [
+    Column { name: "symbol", duckdb: "VARCHAR", hive: "string" },
+    Column { name: "observations", duckdb: "BIGINT", hive: "bigint" },
+    Column { name: "first_time", duckdb: "TIMESTAMP", hive: "timestamp" },
+    Column { name: "first_price", duckdb: "DOUBLE", hive: "double" },
+    Column { name: "last_time", duckdb: "TIMESTAMP", hive: "timestamp" },
+    Column { name: "last_price", duckdb: "DOUBLE", hive: "double" },
+    Column { name: "min_price", duckdb: "DOUBLE", hive: "double" },
+    Column { name: "max_price", duckdb: "DOUBLE", hive: "double" },
+    Column { name: "mean_price", duckdb: "DOUBLE", hive: "double" },
+    Column { name: "last_moving_avg", duckdb: "DOUBLE", hive: "double" },
+    Column { name: "change_count", duckdb: "BIGINT", hive: "bigint" },
+    Column { name: "change_mean", duckdb: "DOUBLE", hive: "double" },
+    Column { name: "change_m2", duckdb: "DOUBLE", hive: "double" },
+];
+
+/// The `snapshots` rollup's columns (per snapshot; `date` is the partition key).
+pub const SNAPSHOTS_COLUMNS: [Column; 2] =
+    [Column { name: "time", duckdb: "TIMESTAMP", hive: "timestamp" }, Column { name: "symbols", duckdb: "BIGINT", hive: "bigint" }];
 
 /// The data columns as a quoted SQL select list: `"symbol", "price", …`.
 pub fn processed_select_list() -> String {

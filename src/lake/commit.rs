@@ -24,9 +24,10 @@
 //!    naming nothing of `R`'s) makes `R` delete its staging area and commit nothing; any other
 //!    failure leaves the staging area alone, since a commit that landed may name it.
 //! 4. **Published** ([`Committed::finish`]). `R` moves aside files under each date it publishes
-//!    that no manifest names (a migrated bucket's Spark output), copies each staged file to its
-//!    published key (`processed/date=…/part-00000.parquet`, `_tickerlake/carry/…`: what Hive-style
-//!    readers such as Athena list), then commits the manifest again with `published: true`.
+//!    that no manifest names (a migrated bucket's Spark output), copies each staged file of the
+//!    date to its published key (`processed/date=…/part-00000.parquet`, the carry state, the
+//!    rollups: what Hive-style readers such as Athena list), then commits the manifest again with
+//!    `published: true`.
 //! 5. **Cleaned up** (the rest of [`Committed::finish`]). After a rebuild that dropped dates, `R`
 //!    removes published files the manifest no longer names; it deletes its staging area, and the
 //!    staging areas no manifest names that are older than [`STAGING_GRACE`] by the store's clock.
@@ -56,9 +57,9 @@ use std::time::Duration;
 use chrono::{DateTime, NaiveDateTime, Utc};
 use futures::{StreamExt, TryStreamExt};
 
-use super::manifest::{Manifest, PartitionEntry, RawEntry};
+use super::manifest::{Manifest, PartitionEntry, RawEntry, SEGMENTS_PREFIX};
 use super::{
-    self as lake, CARRY_PREFIX, CommitError, CommitResult, Fence, Lake, LakeError, LakeResult, MANIFEST_KEY, PART_FILE, PROCESSED_PREFIX,
+    self as lake, CommitError, CommitResult, DateFile, Fence, Lake, LakeError, LakeResult, MANIFEST_KEY, PART_FILE, PROCESSED_PREFIX,
     QUARANTINE_PREFIX, RUNS_PREFIX,
 };
 use crate::faults;
@@ -66,21 +67,25 @@ use crate::faults;
 /// Staging areas of runs that never committed are deleted only when older than this, so a slow
 /// concurrent writer's files are never pulled from under it.
 pub const STAGING_GRACE: Duration = Duration::from_secs(6 * 3600);
+/// Replaced manifest segments are deleted only when older than this, so readers that read the
+/// head before the replacement can still read the segments it names.
+pub const SEGMENT_GRACE: Duration = Duration::from_secs(3600);
 
 /// One run's way from the committed state it read to the state it commits.
 pub struct Transaction {
     lake: Lake,
     run_id: String,
     fence: Fence,
-    /// The committed manifest the run started from: its version is what the commit is
-    /// conditional on, its dates what a rebuild may have dropped.
-    base: Manifest,
-    /// What the run will commit: `base` (or nothing, for a full rebuild) plus its changes.
+    /// What the run will commit: the committed state it read (its version is what the commit is
+    /// conditional on; months are loaded as the run needs them), or nothing for a full rebuild,
+    /// plus the run's changes.
     next: Manifest,
+    /// For a full rebuild, the dates the committed state had (the rebuild may drop some).
+    base_dates: Option<BTreeSet<String>>,
+    /// Dates whose partition this run removed.
+    dropped: BTreeSet<String>,
     /// Committed dates whose staged partition file was gone at the roll forward.
     lost: BTreeSet<String>,
-    /// A full rebuild (`next` started empty).
-    full: bool,
 }
 
 /// A run whose commit landed: what is left is publishing and cleaning up.
@@ -112,20 +117,29 @@ impl Transaction {
     /// it read.
     pub async fn begin(lake: &Lake, run_id: &str, fence: Fence, full: bool) -> CommitResult<Self> {
         let mut base = Manifest::load(lake).await?;
+        // The months of unpublished dates (a predecessor's, to roll forward), or all of them.
+        let months: Vec<String> = match full {
+            true => base.months().map(str::to_owned).collect(),
+            false => base.pending().keys().map(|d| d[..7.min(d.len())].to_owned()).collect(),
+        };
+        base.ensure(lake, months).await?;
         let Published { runs, lost, .. } = publish_pending(lake, &mut base).await?;
         if !runs.is_empty() {
             tracing::warn!(?runs, "published the partitions of a run that stopped after its commit");
             for run in &runs {
                 if let Err(e) = drop_staging(lake, run).await {
-                    tracing::warn!("could not delete the staging area of run {run}: {}", e);
+                    tracing::warn!("could not delete the staging area of run {run}: {e}");
                 }
             }
         }
         for date in &lost {
             tracing::warn!(%date, "the committed partition file of this date is gone from its run's staging area; rebuilding the date from raw");
         }
-        let next = if full { Manifest { read_version: base.read_version.clone(), ..Manifest::empty() } } else { base.clone() };
-        Ok(Self { lake: lake.clone(), run_id: run_id.to_owned(), fence, base, next, lost, full })
+        let (next, base_dates) = match full {
+            true => (Manifest::empty_on(&base), Some(base.partition_dates())),
+            false => (base, None),
+        };
+        Ok(Self { lake: lake.clone(), run_id: run_id.to_owned(), fence, next, base_dates, dropped: BTreeSet::new(), lost })
     }
 
     /// The id of this run (the commit's id, the staging area's name).
@@ -133,15 +147,29 @@ impl Transaction {
         &self.run_id
     }
 
-    /// The committed state the run started from.
-    pub fn base(&self) -> &Manifest {
-        &self.base
+    /// Whether the run rebuilds everything from nothing.
+    pub fn is_full(&self) -> bool {
+        self.base_dates.is_some()
     }
 
     /// The state as this run will commit it so far (its staged partitions included, at their
-    /// staging keys): what the run's next chunk computes on.
+    /// staging keys): what the run's next chunk computes on. Only the months loaded with
+    /// [`Transaction::ensure`] are in it (a full rebuild has every month: it starts from none).
     pub fn state(&self) -> &Manifest {
         &self.next
+    }
+
+    /// Load these months of the committed state, for the run to read or change them.
+    pub async fn ensure(&mut self, months: impl IntoIterator<Item = String>) -> CommitResult<()> {
+        if self.is_full() {
+            return Ok(());
+        }
+        self.next.ensure(&self.lake, months).await
+    }
+
+    /// Note that the run listed every raw file (at `at`, by its own clock).
+    pub fn note_full_listing(&mut self, at: DateTime<Utc>) {
+        self.next.set_full_listing(at);
     }
 
     /// Committed dates whose file was found gone: the run must rebuild them from raw.
@@ -168,9 +196,10 @@ impl Transaction {
         Ok(())
     }
 
-    /// Upload quarantine CSVs straight to their keys: one per raw file, rewritten identically by
-    /// any run, and shown by readers only once the manifest names their raw file.
-    pub async fn put_quarantine(&self, files: &[(String, &Path)]) -> LakeResult<()> {
+    /// Upload files straight to their published keys: files whose content any run would write
+    /// identically (a raw file's quarantine CSV, the rollups of a committed partition), which
+    /// readers look at only once the manifest names them.
+    pub async fn put_published(&self, files: &[(String, &Path)]) -> LakeResult<()> {
         futures::stream::iter(files.iter().map(|(key, path)| self.lake.put_file(key, path)))
             .buffer_unordered(lake::IO_CONCURRENCY)
             .try_collect::<Vec<_>>()
@@ -180,25 +209,36 @@ impl Transaction {
 
     /// Record a processed raw file.
     pub fn record_raw(&mut self, key: String, entry: RawEntry) {
-        self.next.raw.insert(key, entry);
+        self.next.insert_raw(key, entry);
     }
 
     /// Record that this run's staged partition (and carry file) of `date` replaces the committed one.
     pub fn record_partition(&mut self, date: String, rows: u64) {
         self.lost.remove(&date);
-        self.next.partitions.insert(date, PartitionEntry { run_id: self.run_id.clone(), rows, published: false });
+        self.next.insert_partition(date, PartitionEntry { run_id: self.run_id.clone(), rows, published: false, rollups: true });
+    }
+
+    /// Record that a committed (published) date now has its rollup files, written straight to
+    /// their published keys: they are a function of the committed partition, so writing them
+    /// before the commit changes nothing a reader of the manifest sees.
+    pub fn record_rollups(&mut self, date: &str) {
+        self.next.set_rollups(date);
     }
 
     /// Record that `date` has no partition any more (rebuilt from raw, nothing left); whether it had one.
     pub fn drop_partition(&mut self, date: &str) -> bool {
         self.lost.remove(date);
-        self.next.partitions.remove(date).is_some()
+        let had = self.next.remove_partition(date);
+        if had {
+            self.dropped.insert(date.to_owned());
+        }
+        had
     }
 
     /// Give up before committing: nothing names the staging area, so it is deleted (best effort).
     pub async fn abandon(self) {
         if let Err(e) = drop_staging(&self.lake, &self.run_id).await {
-            tracing::warn!("could not delete this run's staging area: {}", e);
+            tracing::warn!("could not delete this run's staging area: {e}");
         }
     }
 
@@ -211,8 +251,7 @@ impl Transaction {
             self.abandon().await;
             return Err(CommitError::LeaseLost { lake });
         }
-        self.next.commit = self.run_id.clone();
-        let written = match self.next.write(&self.lake).await {
+        let written = match self.next.write(&self.lake, Some(&self.run_id)).await {
             // Tests: the commit lands but its answer is lost (a timeout, a dropped connection).
             Ok(()) if faults::enabled("lose-commit-answer") => Err(injected("the commit's answer")),
             other => other,
@@ -224,10 +263,10 @@ impl Transaction {
             };
             match current {
                 // It landed: its answer was lost, or a retry of it was refused.
-                Ok(current) if current.commit == self.run_id => self.next.read_version = current.read_version,
+                Ok(current) if current.commit == self.run_id => self.next.adopt_commit(&current),
                 // It landed, and another run has committed on top already: what is left of
                 // this run's steps is fenced off (the version is not the one this run wrote).
-                Ok(current) if current.partitions.values().any(|p| p.run_id == self.run_id) => self.next.read_version = None,
+                Ok(current) if current.has_commit(&self.run_id) => self.next.read_version = None,
                 Ok(_) if matches!(e, CommitError::Conflict { .. }) => {
                     // Proven: another run committed, and nothing there names this run's files.
                     self.abandon().await;
@@ -239,15 +278,19 @@ impl Transaction {
             }
         }
         tracing::info!(run_id = %self.run_id, "committed");
-        let removed = self.base.partitions.keys().filter(|d| !self.next.partitions.contains_key(*d)).cloned().collect();
-        Ok(Committed { lake: self.lake, run_id: self.run_id, fence: self.fence, manifest: self.next, removed, full: self.full })
+        let removed = match &self.base_dates {
+            Some(base) => base.difference(&self.next.partition_dates()).cloned().collect(),
+            None => self.dropped.into_iter().collect(),
+        };
+        let full = self.base_dates.is_some();
+        Ok(Committed { lake: self.lake, run_id: self.run_id, fence: self.fence, manifest: self.next, removed, full })
     }
 }
 
 impl Committed {
     /// Dates whose partitions this run committed.
     pub fn dates_written(&self) -> Vec<String> {
-        self.manifest.partitions.iter().filter(|(_, e)| e.run_id == self.run_id).map(|(d, _)| d.clone()).collect()
+        self.manifest.partitions().iter().filter(|(_, e)| e.run_id == self.run_id).map(|(d, _)| d.clone()).collect()
     }
 
     /// Dates the committed state no longer has a partition for.
@@ -272,7 +315,7 @@ impl Committed {
                 }
             }
             Err(e) => {
-                tracing::warn!("committed, but publishing failed ({}); the next run publishes", e);
+                tracing::warn!("committed, but publishing failed ({e}); the next run publishes");
                 return done;
             }
         }
@@ -282,12 +325,16 @@ impl Committed {
                 tracing::warn!("{why}");
                 return done;
             }
-            match remove_stale(&self.lake, &self.manifest).await {
+            let removal = match self.full {
+                true => remove_stale(&self.lake, &self.manifest).await,
+                false => remove_dates(&self.lake, &self.removed).await,
+            };
+            match removal {
                 Ok((removed, moved)) => {
                     done.stale_removed = removed;
                     done.foreign_moved += moved;
                 }
-                Err(e) => tracing::warn!("committed, but removing stale files failed ({}); the next rebuild does it", e),
+                Err(e) => tracing::warn!("committed, but removing stale files failed ({e}); the next rebuild does it"),
             }
         }
         let reference = match self.fenced("cleaning up staging areas").await {
@@ -300,10 +347,14 @@ impl Committed {
         if !self.manifest.references_staging_of(&self.run_id)
             && let Err(e) = drop_staging(&self.lake, &self.run_id).await
         {
-            tracing::warn!("could not delete this run's staging area ({}); a later run sweeps it", e);
+            tracing::warn!("could not delete this run's staging area ({e}); a later run sweeps it");
         }
-        if let Err(e) = sweep_abandoned(&self.lake, &self.manifest, &self.run_id, reference.unwrap_or_else(Utc::now)).await {
-            tracing::warn!("could not sweep abandoned staging areas: {}", e);
+        let reference = reference.unwrap_or_else(Utc::now);
+        if let Err(e) = sweep_abandoned(&self.lake, &self.manifest, &self.run_id, reference).await {
+            tracing::warn!("could not sweep abandoned staging areas: {e}");
+        }
+        if let Err(e) = sweep_segments(&self.lake, &self.manifest, reference).await {
+            tracing::warn!("could not remove replaced manifest segments: {e}");
         }
         done
     }
@@ -341,26 +392,33 @@ struct Published {
 /// Publish every committed-but-staged partition of `manifest` (after moving aside files under
 /// its date that no manifest names) and record that in the manifest.
 async fn publish_pending(lake: &Lake, manifest: &mut Manifest) -> CommitResult<Published> {
-    let pending: Vec<(String, String)> =
-        manifest.partitions.iter().filter(|(_, e)| !e.published).map(|(d, e)| (d.clone(), e.run_id.clone())).collect();
+    let pending: Vec<(String, String)> = manifest.pending().iter().map(|(d, r)| (d.clone(), r.clone())).collect();
     if pending.is_empty() {
         return Ok(Published::default());
     }
     let dates: Vec<&str> = pending.iter().map(|(d, _)| d.as_str()).collect();
     let foreign_moved = move_foreign(lake, &dates).await?;
-    let outcomes: Vec<(String, bool)> = futures::stream::iter(pending.iter().map(|(date, run)| async move {
-        let processed = lake::processed_key(date);
-        match lake.copy(&lake::staged_key(run, &processed), &processed).await {
-            Ok(()) => {}
-            Err(LakeError::NotFound { .. }) => return Ok((date.clone(), false)),
-            Err(e) => return Err(e),
-        }
-        faults::point("mid-publish");
-        let carry = lake::carry_key(date);
-        match lake.copy(&lake::staged_key(run, &carry), &carry).await {
-            // A missing carry file is recomputed by the next run that needs it (it checks the run id).
-            Ok(()) | Err(LakeError::NotFound { .. }) => Ok((date.clone(), true)),
-            Err(e) => Err(e),
+    let rollups: BTreeSet<&str> =
+        pending.iter().filter(|(d, _)| manifest.partitions().get(d).is_some_and(|e| e.rollups)).map(|(d, _)| d.as_str()).collect();
+    let outcomes: Vec<(String, bool)> = futures::stream::iter(pending.iter().map(|(date, run)| {
+        let with_rollups = rollups.contains(date.as_str());
+        async move {
+            for kind in DateFile::ALL {
+                let published = kind.key(date);
+                match lake.copy(&lake::staged_key(run, &published), &published).await {
+                    Ok(()) => {}
+                    // A missing carry file is recomputed by the next run that needs it (it checks the run id).
+                    Err(LakeError::NotFound { .. }) if kind == DateFile::Carry => {}
+                    // Rollups of a run from before they existed.
+                    Err(LakeError::NotFound { .. }) if kind != DateFile::Processed && !with_rollups => {}
+                    Err(LakeError::NotFound { .. }) => return Ok((date.clone(), false)),
+                    Err(e) => return Err(e),
+                }
+                if kind == DateFile::Processed {
+                    faults::point("mid-publish");
+                }
+            }
+            Ok((date.clone(), true))
         }
     }))
     .buffer_unordered(lake::IO_CONCURRENCY)
@@ -369,14 +427,14 @@ async fn publish_pending(lake: &Lake, manifest: &mut Manifest) -> CommitResult<P
     let mut lost = BTreeSet::new();
     for (date, copied) in outcomes {
         match copied {
-            true => manifest.partitions.get_mut(&date).expect("pending dates are in the manifest").published = true,
+            true => manifest.set_published(&date),
             false => {
                 lost.insert(date);
             }
         }
     }
     if lost.len() < pending.len() {
-        manifest.write(lake).await?;
+        manifest.write(lake, None).await?;
     }
     let runs = pending.into_iter().map(|(_, run)| run).filter(|run| !manifest.references_staging_of(run)).collect();
     Ok(Published { runs, lost, foreign_moved })
@@ -453,16 +511,17 @@ async fn sweep_abandoned(lake: &Lake, manifest: &Manifest, own: &str, reference:
     Ok(())
 }
 
-/// Delete published partition and carry files of dates the committed manifest does not have, and
+/// Delete published partition, carry and rollup files of dates the committed manifest does not have, and
 /// quarantine files of raw files it does not have (after a full rebuild, or dates emptied by a
 /// rebuild); other files under `processed/` are moved aside, never deleted. Returns the partition
 /// keys removed and how many files were moved.
 async fn remove_stale(lake: &Lake, committed: &Manifest) -> LakeResult<(Vec<String>, usize)> {
     let keep: BTreeSet<String> =
-        committed.partitions.keys().flat_map(|d| [lake::processed_key(d), lake::carry_key(d)]).chain(committed.quarantine_keys()).collect();
+        committed.partition_dates().iter().flat_map(|d| DateFile::ALL.map(|kind| kind.key(d))).chain(committed.quarantine_keys()).collect();
     let mut removed = Vec::new();
     let mut foreign = Vec::new();
-    for prefix in [PROCESSED_PREFIX, CARRY_PREFIX, QUARANTINE_PREFIX] {
+    let prefixes = DateFile::ALL.map(DateFile::prefix);
+    for prefix in prefixes.into_iter().chain([QUARANTINE_PREFIX]) {
         for obj in lake.list(prefix).await? {
             if keep.contains(&obj.key) {
                 continue;
@@ -484,6 +543,33 @@ async fn remove_stale(lake: &Lake, committed: &Manifest) -> LakeResult<(Vec<Stri
 /// A transient failure made up by a test (`TICKERLAKE_FAULTS`).
 fn injected(what: &str) -> CommitError {
     LakeError::Timeout { endpoint: format!("(fault injection: {what})") }.into()
+}
+
+/// Delete the published partition and carry files of dates an incremental run emptied (rebuilt
+/// from raw, no rows left). Returns the partition keys removed.
+async fn remove_dates(lake: &Lake, dates: &[String]) -> LakeResult<(Vec<String>, usize)> {
+    let mut removed = Vec::new();
+    for date in dates {
+        for kind in DateFile::ALL {
+            lake.delete(&kind.key(date)).await?;
+        }
+        removed.push(lake::processed_key(date));
+    }
+    Ok((removed, 0))
+}
+
+/// Manifest segments the head no longer names (replaced by a later version of their month) are
+/// deleted once older than [`SEGMENT_GRACE`] by the store's clock, so a reader that read the
+/// previous head a moment ago can still read them.
+async fn sweep_segments(lake: &Lake, manifest: &Manifest, reference: DateTime<Utc>) -> LakeResult<()> {
+    let named = manifest.segment_keys();
+    for obj in lake.list(SEGMENTS_PREFIX).await? {
+        let old = obj.modified.is_some_and(|t| reference.signed_duration_since(t).to_std().is_ok_and(|age| age > SEGMENT_GRACE));
+        if old && !named.contains(&obj.key) {
+            lake.delete(&obj.key).await?;
+        }
+    }
+    Ok(())
 }
 
 /// When a run started, from its id (`20250508T031632.801Z-1a2b3c`).

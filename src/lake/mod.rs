@@ -8,6 +8,8 @@
 //! ```text
 //! raw/raw_crypto_prices_YYYYMMDDTHHMM.csv      one snapshot per scheduled hour (see source::snapshot)
 //! processed/date=YYYY-MM-DD/part-00000.parquet  exactly one file per date partition, replaced atomically
+//! rollups/daily/date=…/part-00000.parquet       per symbol and date: first/last/min/max price, counts, % change moments
+//! rollups/snapshots/date=…/part-00000.parquet   per snapshot: its time and the symbols kept
 //! quarantine/<path under raw/>                 rows rejected from that raw file, with the reason
 //! _tickerlake/manifest.json                     what has been processed (the commit point of a run)
 //! _tickerlake/carry/date=YYYY-MM-DD/part-00000.parquet  window state carried into the next date
@@ -58,14 +60,55 @@ pub const LOCK_KEY: &str = "_tickerlake/lock";
 /// replacing a partition one atomic write instead of a delete + add that readers could observe.
 pub const PART_FILE: &str = "part-00000.parquet";
 
+/// Prefix of the per-symbol daily rollup partitions.
+pub const DAILY_PREFIX: &str = "rollups/daily/";
+/// Prefix of the per-snapshot rollup partitions.
+pub const SNAPSHOTS_PREFIX: &str = "rollups/snapshots/";
+
+/// The files of a committed date, each `<prefix>date=YYYY-MM-DD/part-00000.parquet`: staged
+/// together by the run that computes the date, published together after its commit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DateFile {
+    /// The processed partition: every hourly row with its indicators (what readers and Athena read).
+    Processed,
+    /// The window state carried into the next date (tickerlake's own).
+    Carry,
+    /// The per-symbol daily rollup of the partition.
+    Daily,
+    /// The per-snapshot rollup of the partition.
+    Snapshots,
+}
+
+impl DateFile {
+    /// Every kind, the processed partition first.
+    pub const ALL: [DateFile; 4] = [Self::Processed, Self::Carry, Self::Daily, Self::Snapshots];
+    /// The rollups: summaries of the processed partition, readable as views and Glue tables.
+    pub const ROLLUPS: [DateFile; 2] = [Self::Daily, Self::Snapshots];
+
+    /// Where the published files of this kind live.
+    pub fn prefix(self) -> &'static str {
+        match self {
+            Self::Processed => PROCESSED_PREFIX,
+            Self::Carry => CARRY_PREFIX,
+            Self::Daily => DAILY_PREFIX,
+            Self::Snapshots => SNAPSHOTS_PREFIX,
+        }
+    }
+
+    /// The published key of this kind's file of `date`.
+    pub fn key(self, date: &str) -> String {
+        format!("{}date={date}/{PART_FILE}", self.prefix())
+    }
+}
+
 /// Key of the one Parquet file of a published processed date partition.
 pub fn processed_key(date: &str) -> String {
-    format!("{PROCESSED_PREFIX}date={date}/{PART_FILE}")
+    DateFile::Processed.key(date)
 }
 
 /// Key of the published window-state file of a date.
 pub fn carry_key(date: &str) -> String {
-    format!("{CARRY_PREFIX}date={date}/{PART_FILE}")
+    DateFile::Carry.key(date)
 }
 
 /// Where run `run_id` stages the file that will be published at `key`.
@@ -154,6 +197,11 @@ pub trait ObjectStore: Send + Sync + std::fmt::Debug {
     fn describe(&self) -> String;
     /// All objects whose key starts with `prefix`, sorted by key (pages through large listings).
     async fn list(&self, prefix: &str) -> LakeResult<Vec<ObjectMeta>>;
+    /// The objects whose key starts with `prefix` and sorts after `start_after`, sorted by key:
+    /// one request on S3 for a few recent keys, however many older ones there are.
+    async fn list_after(&self, prefix: &str, start_after: &str) -> LakeResult<Vec<ObjectMeta>> {
+        Ok(self.list(prefix).await?.into_iter().filter(|o| o.key.as_str() > start_after).collect())
+    }
     /// The object's bytes and version, or `None` if it does not exist.
     async fn get_versioned(&self, key: &str) -> LakeResult<Option<Versioned>>;
     /// The object unless it is still at `version` (S3: a conditional GET, `If-None-Match`, which

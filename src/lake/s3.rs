@@ -119,6 +119,33 @@ impl S3Store {
         explain(err, &self.bucket, &self.endpoint, action, &self.full_key(key))
     }
 
+    /// Every object under `prefix` (after `start_after`, if given), sorted by key; all pages.
+    async fn list_from(&self, prefix: &str, start_after: Option<&str>) -> LakeResult<Vec<ObjectMeta>> {
+        let mut pages = self
+            .client
+            .list_objects_v2()
+            .bucket(&self.bucket)
+            .prefix(self.full_key(prefix))
+            .set_start_after(start_after.map(|k| self.full_key(k)))
+            .into_paginator()
+            .send();
+        let mut out = Vec::new();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| self.explain(e, "s3:ListBucket", prefix))?;
+            for obj in page.contents() {
+                let Some(key) = obj.key().and_then(|k| k.strip_prefix(&self.prefix)) else { continue };
+                out.push(ObjectMeta {
+                    key: key.to_owned(),
+                    size: obj.size().unwrap_or(0).max(0) as u64,
+                    version: obj.e_tag().unwrap_or_default().to_owned(),
+                    modified: obj.last_modified().and_then(to_utc),
+                });
+            }
+        }
+        out.sort_by(|a, b| a.key.cmp(&b.key));
+        Ok(out)
+    }
+
     async fn upload_multipart(&self, key: &str, src: &Path, size: u64) -> LakeResult<()> {
         let full = self.full_key(key);
         let created = self
@@ -301,22 +328,11 @@ impl ObjectStore for S3Store {
     }
 
     async fn list(&self, prefix: &str) -> LakeResult<Vec<ObjectMeta>> {
-        let mut pages = self.client.list_objects_v2().bucket(&self.bucket).prefix(self.full_key(prefix)).into_paginator().send();
-        let mut out = Vec::new();
-        while let Some(page) = pages.next().await {
-            let page = page.map_err(|e| self.explain(e, "s3:ListBucket", prefix))?;
-            for obj in page.contents() {
-                let Some(key) = obj.key().and_then(|k| k.strip_prefix(&self.prefix)) else { continue };
-                out.push(ObjectMeta {
-                    key: key.to_owned(),
-                    size: obj.size().unwrap_or(0).max(0) as u64,
-                    version: obj.e_tag().unwrap_or_default().to_owned(),
-                    modified: obj.last_modified().and_then(to_utc),
-                });
-            }
-        }
-        out.sort_by(|a, b| a.key.cmp(&b.key));
-        Ok(out)
+        self.list_from(prefix, None).await
+    }
+
+    async fn list_after(&self, prefix: &str, start_after: &str) -> LakeResult<Vec<ObjectMeta>> {
+        self.list_from(prefix, Some(start_after)).await
     }
 
     async fn get_versioned(&self, key: &str) -> LakeResult<Option<Versioned>> {

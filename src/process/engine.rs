@@ -67,8 +67,19 @@ pub struct StagedOutputs {
     pub partitions: BTreeMap<String, (PathBuf, u64)>,
     /// Carry-state file, by date.
     pub carries: BTreeMap<String, PathBuf>,
+    /// Rollup files (`daily`, `snapshots`), by date.
+    pub rollups: BTreeMap<String, Rollups>,
     /// Quarantine CSV, by raw key.
     pub quarantine: BTreeMap<String, PathBuf>,
+}
+
+/// A date's rollup files (see `indicators/rollups.sql`).
+#[derive(Debug, Clone)]
+pub struct Rollups {
+    /// The per-symbol daily rollup.
+    pub daily: PathBuf,
+    /// The per-snapshot rollup.
+    pub snapshots: PathBuf,
 }
 
 /// One run's DuckDB connection and stage directory.
@@ -330,8 +341,53 @@ impl Engine {
             staged.partitions.insert(date, (path, rows));
         }
         staged.carries = partition_files(&carry_dir)?;
+        self.conn.execute_batch(&format!(
+            "CREATE OR REPLACE TEMP VIEW rollup_input AS SELECT {}, date FROM ind_output WHERE NOT is_carry",
+            indicators::processed_select_list()
+        ))?;
+        staged.rollups = super::timed("writing rollups", || self.write_rollups(run_id, &out))?;
         staged.quarantine = super::timed("writing quarantine", || self.write_quarantine(quarantine_from, &out.join("quarantine")))?;
         Ok(staged)
+    }
+
+    /// The rollups of committed partitions written before rollups existed (`(date, local
+    /// path)`), read back and summarised, under `dir`.
+    pub fn rollups_of(&self, partitions: &[(String, PathBuf)], run_id: &str, dir: &Path) -> Result<BTreeMap<String, Rollups>> {
+        if partitions.is_empty() {
+            return Ok(BTreeMap::new());
+        }
+        let files = crate::sql::list(partitions.iter().map(|(_, p)| p.to_str().expect("stage paths are UTF-8")));
+        // The date from the manifest, not the path: a downloaded file's path is the stage's.
+        let dates =
+            partitions.iter().map(|(d, p)| format!("({}, DATE {})", lit(&p.to_string_lossy()), lit(d))).collect::<Vec<_>>().join(", ");
+        self.conn.execute_batch(&format!(
+            "CREATE OR REPLACE TEMP VIEW rollup_input AS
+             SELECT {}, d.date FROM read_parquet({files}, filename = true) p JOIN (VALUES {dates}) d(file, date) ON p.filename = d.file",
+            indicators::PROCESSED_COLUMNS.iter().map(|c| format!("p.\"{}\"", c.name)).collect::<Vec<_>>().join(", ")
+        ))?;
+        self.write_rollups(run_id, dir)
+    }
+
+    /// Write the rollups of `rollup_input` under `dir` (see `indicators/rollups.sql`).
+    fn write_rollups(&self, run_id: &str, dir: &Path) -> Result<BTreeMap<String, Rollups>> {
+        std::fs::create_dir_all(dir)?;
+        let (daily_dir, snapshots_dir) = (dir.join("daily"), dir.join("snapshots"));
+        let sql = crate::sql::render(
+            indicators::ROLLUPS_SQL,
+            &[
+                ("daily_dir", &lit(&daily_dir.to_string_lossy())),
+                ("snapshots_dir", &lit(&snapshots_dir.to_string_lossy())),
+                ("run_id_key", RUN_ID_KEY),
+                ("run_id", &lit(run_id)),
+            ],
+        )
+        .expect("rollups.sql's holes are exactly these");
+        self.conn.execute_batch(&sql).doing("writing the rollups")?;
+        let mut snapshots = partition_files(&snapshots_dir)?;
+        Ok(partition_files(&daily_dir)?
+            .into_iter()
+            .filter_map(|(date, daily)| snapshots.remove(&date).map(|snapshots| (date, Rollups { daily, snapshots })))
+            .collect())
     }
 
     /// One CSV per raw file with rejected rows: source_file, line (in the raw file), reason, record.

@@ -22,8 +22,8 @@ use indicatif::{ProgressBar, ProgressStyle};
 use crate::blocking::in_place as blocking;
 use crate::faults;
 use crate::lake::commit::{self, Transaction};
-use crate::lake::manifest::{Manifest, PartitionEntry, RawEntry};
-use crate::lake::{self, Lake, ObjectMeta, RAW_PREFIX};
+use crate::lake::manifest::{Manifest, PartitionEntry, RawEntry, month_of_raw};
+use crate::lake::{self, DateFile, Lake, ObjectMeta, RAW_PREFIX};
 use engine::{Engine, LoadStats, StagedOutputs};
 pub use error::{ProcessError, ProcessResult};
 
@@ -40,12 +40,26 @@ pub struct ProcessOptions {
     pub memory_limit: String,
     /// Raw CSV bytes per chunk; `None`: half the memory limit (tests set it small to force chunks).
     pub chunk_bytes: Option<u64>,
+    /// Which raw files to look at for new ones.
+    pub listing: Listing,
 }
 
 impl Default for ProcessOptions {
     fn default() -> Self {
-        Self { full: false, memory_limit: DEFAULT_MEMORY_LIMIT.to_owned(), chunk_bytes: None }
+        Self { full: false, memory_limit: DEFAULT_MEMORY_LIMIT.to_owned(), chunk_bytes: None, listing: Listing::Full }
     }
+}
+
+/// Which raw files a run looks at for new ones.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Listing {
+    /// Every raw file (`tickerlake process`): nothing is missed, and files changed or removed
+    /// after processing are reported.
+    #[default]
+    Full,
+    /// The hourly run's: the raw files from two days before the newest processed snapshot on,
+    /// and every raw file once a day (see `list_raw`).
+    Recent,
 }
 
 /// What a run did, printed at its end.
@@ -69,6 +83,8 @@ pub struct Summary {
     pub partitions_deleted: Vec<String>,
     /// Files that no manifest names moved out of `processed/` (see `lake::foreign_key`).
     pub foreign_moved: usize,
+    /// Committed dates that got their rollups (committed before rollups existed).
+    pub rollups_added: usize,
     /// Wall time of the run.
     pub elapsed: Duration,
     /// Requests sent to a remote lake during the run (None for the local lake).
@@ -86,7 +102,7 @@ impl fmt::Display for Summary {
             }
         }
         let requests = self.requests.map(|n| format!(", {n} S3 requests")).unwrap_or_default();
-        if self.snapshots_read == 0 && self.partitions_written.is_empty() && self.dates_removed.is_empty() {
+        if self.snapshots_read == 0 && self.partitions_written.is_empty() && self.dates_removed.is_empty() && self.rollups_added == 0 {
             return write!(f, "nothing new to process ({:.2} s{requests})", self.elapsed.as_secs_f64());
         }
         let parts = match self.partitions_written.as_slice() {
@@ -96,7 +112,7 @@ impl fmt::Display for Summary {
         };
         write!(
             f,
-            "{} snapshot(s) read, {} rows: {} kept, {}, {}; {parts}{}{} in {:.2} s{requests}",
+            "{} snapshot(s) read, {} rows: {} kept, {}, {}; {parts}{}{}{} in {:.2} s{requests}",
             self.snapshots_read,
             self.rows_read,
             self.rows_kept,
@@ -104,6 +120,7 @@ impl fmt::Display for Summary {
             by_reason(&self.quarantined, "quarantined"),
             if self.partitions_deleted.is_empty() { String::new() } else { format!(", {} stale removed", self.partitions_deleted.len()) },
             if self.foreign_moved == 0 { String::new() } else { format!(", {} foreign file(s) moved aside", self.foreign_moved) },
+            if self.rollups_added == 0 { String::new() } else { format!(", rollups added to {} earlier date(s)", self.rollups_added) },
             self.elapsed.as_secs_f64()
         )
     }
@@ -198,13 +215,12 @@ async fn process_locked(lake: &Lake, opts: &ProcessOptions, run_id: &str, fence:
 /// the end: readers see all of it or none of it. Committed dates whose file was found gone are
 /// rebuilt from raw even when nothing is new.
 async fn compute(lake: &Lake, opts: &ProcessOptions, tx: &mut Transaction, summary: &mut Summary) -> ProcessResult<bool> {
-    let listing: Vec<ObjectMeta> = lake.list(RAW_PREFIX).await?.into_iter().filter(|o| o.key.ends_with(".csv")).collect();
-    let present: BTreeMap<String, ObjectMeta> = listing.into_iter().map(|o| (o.key.clone(), o)).collect();
-    report_drift(tx.base(), &present);
-    let new: Vec<ObjectMeta> = present.values().filter(|o| !tx.state().raw.contains_key(&o.key)).cloned().collect();
+    let raw = list_raw(lake, opts, tx).await?;
+    let new: Vec<ObjectMeta> = raw.present.values().filter(|o| !tx.state().contains_raw(&o.key)).cloned().collect();
     if new.is_empty() && tx.lost_dates().is_empty() {
         tracing::info!("no new raw snapshots in {}", lake.describe());
-        return Ok(false);
+        summary.rollups_added = add_missing_rollups(lake, opts, tx).await?;
+        return Ok(summary.rollups_added > 0);
     }
     let mut chunks = chunks(&new, opts.chunk_bytes.unwrap_or_else(|| chunk_budget(&opts.memory_limit)));
     if chunks.is_empty() {
@@ -221,7 +237,7 @@ async fn compute(lake: &Lake, opts: &ProcessOptions, tx: &mut Transaction, summa
     );
     let mut written = BTreeSet::new();
     for chunk in &chunks {
-        let step = process_chunk(lake, opts, tx, chunk, &present).await?;
+        let step = process_chunk(lake, opts, tx, chunk, &raw).await?;
         summary.snapshots_read += chunk.len();
         summary.rows_read += step.loaded.per_file.values().map(|s| s.rows).sum::<u64>();
         summary.rows_kept += step.loaded.per_file.values().map(|s| s.kept).sum::<u64>();
@@ -240,7 +256,107 @@ async fn compute(lake: &Lake, opts: &ProcessOptions, tx: &mut Transaction, summa
     }
     progress.finish_and_clear();
     summary.partitions_written = written.into_iter().collect();
+    summary.rollups_added = add_missing_rollups(lake, opts, tx).await?;
     Ok(true)
+}
+
+/// Dates a run may give rollups at once (each date's partition is read back whole).
+const ROLLUP_BATCH: usize = 31;
+
+/// Give the published dates of the loaded months that have no rollups (committed before
+/// rollups existed) their rollup files, read back from their partitions a month at a time. The
+/// files go straight to their published keys: they are functions of the committed partitions,
+/// and readers look for them only once the commit records them. Returns how many dates got them.
+async fn add_missing_rollups(lake: &Lake, opts: &ProcessOptions, tx: &mut Transaction) -> ProcessResult<usize> {
+    let missing: Vec<(String, String)> =
+        tx.state().partitions().iter().filter(|(_, e)| !e.rollups && e.published).map(|(d, e)| (d.clone(), e.processed_key(d))).collect();
+    if missing.is_empty() {
+        return Ok(0);
+    }
+    tracing::info!(dates = missing.len(), "computing rollups for dates committed before rollups existed");
+    for batch in missing.chunks(ROLLUP_BATCH) {
+        let stage = tempfile::Builder::new()
+            .prefix("tickerlake-rollups-")
+            .tempdir()
+            .map_err(|source| ProcessError::Io { context: "cannot create a stage directory".into(), source })?;
+        let keys: Vec<String> = batch.iter().map(|(_, k)| k.clone()).collect();
+        let files = lake::materialize(lake, &keys, &stage.path().join("committed"), "rollups").await?;
+        let dated: Vec<(String, PathBuf)> = batch.iter().zip(files).map(|((date, _), (path, _))| (date.clone(), path)).collect();
+        let engine = Engine::new(stage.path(), &opts.memory_limit)?;
+        let rollups = blocking(|| engine.rollups_of(&dated, tx.run_id(), &stage.path().join("out")))?;
+        let mut uploads: Vec<(String, &Path)> = Vec::new();
+        for (date, r) in &rollups {
+            uploads.push((DateFile::Daily.key(date), &r.daily));
+            uploads.push((DateFile::Snapshots.key(date), &r.snapshots));
+        }
+        tx.put_published(&uploads).await?;
+        for date in rollups.keys() {
+            tx.record_rollups(date);
+        }
+    }
+    Ok(missing.len())
+}
+
+/// The raw files a run sees.
+struct RawListing {
+    /// What the listing found, by key.
+    present: BTreeMap<String, ObjectMeta>,
+    /// For a short listing, the key it started after: older keys were not looked at.
+    after: Option<String>,
+}
+
+impl RawListing {
+    /// Whether a raw file may still be read: listed, or older than a short listing looked.
+    fn may_be_present(&self, key: &str) -> bool {
+        self.present.contains_key(key) || self.after.as_deref().is_some_and(|a| key <= a)
+    }
+}
+
+/// How far back before the newest processed raw file a short listing looks: snapshots of the
+/// last two days that arrive late are still found by hourly runs.
+const RECENT_REACH: chrono::TimeDelta = chrono::TimeDelta::hours(48);
+/// How long after a run that listed every raw file others may list only the recent ones: files
+/// dropped into `raw/` with older names are found within a day (at once by `tickerlake process`).
+const FULL_LISTING_EVERY: chrono::TimeDelta = chrono::TimeDelta::hours(24);
+
+/// List the raw files this run works from, load the manifest months it needs to tell which are
+/// new, and warn about processed files that changed or went away. An hourly run ([`Listing::Recent`])
+/// lists only keys after a point two days before the newest processed snapshot (one request
+/// on S3, whatever the history), except once a day; everything else lists every raw file.
+async fn list_raw(lake: &Lake, opts: &ProcessOptions, tx: &mut Transaction) -> ProcessResult<RawListing> {
+    let now = chrono::Utc::now();
+    let after = match (opts.listing, tx.state().raw_watermark()) {
+        (Listing::Recent, Some((newest, Some(listed)))) if !tx.is_full() && now.signed_duration_since(listed) < FULL_LISTING_EVERY => {
+            recent_start(newest)
+        }
+        _ => None,
+    };
+    let objects = match &after {
+        Some(after) => lake.list_after(RAW_PREFIX, after).await?,
+        None => lake.list(RAW_PREFIX).await?,
+    };
+    let present: BTreeMap<String, ObjectMeta> =
+        objects.into_iter().filter(|o| o.key.ends_with(".csv")).map(|o| (o.key.clone(), o)).collect();
+    let months: BTreeSet<String> = match &after {
+        Some(_) => present.keys().map(|k| month_of_raw(k)).collect(),
+        None => {
+            tx.note_full_listing(now);
+            tx.state().months().map(str::to_owned).chain(present.keys().map(|k| month_of_raw(k))).collect()
+        }
+    };
+    tx.ensure(months).await?;
+    let listing = RawListing { present, after };
+    report_drift(tx.state(), &listing);
+    Ok(listing)
+}
+
+/// Where a short listing starts: the newest processed snapshot's key with its hour moved back
+/// [`RECENT_REACH`] (keys sort by hour); None when the key carries no hour.
+fn recent_start(newest: &str) -> Option<String> {
+    let at = newest.find("raw_crypto_prices_")? + "raw_crypto_prices_".len();
+    let stamp = newest.get(at..at + 11)?;
+    let hour = chrono::NaiveDateTime::parse_from_str(&format!("{stamp}00"), "%Y%m%dT%H%M").ok()?;
+    Some(format!("{}{}", &newest[..at], (hour - RECENT_REACH).format("%Y%m%dT%H")))
 }
 
 /// What one chunk did.
@@ -300,7 +416,7 @@ async fn process_chunk(
     opts: &ProcessOptions,
     tx: &mut Transaction,
     chunk: &[ObjectMeta],
-    present: &BTreeMap<String, ObjectMeta>,
+    raw: &RawListing,
 ) -> ProcessResult<ChunkOutcome> {
     let stage = tempfile::Builder::new()
         .prefix("tickerlake-run-")
@@ -321,19 +437,20 @@ async fn process_chunk(
     let staged = match earliest_new {
         Some(date) => {
             let started = Instant::now();
-            let manifest = tx.state();
-            let window = plan_window(lake, manifest, &engine, date, stage.path()).await?;
+            let window = plan_window(lake, tx, &engine, date, stage.path()).await?;
             phase_done("reading committed state", started);
             dirty_dates.clone_from(&window.dirty_dates);
             let dirty_files = if window.dirty_dates.is_empty() {
                 Vec::new()
             } else {
+                let months: BTreeSet<String> = window.dirty_dates.iter().flat_map(|d| tx.state().months_with_raw_for(d)).collect();
+                tx.ensure(months).await?;
                 // Only raw files still there: a removed one's rows are gone from the rebuilt dates.
                 let keys: BTreeSet<String> = window
                     .dirty_dates
                     .iter()
-                    .flat_map(|d| manifest.raw_files_for(d).map(str::to_owned).collect::<Vec<_>>())
-                    .filter(|k| present.contains_key(k))
+                    .flat_map(|d| tx.state().raw_files_for(d).map(str::to_owned).collect::<Vec<_>>())
+                    .filter(|k| raw.may_be_present(k))
                     .collect();
                 lake::materialize(lake, &keys.into_iter().collect::<Vec<_>>(), &stage.path().join("reread"), "re-read").await?
             };
@@ -366,11 +483,15 @@ async fn process_chunk(
     for (date, path) in &staged.carries {
         outputs.push((lake::carry_key(date), path));
     }
+    for (date, rollups) in &staged.rollups {
+        outputs.push((DateFile::Daily.key(date), &rollups.daily));
+        outputs.push((DateFile::Snapshots.key(date), &rollups.snapshots));
+    }
     let started = Instant::now();
     tx.stage(&outputs).await?;
     let quarantine: Vec<(String, &Path)> =
         staged.quarantine.iter().map(|(raw, path)| (lake::quarantine_key(raw), path.as_path())).collect();
-    tx.put_quarantine(&quarantine).await?;
+    tx.put_published(&quarantine).await?;
     phase_done("staging outputs in the lake", started);
     record(tx, chunk, &loaded, &staged, &dirty_dates);
     Ok(ChunkOutcome { loaded, dates_written: staged.partitions.keys().cloned().collect() })
@@ -386,25 +507,29 @@ struct Window {
     carry: Option<PathBuf>,
 }
 
-async fn plan_window(lake: &Lake, manifest: &Manifest, engine: &Engine, earliest_new: String, stage: &Path) -> ProcessResult<Window> {
+async fn plan_window(lake: &Lake, tx: &mut Transaction, engine: &Engine, earliest_new: String, stage: &Path) -> ProcessResult<Window> {
     let dir = stage.join("committed");
     let is_committed = |path: &Path, entry: &PartitionEntry| -> ProcessResult<bool> {
         Ok(blocking(|| engine.run_id_of(path))?.as_deref() == Some(entry.run_id.as_str()))
     };
-    // Walk back while the carry state before the start cannot be trusted.
+    // Walk back while the carry state before the start cannot be trusted (loading the months
+    // the window reaches: the partitions from the start on, the one before it).
     let mut start = earliest_new;
     let carry = loop {
-        let Some((prev, entry)) = manifest.partitions.range(..start.clone()).next_back() else { break None };
-        match fetch_optional(lake, &entry.carry_key(prev), &dir).await? {
-            Some(path) if is_committed(&path, entry)? => break Some(path),
+        tx.ensure(tx.state().months_for_window(&start)).await?;
+        let Some((prev, entry)) = tx.state().partitions().range(..start.clone()).next_back() else { break None };
+        let (prev, entry) = (prev.clone(), entry.clone());
+        match fetch_optional(lake, &entry.carry_key(&prev), &dir).await? {
+            Some(path) if is_committed(&path, &entry)? => break Some(path),
             _ => {
                 tracing::warn!(date = %prev, "carry state is missing or not the committed run's; recomputing from that date");
-                start = prev.clone();
+                start = prev;
             }
         }
     };
     let mut window = Window { clean_partitions: Vec::new(), dirty_dates: Vec::new(), carry };
-    for (date, entry) in manifest.partitions.range(start..) {
+    let manifest = tx.state();
+    for (date, entry) in manifest.partitions().range(start..) {
         match fetch_optional(lake, &entry.processed_key(date), &dir).await? {
             Some(path) if is_committed(&path, entry)? => window.clean_partitions.push(path),
             _ => {
@@ -441,10 +566,14 @@ fn record(tx: &mut Transaction, new: &[ObjectMeta], loaded: &LoadStats, staged: 
     }
 }
 
-/// Warn about raw files changed or removed after processing: incremental runs cannot undo rows.
-fn report_drift(manifest: &Manifest, present: &BTreeMap<String, ObjectMeta>) {
-    for (key, entry) in &manifest.raw {
-        match present.get(key) {
+/// Warn about processed raw files that changed or went away (among those the listing looked
+/// at): incremental runs cannot undo rows.
+fn report_drift(manifest: &Manifest, listing: &RawListing) {
+    for (key, entry) in manifest.raw() {
+        if listing.after.as_deref().is_some_and(|a| key.as_str() <= a) {
+            continue;
+        }
+        match listing.present.get(key) {
             None => {
                 tracing::warn!(%key, "raw file was processed but is gone; its rows stay in processed/ until `tickerlake process --full`")
             }

@@ -29,10 +29,21 @@ use super::engine::SnapshotFiles;
 pub enum View {
     /// `processed`: hive-partitioned Parquet.
     Processed,
+    /// `daily`: the per-symbol daily rollup, hive-partitioned Parquet.
+    Daily,
+    /// `snapshots`: the per-snapshot rollup, hive-partitioned Parquet.
+    Snapshots,
     /// `raw`: CSV snapshots.
     Raw,
     /// `quarantine`: CSV.
     Quarantine,
+}
+
+impl View {
+    /// Whether DuckDB prunes the view's files by date (Parquet under `date=` directories).
+    pub fn is_partitioned(self) -> bool {
+        matches!(self, Self::Processed | Self::Daily | Self::Snapshots)
+    }
 }
 
 /// One committed file: where it is in the lake and its cache path, which names its content
@@ -128,6 +139,8 @@ pub struct Layout {
 }
 
 const SENTINEL_PARQUET: &str = "sentinel/date=1970-01-01/part-00000.parquet";
+const SENTINEL_DAILY: &str = "sentinel/daily/date=1970-01-01/daily.parquet";
+const SENTINEL_SNAPSHOTS: &str = "sentinel/snapshots/date=1970-01-01/snapshots.parquet";
 const SENTINEL_RAW: &str = "sentinel/raw.csv";
 const SENTINEL_QUARANTINE: &str = "sentinel/quarantine.csv";
 
@@ -141,20 +154,25 @@ impl Cache {
     pub fn new(lake: Lake, dir: &Path, budget: u64) -> Result<Self, ServeError> {
         let files = dir.join("files");
         let stubs = dir.join("stubs");
-        for d in [&files, &stubs.join("sentinel/date=1970-01-01")] {
-            std::fs::create_dir_all(d).map_err(io(format!("cannot create {}", d.display())))?;
-        }
+        std::fs::create_dir_all(&files).map_err(io(format!("cannot create {}", files.display())))?;
         // The sentinels: empty files of each view's schema.
-        let parquet = stubs.join(SENTINEL_PARQUET);
-        let columns: Vec<String> =
-            crate::indicators::PROCESSED_COLUMNS.iter().map(|c| format!("CAST(NULL AS {}) AS \"{}\"", c.duckdb, c.name)).collect();
         let conn = duckdb::Connection::open_in_memory().map_err(|e| ServeError::Engine(e.to_string()))?;
-        conn.execute_batch(&format!(
-            "COPY (SELECT {} WHERE false) TO {} (FORMAT parquet)",
-            columns.join(", "),
-            lit(&parquet.to_string_lossy())
-        ))
-        .map_err(|e| ServeError::Engine(format!("cannot write the cache's sentinel file: {e}")))?;
+        for (rel, columns) in [
+            (SENTINEL_PARQUET, &crate::indicators::PROCESSED_COLUMNS[..]),
+            (SENTINEL_DAILY, &crate::indicators::DAILY_COLUMNS[..]),
+            (SENTINEL_SNAPSHOTS, &crate::indicators::SNAPSHOTS_COLUMNS[..]),
+        ] {
+            let parquet = stubs.join(rel);
+            let parent = parquet.parent().expect("sentinels have a parent");
+            std::fs::create_dir_all(parent).map_err(io(format!("cannot create {}", parent.display())))?;
+            let typed: Vec<String> = columns.iter().map(|c| format!("CAST(NULL AS {}) AS \"{}\"", c.duckdb, c.name)).collect();
+            conn.execute_batch(&format!(
+                "COPY (SELECT {} WHERE false) TO {} (FORMAT parquet)",
+                typed.join(", "),
+                lit(&parquet.to_string_lossy())
+            ))
+            .map_err(|e| ServeError::Engine(format!("cannot write the cache's sentinel file: {e}")))?;
+        }
         for (rel, header) in [(SENTINEL_RAW, "symbol,price,timestamp\n"), (SENTINEL_QUARANTINE, "source_file,line,reason,record\n")] {
             let p = stubs.join(rel);
             std::fs::write(&p, header).map_err(io(format!("cannot write {}", p.display())))?;
@@ -165,6 +183,8 @@ impl Cache {
     fn sentinel(&self, view: View) -> PathBuf {
         self.stubs.join(match view {
             View::Processed => SENTINEL_PARQUET,
+            View::Daily => SENTINEL_DAILY,
+            View::Snapshots => SENTINEL_SNAPSHOTS,
             View::Raw => SENTINEL_RAW,
             View::Quarantine => SENTINEL_QUARANTINE,
         })
@@ -228,6 +248,8 @@ impl Cache {
         };
         let files = |root: &Path| SnapshotFiles {
             processed: list(root, View::Processed),
+            daily: list(root, View::Daily),
+            snapshots: list(root, View::Snapshots),
             raw: list(root, View::Raw),
             quarantine: list(root, View::Quarantine),
             allowed_directories: Vec::new(),
@@ -341,6 +363,8 @@ pub fn views_named(sql: &str) -> Vec<View> {
     for t in super::sqltext::tokenize(sql) {
         let view = match t.ident().as_deref() {
             Some("processed") => View::Processed,
+            Some("daily") => View::Daily,
+            Some("snapshots") => View::Snapshots,
             Some("raw") => View::Raw,
             Some("quarantine") => View::Quarantine,
             _ => continue,

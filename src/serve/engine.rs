@@ -30,6 +30,10 @@ pub const PG_VERSION_NUM: &str = "160006";
 pub struct SnapshotFiles {
     /// Committed processed partitions (hive `date=` paths).
     pub processed: Vec<String>,
+    /// Their daily rollups (hive `date=` paths).
+    pub daily: Vec<String>,
+    /// Their per-snapshot rollups (hive `date=` paths).
+    pub snapshots: Vec<String>,
     /// Raw CSV snapshots.
     pub raw: Vec<String>,
     /// Quarantine CSVs.
@@ -115,9 +119,18 @@ impl Snapshot {
         setup.conn.execute_batch(&sql).map_err(engine)?;
         let lits = |v: &[String]| v.iter().map(|p| lit(p)).collect::<Vec<_>>();
         crate::query::define_views(&setup.conn, &lits(&files.processed), &lits(&files.raw), &lits(&files.quarantine)).map_err(engine)?;
+        crate::query::define_rollup_views(&setup.conn, &lits(&files.daily), &lits(&files.snapshots)).map_err(engine)?;
         setup.conn.execute_batch(&super::compat::schema_sql()).map_err(engine)?;
         // The containment: only the snapshot's files are readable, then nothing can change it.
-        let mut allowed_paths: Vec<String> = files.processed.iter().chain(&files.raw).chain(&files.quarantine).cloned().collect();
+        let mut allowed_paths: Vec<String> = files
+            .processed
+            .iter()
+            .chain(&files.daily)
+            .chain(&files.snapshots)
+            .chain(&files.raw)
+            .chain(&files.quarantine)
+            .cloned()
+            .collect();
         allowed_paths.sort();
         allowed_paths.dedup();
         let dirs: Vec<String> =

@@ -20,19 +20,27 @@ use super::ServeError;
 use super::cache::{Cache, Object, Pins, View, views_named};
 use super::engine::{EngineConfig, Snapshot, SnapshotFiles};
 use super::session::QueryControl;
+use crate::lake::DateFile;
 use crate::lake::manifest::Manifest;
 use crate::lake::{Lake, MANIFEST_KEY};
 
 /// The committed files of the lake, by view. The one place `serve` reads the manifest's
-/// contents (its partitions, and its raw entries' versions and quarantine counts).
+/// contents (its partitions and their files, its raw entries' versions and quarantine counts).
 fn committed(manifest: &Manifest) -> Vec<Object> {
     let mut out = Vec::new();
     for p in manifest.committed_partitions() {
         // By date and run: the staged and the published copy of a partition are the same file.
-        let rel = format!("p/{}/date={}/{}", super::cache::tag(&p.run_id), p.date, crate::lake::PART_FILE);
-        out.push(Object { view: View::Processed, key: p.key, rel });
+        for (view, kind, name) in
+            [(View::Processed, DateFile::Processed, "p"), (View::Daily, DateFile::Daily, "d"), (View::Snapshots, DateFile::Snapshots, "s")]
+        {
+            if let Some(key) = p.file(kind) {
+                let file = key.rsplit('/').next().unwrap_or(&key).to_owned();
+                let rel = format!("{name}/{}/date={}/{file}", super::cache::tag(&p.run_id), p.date);
+                out.push(Object { view, key, rel });
+            }
+        }
     }
-    for (key, entry) in &manifest.raw {
+    for (key, entry) in manifest.raw() {
         let name = key.rsplit('/').next().unwrap_or(key);
         let version = super::cache::tag(&entry.version);
         out.push(Object { view: View::Raw, key: key.clone(), rel: format!("r/{version}/{name}") });
@@ -116,7 +124,7 @@ impl LakeState {
             Some(_) => None,
             None => Some(Arc::new(Cache::new(lake.clone(), &root.path().join("cache"), opts.cache_bytes)?)),
         };
-        let manifest = Manifest::load(&lake).await?;
+        let manifest = Manifest::load_all(&lake).await?;
         let version = manifest.read_version.clone();
         let first = Self::build(&lake, cache.as_ref(), &config, &manifest, 1).await?;
         tracing::info!(partitions = first.db.partitions, "serving {}", lake.describe());
@@ -165,6 +173,8 @@ impl LakeState {
                 };
                 let files = SnapshotFiles {
                     processed: local(View::Processed),
+                    daily: local(View::Daily),
+                    snapshots: local(View::Snapshots),
                     raw: local(View::Raw),
                     quarantine: local(View::Quarantine),
                     allowed_directories: Vec::new(),
@@ -228,7 +238,7 @@ impl LakeState {
         {
             return Ok(());
         }
-        let manifest = Manifest::load(&self.lake).await?;
+        let manifest = Manifest::load_all(&self.lake).await?;
         if manifest.read_version.is_none() && look.manifest_version.is_none() {
             return Ok(());
         }
@@ -254,7 +264,8 @@ impl LakeState {
         let (Some(cache), Some(remote)) = (&self.cache, &served.remote) else { return Ok(None) };
         let mut rels = Vec::new();
         for view in views_named(sql) {
-            if view == View::Processed && !everything {
+            // Hive-partitioned views: only the dates left after DuckDB prunes.
+            if view.is_partitioned() && !everything {
                 rels.extend(self.probe(cache, remote, sql, params, control).await?);
             } else {
                 rels.extend(cache.view_rels(view));
