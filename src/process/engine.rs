@@ -358,8 +358,7 @@ impl Engine {
         }
         let files = crate::sql::list(partitions.iter().map(|(_, p)| p.to_str().expect("stage paths are UTF-8")));
         // The date from the manifest, not the path: a downloaded file's path is the stage's.
-        let dates =
-            partitions.iter().map(|(d, p)| format!("({}, DATE {})", lit(&p.to_string_lossy()), lit(d))).collect::<Vec<_>>().join(", ");
+        let dates = partitions.iter().map(|(d, p)| format!("({}, DATE {})", lit(&p.to_string_lossy()), lit(d))).collect::<Vec<_>>().join(", ");
         self.conn.execute_batch(&format!(
             "CREATE OR REPLACE TEMP VIEW rollup_input AS
              SELECT {}, d.date FROM read_parquet({files}, filename = true) p JOIN (VALUES {dates}) d(file, date) ON p.filename = d.file",

@@ -268,8 +268,13 @@ const ROLLUP_BATCH: usize = 31;
 /// files go straight to their published keys: they are functions of the committed partitions,
 /// and readers look for them only once the commit records them. Returns how many dates got them.
 async fn add_missing_rollups(lake: &Lake, opts: &ProcessOptions, tx: &mut Transaction) -> ProcessResult<usize> {
-    let missing: Vec<(String, String)> =
-        tx.state().partitions().iter().filter(|(_, e)| !e.rollups && e.published).map(|(d, e)| (d.clone(), e.processed_key(d))).collect();
+    let missing: Vec<(String, String)> = tx
+        .state()
+        .partitions()
+        .iter()
+        .filter(|(_, e)| !e.rollups && e.published)
+        .map(|(d, e)| (d.clone(), e.processed_key(d)))
+        .collect();
     if missing.is_empty() {
         return Ok(0);
     }
@@ -335,8 +340,7 @@ async fn list_raw(lake: &Lake, opts: &ProcessOptions, tx: &mut Transaction) -> P
         Some(after) => lake.list_after(RAW_PREFIX, after).await?,
         None => lake.list(RAW_PREFIX).await?,
     };
-    let present: BTreeMap<String, ObjectMeta> =
-        objects.into_iter().filter(|o| o.key.ends_with(".csv")).map(|o| (o.key.clone(), o)).collect();
+    let present: BTreeMap<String, ObjectMeta> = objects.into_iter().filter(|o| o.key.ends_with(".csv")).map(|o| (o.key.clone(), o)).collect();
     let months: BTreeSet<String> = match &after {
         Some(_) => present.keys().map(|k| month_of_raw(k)).collect(),
         None => {
