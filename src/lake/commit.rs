@@ -398,8 +398,7 @@ async fn publish_pending(lake: &Lake, manifest: &mut Manifest) -> CommitResult<P
     }
     let dates: Vec<&str> = pending.iter().map(|(d, _)| d.as_str()).collect();
     let foreign_moved = move_foreign(lake, &dates).await?;
-    let rollups: BTreeSet<&str> =
-        pending.iter().filter(|(d, _)| manifest.partitions().get(d).is_some_and(|e| e.rollups)).map(|(d, _)| d.as_str()).collect();
+    let rollups: BTreeSet<&str> = pending.iter().filter(|(d, _)| manifest.partitions().get(d).is_some_and(|e| e.rollups)).map(|(d, _)| d.as_str()).collect();
     let outcomes: Vec<(String, bool)> = futures::stream::iter(pending.iter().map(|(date, run)| {
         let with_rollups = rollups.contains(date.as_str());
         async move {
@@ -516,8 +515,12 @@ async fn sweep_abandoned(lake: &Lake, manifest: &Manifest, own: &str, reference:
 /// rebuild); other files under `processed/` are moved aside, never deleted. Returns the partition
 /// keys removed and how many files were moved.
 async fn remove_stale(lake: &Lake, committed: &Manifest) -> LakeResult<(Vec<String>, usize)> {
-    let keep: BTreeSet<String> =
-        committed.partition_dates().iter().flat_map(|d| DateFile::ALL.map(|kind| kind.key(d))).chain(committed.quarantine_keys()).collect();
+    let keep: BTreeSet<String> = committed
+        .partition_dates()
+        .iter()
+        .flat_map(|d| DateFile::ALL.map(|kind| kind.key(d)))
+        .chain(committed.quarantine_keys())
+        .collect();
     let mut removed = Vec::new();
     let mut foreign = Vec::new();
     let prefixes = DateFile::ALL.map(DateFile::prefix);

@@ -337,9 +337,7 @@ impl Manifest {
     pub fn months_with_raw_for(&self, date: &str) -> Vec<String> {
         self.segments
             .iter()
-            .filter(
-                |(_, r)| matches!((&r.raw_first_date, &r.raw_last_date), (Some(a), Some(b)) if a.as_str() <= date && date <= b.as_str()),
-            )
+            .filter(|(_, r)| matches!((&r.raw_first_date, &r.raw_last_date), (Some(a), Some(b)) if a.as_str() <= date && date <= b.as_str()))
             .map(|(m, _)| m.clone())
             .collect()
     }
@@ -444,10 +442,7 @@ impl Manifest {
 
     /// A month changes: it must be loaded (its segment is rewritten whole).
     fn touch(&mut self, month: String) {
-        assert!(
-            self.loaded.contains(&month) || !self.segments.contains_key(&month),
-            "manifest month {month} is changed before it is loaded"
-        );
+        assert!(self.loaded.contains(&month) || !self.segments.contains_key(&month), "manifest month {month} is changed before it is loaded");
         self.loaded.insert(month.clone());
         self.changed.insert(month);
     }
@@ -623,9 +618,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let lake: Lake = std::sync::Arc::new(super::super::local::LocalStore::open(dir.path()).unwrap());
         let mut m = Manifest::load(&lake).await.unwrap();
-        for (key, date) in
-            [("raw/raw_crypto_prices_20250131T2300.csv", "2025-01-31"), ("raw/raw_crypto_prices_20250201T0000.csv", "2025-02-01")]
-        {
+        for (key, date) in [("raw/raw_crypto_prices_20250131T2300.csv", "2025-01-31"), ("raw/raw_crypto_prices_20250201T0000.csv", "2025-02-01")] {
             m.insert_raw(key.into(), RawEntry { first_date: Some(date.into()), last_date: Some(date.into()), ..Default::default() });
             m.insert_partition(date.into(), PartitionEntry { run_id: "r1".into(), rows: 3, published: false, rollups: true });
         }
