@@ -184,12 +184,10 @@ async fn committed_files(
 ) -> Result<Vec<(PathBuf, String)>> {
     let keys: Vec<String> = files.iter().map(|(_, k)| k.clone()).collect();
     match lake::materialize(lake, &keys, dir, "download").await {
-        Err(LakeError::NotFound { key }) => {
-            match files.iter().find(|(_, k)| *k == key).and_then(|(d, _)| partitions.iter().find(|p| p.date == *d)) {
-                Some(p) => Err(p.missing().into()),
-                None => Err(LakeError::NotFound { key }.into()),
-            }
-        }
+        Err(LakeError::NotFound { key }) => match files.iter().find(|(_, k)| *k == key).and_then(|(d, _)| partitions.iter().find(|p| p.date == *d)) {
+            Some(p) => Err(p.missing().into()),
+            None => Err(LakeError::NotFound { key }.into()),
+        },
         other => Ok(other?),
     }
 }

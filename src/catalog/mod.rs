@@ -284,8 +284,7 @@ impl Catalog {
     /// The database and the tables, the date tables' projection range starting at `first_date`.
     async fn ensure_schema(&self, first_date: Option<&str>, report: &mut CatalogReport) -> Result<(), CatalogError> {
         report.database_created = self.glue.ensure_database(&self.options.database).await?;
-        let tables =
-            glue::DATE_TABLES.map(|t| glue::date_table(&self.options, t, first_date)).into_iter().chain([glue::raw_table(&self.options)]);
+        let tables = glue::DATE_TABLES.map(|t| glue::date_table(&self.options, t, first_date)).into_iter().chain([glue::raw_table(&self.options)]);
         for table in tables {
             let name = table.name().to_owned();
             match self.glue.ensure_table(&self.options.database, table).await? {
