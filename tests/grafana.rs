@@ -138,8 +138,9 @@ fn provisioning_references_resolve() {
                 assert!(used.is_subset(&defined), "{file}: {title} uses {used:?}, the dashboard defines {defined:?}");
                 let ts = t["format"] == "time_series" || t["format"] == 0;
                 if ts {
+                    // The time column: aliased, or the snapshots rollup's own `time`.
                     assert!(
-                        sql.contains("AS \"time\"") && sql.contains("ORDER BY \"time\""),
+                        (sql.contains("AS \"time\"") || sql.contains("SELECT \"time\"")) && sql.contains("ORDER BY \"time\""),
                         "{file}: {title} is a time series without an ordered time column"
                     );
                 }
@@ -413,8 +414,11 @@ async fn the_athena_variant_answers_like_the_postgres_one() {
         let (from, to) = range_for(f);
         let athena_sql = grafana::expand(&grafana::adapt(&f.sql, Flavor::Athena), Flavor::Athena, from, to, &vars()).unwrap();
         assert!(!athena_sql.contains('$'), "{}: {athena_sql}", f.name);
+        // The hourly rows filter "timestamp", the snapshots rollup its "time".
         assert!(
-            !f.sql.contains("$__timeFilter") || athena_sql.contains("\"timestamp\" BETWEEN TIMESTAMP '2025-05-0"),
+            !f.sql.contains("$__timeFilter")
+                || athena_sql.contains("\"timestamp\" BETWEEN TIMESTAMP '2025-05-0")
+                || athena_sql.contains("\"time\" BETWEEN TIMESTAMP '2025-05-0"),
             "{}: {athena_sql}",
             f.name
         );
