@@ -31,6 +31,9 @@ RUN if [ ! -e /etc/ssl/certs/ca-certificates.crt ]; then \
 COPY docker/healthcheck.sh /usr/local/bin/tickerlake-healthcheck
 USER tickerlake:tickerlake
 WORKDIR /var/lib/tickerlake
+# Where `serve-cert` writes the compose stack's TLS certificate: a volume mounted here starts with
+# this directory's owner, so the non-root user can write it.
+RUN mkdir -p /var/lib/tickerlake/tls
 # A local lake lives here unless TICKERLAKE_LAKE says s3://…; mount a volume on it to keep it.
 ENV TICKERLAKE_LAKE=/var/lib/tickerlake/lake
 VOLUME ["/var/lib/tickerlake"]

@@ -21,6 +21,10 @@ down:
 logs *SERVICES:
     ./dev logs {{SERVICES}}
 
+# The stack's serve CA (PEM), for clients' sslrootcert with sslmode=verify-full.
+serve-ca:
+    @./dev serve-ca
+
 # Offline demo without Docker: simulator, backfill, collect, process, query the embedded lake.
 demo:
     ./dev demo

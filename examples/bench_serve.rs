@@ -1,6 +1,7 @@
 //! `./dev bench-serve`: p50/p99 of every dashboard query (PostgreSQL variant, panels and the
 //! variable) through `tickerlake serve`, for a 24-hour, a 7-day and a whole-year range ending at
-//! the lake's last hour, with one client and with 20 concurrent clients.
+//! the lake's last hour, with one client and with 20 concurrent clients; and the server's peak
+//! RSS at the end (VmHWM: the 20 clients on whole-year queries are its high-water mark).
 //!
 //! Usage: bench_serve TICKERLAKE_BIN LAKE [ITERATIONS_SINGLE] [ITERATIONS_PER_CONCURRENT_CLIENT] [NAME_FILTER]
 //! (the lake must be processed; `./dev bench-serve` builds a year of 3,000 symbols first).
@@ -100,5 +101,8 @@ async fn main() {
             );
         }
     }
+    let status = std::fs::read_to_string(format!("/proc/{}/status", child.id().unwrap())).unwrap_or_default();
+    let peak = status.lines().find_map(|l| l.strip_prefix("VmHWM:")).unwrap_or("?").trim().to_owned();
+    println!("server peak RSS (VmHWM): {peak}");
     child.kill().await.ok();
 }

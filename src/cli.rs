@@ -199,17 +199,45 @@ pub enum Command {
     /// Answer PostgreSQL clients (Grafana, psql…) over the lake, read-only: processed, raw, quarantine.
     ///
     /// Any database and user name; a password (SCRAM) from TICKERLAKE_SERVE_PASSWORD, required
-    /// for any address but loopback. New commits are seen without a restart.
+    /// for any address but loopback; TLS with --tls-cert/--tls-key. New commits are seen
+    /// without a restart.
     Serve {
         /// Address to listen on; anything but loopback needs TICKERLAKE_SERVE_PASSWORD.
         #[arg(long, hide_env_values = true, env = "TICKERLAKE_SERVE_LISTEN", default_value = crate::serve::DEFAULT_LISTEN)]
         listen: String,
+        /// TLS certificate chain (PEM, the server's certificate first): SSLRequests are answered
+        /// with TLS, so clients can use sslmode=verify-full.
+        #[arg(long, hide_env_values = true, env = "TICKERLAKE_SERVE_TLS_CERT")]
+        tls_cert: Option<std::path::PathBuf>,
+        /// The certificate's private key (PEM).
+        #[arg(long, hide_env_values = true, env = "TICKERLAKE_SERVE_TLS_KEY")]
+        tls_key: Option<std::path::PathBuf>,
         /// Seconds a query may run before it is cancelled.
         #[arg(long, default_value_t = 30)]
         query_timeout: u64,
         /// Seconds between looks at the lake for new commits (at most one look per query).
         #[arg(long, default_value_t = 1.0)]
         refresh_secs: f64,
+        /// DuckDB memory budget of the served lake; beyond it queries spill to a temp directory.
+        #[arg(long, hide_env_values = true, env = "TICKERLAKE_MEMORY_LIMIT", default_value = crate::serve::DEFAULT_MEMORY_LIMIT)]
+        memory_limit: String,
+        /// Client connections at once; one more is refused with SQLSTATE 53300.
+        #[arg(long, default_value_t = crate::serve::DEFAULT_MAX_CONNECTIONS)]
+        max_connections: usize,
+        /// S3 lakes: local disk kept for the lake's files that queries fetched (e.g. 4GB).
+        #[arg(long, default_value = crate::serve::DEFAULT_CACHE_SIZE)]
+        cache_size: String,
+    },
+    /// Write a private CA and a server certificate for `serve --tls-cert/--tls-key` (the compose
+    /// stack's), unless the directory has one already.
+    #[command(hide = true)]
+    ServeCert {
+        /// Where to write ca.pem, server.pem and server.key.
+        #[arg(long)]
+        out: std::path::PathBuf,
+        /// A DNS name or IP address clients connect to (repeatable).
+        #[arg(long = "name", required = true)]
+        names: Vec<String>,
     },
     /// Regenerate grafana/provisioning (dashboards, alert rules) from queries/*.sql (`./dev grafana`).
     #[command(hide = true)]
@@ -380,16 +408,21 @@ pub async fn execute(cli: Cli) -> Result<()> {
             }
             writeln!(stdout, "wrote {written} simulated hourly snapshot(s) of {symbols} symbols into {}", lake.describe())?;
         }
-        Command::Serve { listen, query_timeout, refresh_secs } => {
+        Command::Serve { listen, tls_cert, tls_key, query_timeout, refresh_secs, memory_limit, max_connections, cache_size } => {
+            let tls = crate::serve::tls_paths(tls_cert, tls_key)?;
             let lake = open(Access::Existing).await?;
             // The password only ever comes from the environment (never argv, never logged).
             let password = std::env::var("TICKERLAKE_SERVE_PASSWORD").ok().filter(|p| !p.is_empty());
             let opts = crate::serve::ServeOptions {
                 listen,
                 password,
+                tls,
                 query_timeout: Duration::from_secs(query_timeout.max(1)),
                 refresh: Duration::from_secs_f64(refresh_secs.max(0.0)),
                 threads: None,
+                memory_limit,
+                max_connections: max_connections.max(1),
+                cache_size,
             };
             drop(stdout);
             crate::serve::serve(lake, &opts, crate::service::stop_signal(), |addr| {
@@ -398,6 +431,15 @@ pub async fn execute(cli: Cli) -> Result<()> {
             })
             .await?;
             return Ok(());
+        }
+        Command::ServeCert { out, names } => {
+            let wrote = crate::serve::tls::generate(&out, &names)?;
+            let what = if wrote { "wrote" } else { "kept the existing" };
+            writeln!(
+                stdout,
+                "{what} {}/ca.pem, server.pem and server.key (clients: sslrootcert=ca.pem sslmode=verify-full)",
+                out.display()
+            )?;
         }
         Command::GrafanaProvisioning { queries, out, check } => {
             let written = crate::serve::grafana::write(&queries, &out, check)?;

@@ -138,8 +138,9 @@ fn provisioning_references_resolve() {
                 assert!(used.is_subset(&defined), "{file}: {title} uses {used:?}, the dashboard defines {defined:?}");
                 let ts = t["format"] == "time_series" || t["format"] == 0;
                 if ts {
+                    // The time column: aliased, or the snapshots rollup's own `time`.
                     assert!(
-                        sql.contains("AS \"time\"") && sql.contains("ORDER BY \"time\""),
+                        (sql.contains("AS \"time\"") || sql.contains("SELECT \"time\"")) && sql.contains("ORDER BY \"time\""),
                         "{file}: {title} is a time series without an ordered time column"
                     );
                 }
@@ -172,6 +173,7 @@ fn provisioning_references_resolve() {
             ("gauge", "Current price"),
             ("stat", "Max price"),
             ("stat", "Min price"),
+            ("stat", "Variation"),
             ("timeseries", "Price and moving average"),
             ("barchart", "Volatility per day (standard deviation of the hourly % change)")
         ]
@@ -325,6 +327,15 @@ async fn every_postgres_panel_variable_and_alert_runs_through_serve() {
             }
             "summary_max_price.sql" => assert_eq!(num(got[0].get(0)), btc.iter().map(|r| r.price).fold(f64::MIN, f64::max)),
             "summary_min_price.sql" => assert_eq!(num(got[0].get(0)), btc.iter().map(|r| r.price).fold(f64::MAX, f64::min)),
+            "summary_percent_change.sql" => {
+                // From the first to the last price of the range, in %.
+                let first = btc.iter().min_by_key(|r| r.ts_us).unwrap().price;
+                let want = (latest_btc.price - first) / first * 100.0;
+                assert_eq!(got.len(), 1);
+                let v = num(got[0].get(col("variation")));
+                assert!((v - want).abs() <= want.abs() * 1e-12, "variation {v}, want {want}");
+                assert!(want != 0.0, "the simulated walk moved over the range");
+            }
             "summary_price_moving_average.sql" => {
                 assert_eq!(got.len(), btc.len());
                 assert_eq!(num(got.last().unwrap().get(col("moving_avg"))), latest_btc.moving_avg);
@@ -403,8 +414,11 @@ async fn the_athena_variant_answers_like_the_postgres_one() {
         let (from, to) = range_for(f);
         let athena_sql = grafana::expand(&grafana::adapt(&f.sql, Flavor::Athena), Flavor::Athena, from, to, &vars()).unwrap();
         assert!(!athena_sql.contains('$'), "{}: {athena_sql}", f.name);
+        // The hourly rows filter "timestamp", the snapshots rollup its "time".
         assert!(
-            !f.sql.contains("$__timeFilter") || athena_sql.contains("\"timestamp\" BETWEEN TIMESTAMP '2025-05-0"),
+            !f.sql.contains("$__timeFilter")
+                || athena_sql.contains("\"timestamp\" BETWEEN TIMESTAMP '2025-05-0")
+                || athena_sql.contains("\"time\" BETWEEN TIMESTAMP '2025-05-0"),
             "{}: {athena_sql}",
             f.name
         );

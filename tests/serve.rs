@@ -100,7 +100,7 @@ async fn psql_and_tokio_postgres_read_the_lake_and_grafana_specifics_answer() {
         .iter()
         .map(|r| r.get(0))
         .collect();
-    assert_eq!(tables, ["processed", "quarantine", "raw"]);
+    assert_eq!(tables, ["daily", "processed", "quarantine", "raw", "snapshots"]);
     let columns: Vec<(String, String)> = client
         .query(
             "SELECT quote_ident(column_name) AS \"column\", data_type AS \"type\" FROM information_schema.columns
@@ -198,7 +198,7 @@ async fn every_writing_escaping_or_setting_statement_is_refused_and_cannot_be_re
     // psql too, with a one-line error.
     let (code, _, err) = server.psql(&["SET enable_external_access = true"], &[]).await;
     assert_ne!(code, Some(0));
-    assert!(err.contains("read-only: SET statements are refused"), "{err}");
+    assert!(err.contains("read-only: SET enable_external_access is refused"), "{err}");
     // Still serving, nothing written anywhere.
     let n: i64 = client.query_one("SELECT count(*) FROM processed", &[]).await.unwrap().get(0);
     assert_eq!(n, common::processed_rows(dir.path()).len() as i64);
@@ -368,4 +368,542 @@ async fn a_partition_read_from_staging_keeps_answering_once_published_and_cleane
         let extended: i64 = client.query_one(sql, &[]).await.unwrap_or_else(|e| panic!("{sql}: {e}")).get(0);
         assert!(extended > 0 && simple_rows(&simple)[0].get(0).unwrap().parse::<i64>().unwrap() == extended);
     }
+}
+
+/// A CA, and a certificate it signed for `localhost` and 127.0.0.1, written as PEM files.
+struct TestCa {
+    dir: tempfile::TempDir,
+}
+
+impl TestCa {
+    fn new(name: &str) -> Self {
+        use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair, SanType};
+        let dir = tempfile::tempdir().unwrap();
+        let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca_params.distinguished_name.push(DnType::CommonName, name);
+        let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
+        let mut params = CertificateParams::new(vec!["localhost".to_owned()]).unwrap();
+        params.subject_alt_names.push(SanType::IpAddress(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST)));
+        let key = KeyPair::generate().unwrap();
+        let cert = params.signed_by(&key, &ca).unwrap();
+        std::fs::write(dir.path().join("ca.pem"), ca.pem()).unwrap();
+        std::fs::write(dir.path().join("server.pem"), cert.pem()).unwrap();
+        std::fs::write(dir.path().join("server.key"), key.serialize_pem()).unwrap();
+        Self { dir }
+    }
+    fn path(&self, name: &str) -> String {
+        self.dir.path().join(name).to_string_lossy().into_owned()
+    }
+}
+
+/// psql with a libpq connection string; (exit code, stdout, stderr).
+async fn psql_conninfo(conninfo: &str, commands: &[&str], password: Option<&str>) -> (Option<i32>, String, String) {
+    let mut cmd = tokio::process::Command::new("psql");
+    cmd.args(["-X", "-tA", "-v", "ON_ERROR_STOP=1", conninfo]);
+    for c in commands {
+        cmd.arg("-c").arg(c);
+    }
+    cmd.env("PGCONNECT_TIMEOUT", "10").env_remove("PGPASSWORD").env_remove("PGSSLMODE");
+    if let Some(p) = password {
+        cmd.env("PGPASSWORD", p);
+    }
+    let out = cmd.output().await.expect("psql is installed");
+    (out.status.code(), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_with_the_servers_ca_passes_verify_full_and_cleartext_off_loopback_is_warned() {
+    let dir = lake(24, 3).await;
+    let ca = TestCa::new("tickerlake test CA");
+    let other = TestCa::new("another CA");
+    let server = Server::start(
+        dir.path(),
+        &["--tls-cert", &ca.path("server.pem")],
+        &[("TICKERLAKE_SERVE_TLS_KEY", &ca.path("server.key")), ("TICKERLAKE_SERVE_PASSWORD", "s3cret")],
+    )
+    .await;
+    let n = common::processed_rows(dir.path()).len();
+    for host in ["localhost", "127.0.0.1"] {
+        let conninfo = format!(
+            "host={host} port={} user=grafana dbname=tickerlake sslmode=verify-full sslrootcert={}",
+            server.port,
+            ca.path("ca.pem")
+        );
+        let (code, out, err) = psql_conninfo(&conninfo, &["SELECT count(*) FROM processed", "\\conninfo"], Some("s3cret")).await;
+        assert_eq!(code, Some(0), "{host}: {err}");
+        assert!(out.starts_with(&format!("{n}\n")), "{out}");
+        assert!(out.contains("SSL connection (protocol: TLSv1.3"), "the session is encrypted: {out}");
+    }
+    // Another CA's client refuses the server; so does a client insisting on TLS to a server without it.
+    let conninfo = format!(
+        "host=localhost port={} user=grafana dbname=tickerlake sslmode=verify-full sslrootcert={}",
+        server.port,
+        other.path("ca.pem")
+    );
+    let (code, _, err) = psql_conninfo(&conninfo, &["SELECT 1"], Some("s3cret")).await;
+    assert_ne!(code, Some(0));
+    assert!(err.contains("certificate verify failed"), "{err}");
+    let plain = Server::start(dir.path(), &[], &[]).await;
+    let (code, _, err) =
+        psql_conninfo(&format!("host=127.0.0.1 port={} user=u dbname=d sslmode=require", plain.port), &["SELECT 1"], None).await;
+    assert_ne!(code, Some(0));
+    assert!(err.contains("server does not support SSL"), "{err}");
+    // Half a configuration is a setting to fix (exit status 3), with one line saying which half.
+    let out = common::tickerlake(dir.path().to_str().unwrap(), &["serve", "--tls-cert", &ca.path("server.pem")], &[]).await;
+    assert_eq!(out.code, Some(3), "{out:?}");
+    assert!(
+        out.stderr.contains("TLS needs both --tls-cert and --tls-key") && out.stderr.contains("--tls-key is missing"),
+        "{}",
+        out.stderr
+    );
+    let out = common::tickerlake(
+        dir.path().to_str().unwrap(),
+        &["serve", "--tls-cert", &ca.path("ca.pem.missing"), "--tls-key", &ca.path("server.key")],
+        &[],
+    )
+    .await;
+    assert_eq!(out.code, Some(3), "{out:?}");
+    assert!(out.stderr.contains("ca.pem.missing") && out.stderr.contains("--tls-cert"), "{}", out.stderr);
+
+    // Off the loopback without TLS: a warning at start that says what it exposes; with TLS, none.
+    for (tls, warned) in [(false, true), (true, false)] {
+        let mut args = vec!["--listen", "0.0.0.0:0"];
+        let (cert, key) = (ca.path("server.pem"), ca.path("server.key"));
+        if tls {
+            args.extend(["--tls-cert", &cert, "--tls-key", &key]);
+        }
+        let s = Server::start_logged(dir.path().to_str().unwrap(), &args, &[("TICKERLAKE_SERVE_PASSWORD", "s3cret")]).await;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let seen = loop {
+            let lines = s.log.as_ref().unwrap().lock().unwrap().join("\n");
+            if lines.contains("PostgreSQL endpoint on") || Instant::now() > deadline {
+                break lines;
+            }
+            drop(lines);
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        assert_eq!(seen.contains("without TLS: query results and the SCRAM exchange"), warned, "tls={tls}: {seen}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancel_requests_stop_the_query_within_a_second_with_57014() {
+    let dir = lake(24, 3).await;
+    let server = Server::start(dir.path(), &["--query-timeout", "120"], &[]).await;
+    let client = server.client().await;
+    // A cancel with nothing running changes nothing for the next query (PostgreSQL ignores it too).
+    client.cancel_token().cancel_query(tokio_postgres::NoTls).await.unwrap();
+    let n: i64 = client.query_one("SELECT count(*) FROM processed", &[]).await.unwrap().get(0);
+    assert_eq!(n, common::processed_rows(dir.path()).len() as i64);
+    let token = client.cancel_token();
+    for protocol in ["simple", "extended"] {
+        let c = server.client().await;
+        let token_c = c.cancel_token();
+        let running = tokio::spawn(async move {
+            if protocol == "simple" { c.simple_query(SLOW).await.map(|_| ()) } else { c.query(SLOW, &[]).await.map(|_| ()) }
+                .map(|()| c)
+                .map_err(|e| sqlstate(&e))
+        });
+        tokio::time::sleep(Duration::from_millis(800)).await;
+        assert!(!running.is_finished(), "the query is running");
+        let sent = Instant::now();
+        token_c.cancel_query(tokio_postgres::NoTls).await.unwrap();
+        let (code, message) = tokio::time::timeout(Duration::from_secs(10), running).await.expect("cancel ignored").unwrap().err().unwrap();
+        let took = sent.elapsed();
+        assert_eq!((code.as_str(), message.as_str()), ("57014", "canceling statement due to user request"), "{protocol}");
+        assert!(took < Duration::from_secs(1), "{protocol}: the query stopped {took:?} after the CancelRequest");
+    }
+    // The other connection was not touched, and still works.
+    drop(token);
+    let n: i64 = client.query_one("SELECT count(*) FROM processed", &[]).await.unwrap().get(0);
+    assert!(n > 0);
+    // psql's Ctrl-C: SIGINT makes psql send a CancelRequest; the statement ends at once.
+    let mut psql = tokio::process::Command::new("psql")
+        .args(["-X", "-h", "127.0.0.1", "-p", &server.port.to_string(), "-U", "u", "-d", "d", "-c", SLOW])
+        .env("PGCONNECT_TIMEOUT", "10")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let sent = Instant::now();
+    assert!(std::process::Command::new("kill").args(["-INT", &psql.id().unwrap().to_string()]).status().unwrap().success());
+    let status = tokio::time::timeout(Duration::from_secs(10), psql.wait()).await.expect("psql's Ctrl-C was ignored").unwrap();
+    let took = sent.elapsed();
+    let mut err = String::new();
+    tokio::io::AsyncReadExt::read_to_string(psql.stderr.as_mut().unwrap(), &mut err).await.unwrap();
+    assert!(!status.success());
+    assert!(err.contains("canceling statement due to user request"), "{err}");
+    assert!(took < Duration::from_secs(2), "psql got its answer {took:?} after Ctrl-C");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_result_streams_in_bounded_memory_and_the_next_client_is_answered_at_once() {
+    let dir = lake(24, 3).await;
+    let server = Server::start(dir.path(), &["--query-timeout", "600"], &[]).await;
+    let before = server.peak_rss();
+    // About 1.5 GB as text: 15 M rows of a number and 96 characters.
+    const ROWS: i64 = 15_000_000;
+    let big = format!("SELECT i, repeat('x', 96) || CAST(i AS VARCHAR) AS pad FROM range({ROWS}) t(i)");
+    let client = server.client().await;
+    let stmt = client.prepare(&big).await.unwrap();
+    let rows = client.query_raw(&stmt, Vec::<i64>::new()).await.unwrap();
+    futures::pin_mut!(rows);
+    let mut seen = 0_i64;
+    let mut bytes = 0_u64;
+    let other = server.client().await;
+    while let Some(row) = futures::StreamExt::next(&mut rows).await {
+        let row = row.unwrap();
+        bytes += row.get::<_, &str>(1).len() as u64 + 8;
+        seen += 1;
+        if seen == 1000 {
+            // The reader pauses: DuckDB must wait rather than buffer the rest; another client is
+            // answered meanwhile.
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            let t = Instant::now();
+            let n: i64 = other.query_one("SELECT count(*) FROM processed", &[]).await.unwrap().get(0);
+            assert!(n > 0);
+            assert!(t.elapsed() < Duration::from_secs(3), "the next client waited {:?}", t.elapsed());
+            assert!(server.peak_rss() < before + (256 << 20), "paused, the server holds {} MB more", (server.peak_rss() - before) >> 20);
+        }
+    }
+    assert_eq!(seen, ROWS);
+    assert!(bytes > 1_500_000_000, "{bytes} bytes of results");
+    let peak = server.peak_rss();
+    eprintln!("serve peak RSS over a {} MB result: {} MB", bytes >> 20, peak >> 20);
+    assert!(peak < 1 << 30, "peak RSS {} MB", peak >> 20);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn twenty_clients_on_whole_range_dashboard_queries_share_the_memory_limit() {
+    use tickerlake::serve::grafana::{self, Flavor};
+    let dir = lake(24 * 14, 200).await;
+    let limit: u64 = 128 << 20;
+    let server = Server::start(dir.path(), &["--memory-limit", "128MB", "--query-timeout", "600"], &[]).await;
+    let files = grafana::load(&std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("queries")).unwrap();
+    let from: chrono::DateTime<chrono::Utc> = "2025-04-01T00:00:00Z".parse().unwrap();
+    let to: chrono::DateTime<chrono::Utc> = "2025-05-04T00:00:00Z".parse().unwrap();
+    let vars = std::collections::BTreeMap::from([("symbol".to_owned(), "BTCUSDT".to_owned())]);
+    let sqls: Vec<String> = files
+        .iter()
+        .filter(|f| f.get("dashboard").is_some() && f.is_for(Flavor::Postgres))
+        .map(|f| grafana::expand(&f.sql, Flavor::Postgres, from, to, &vars).unwrap())
+        .collect();
+    let port = server.port;
+    let mut tasks = Vec::new();
+    for c in 0..20 {
+        let sqls = sqls.clone();
+        tasks.push(tokio::spawn(async move {
+            let (client, conn) =
+                tokio_postgres::connect(&format!("host=127.0.0.1 port={port} user=c{c} dbname=d"), tokio_postgres::NoTls).await.unwrap();
+            tokio::spawn(conn);
+            for sql in sqls.iter().cycle().skip(c).take(sqls.len()) {
+                let msgs = client.simple_query(sql).await.unwrap_or_else(|e| panic!("client {c}: {e}\n{sql}"));
+                // This lake quarantined nothing; every other panel has rows.
+                assert!(!simple_rows(&msgs).is_empty() || sql.contains("FROM quarantine"), "{sql}");
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let peak = server.peak_rss();
+    eprintln!("serve peak RSS with 20 clients, --memory-limit 128MB: {} MB", peak >> 20);
+    // DuckDB's buffers stay under the limit; the process adds its code, Arrow batches in flight
+    // and the allocator's slack.
+    assert!(peak < limit + (256 << 20), "peak RSS {} MB", peak >> 20);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_past_the_cap_get_53300_and_cancel_requests_still_pass() {
+    let dir = lake(24, 3).await;
+    let server = Server::start(dir.path(), &["--max-connections", "2", "--query-timeout", "120"], &[]).await;
+    let a = server.client().await;
+    let b = server.client().await;
+    let err = server.client_as("c", None).await.expect_err("a third connection is refused");
+    let db = err.as_db_error().unwrap_or_else(|| panic!("{err:?}"));
+    assert_eq!(db.code().code(), "53300", "{}", db.message());
+    assert!(db.message().contains("too many clients") && db.message().contains("--max-connections"), "{}", db.message());
+    // At the cap, a CancelRequest (a connection of its own) still reaches its query.
+    let token = b.cancel_token();
+    let running = tokio::spawn(async move { b.simple_query(SLOW).await.map(|_| ()).map_err(|e| sqlstate(&e).0) });
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    token.cancel_query(tokio_postgres::NoTls).await.unwrap();
+    assert_eq!(tokio::time::timeout(Duration::from_secs(10), running).await.unwrap().unwrap(), Err("57014".to_owned()));
+    drop(a);
+    // A closed connection frees its place.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let c = loop {
+        match server.client_as("c", None).await {
+            Ok(c) => break c,
+            Err(_) if Instant::now() < deadline => tokio::time::sleep(Duration::from_millis(100)).await,
+            Err(e) => panic!("{e}"),
+        }
+    };
+    let n: i64 = c.query_one("SELECT count(*) FROM raw", &[]).await.unwrap().get(0);
+    assert_eq!(n, raw_rows(dir.path()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn driver_session_statements_are_per_connection_and_catalog_functions_answer_as_postgresql() {
+    let dir = lake(24, 3).await;
+    let server = Server::start(dir.path(), &[], &[]).await;
+    let a = server.client().await;
+    let b = server.client().await;
+    // What drivers send at connect, in both protocols.
+    for sql in [
+        "SET extra_float_digits = 3",
+        "SET application_name = 'PostgreSQL JDBC Driver'",
+        "SET SESSION TIME ZONE 'UTC'",
+        "SET DateStyle = ISO, MDY",
+        "SET search_path TO main",
+        "SET statement_timeout = '1s'",
+        "SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY",
+        "SAVEPOINT _pg3_1",
+        "RELEASE SAVEPOINT _pg3_1",
+    ] {
+        a.simple_query(sql).await.unwrap_or_else(|e| panic!("{sql}: {e}"));
+        a.execute(sql, &[]).await.unwrap_or_else(|e| panic!("{sql}: {e}"));
+    }
+    let one = |rows: Vec<tokio_postgres::SimpleQueryMessage>| simple_rows(&rows)[0].get(0).unwrap().to_owned();
+    assert_eq!(one(a.simple_query("SHOW application_name").await.unwrap()), "PostgreSQL JDBC Driver");
+    assert_eq!(one(a.simple_query("SHOW extra_float_digits").await.unwrap()), "3");
+    assert_eq!(a.query_one("SHOW TimeZone", &[]).await.unwrap().get::<_, String>(0), "UTC");
+    assert_eq!(one(a.simple_query("SHOW transaction isolation level").await.unwrap()), "read committed");
+    assert_eq!(one(a.simple_query("SHOW standard_conforming_strings").await.unwrap()), "on");
+    // Per connection: the other one still has the defaults.
+    assert_eq!(one(b.simple_query("SHOW application_name").await.unwrap()), "");
+    assert_eq!(one(b.simple_query("SHOW extra_float_digits").await.unwrap()), "1");
+    let all = b.simple_query("SHOW ALL").await.unwrap();
+    assert!(simple_rows(&all).iter().any(|r| r.get(0) == Some("TimeZone") && r.get(1) == Some("UTC")));
+    // statement_timeout applies to that connection only.
+    let (code, message) = sqlstate(&a.simple_query(SLOW).await.unwrap_err());
+    assert_eq!(code, "57014", "{message}");
+    assert!(message.contains("statement timeout"), "{message}");
+    a.simple_query("RESET statement_timeout").await.unwrap();
+    // As PostgreSQL answers them.
+    let (code, message) = sqlstate(&a.simple_query("SHOW no_such_setting").await.unwrap_err());
+    assert_eq!((code.as_str(), message.as_str()), ("42704", "unrecognized configuration parameter \"no_such_setting\""));
+    assert_eq!(sqlstate(&a.simple_query("SET server_version = '1'").await.unwrap_err()).0, "55P02");
+    assert_eq!(sqlstate(&a.simple_query("SET client_encoding = 'LATIN1'").await.unwrap_err()).0, "22023");
+    // None of it reopens file access, and DuckDB's own settings stay refused.
+    for sql in ["SET enable_external_access = true", "SET lock_configuration = false", "RESET lock_configuration", "SET GLOBAL threads = 1"]
+    {
+        assert_eq!(sqlstate(&a.simple_query(sql).await.unwrap_err()).0, "25006", "{sql}");
+    }
+    assert_eq!(sqlstate(&a.simple_query("SELECT * FROM read_text('/etc/hostname')").await.unwrap_err()).0, "42501");
+    // The functions and catalogs drivers read at connect.
+    let v: String = a.query_one("select pg_catalog.version()", &[]).await.unwrap().get(0);
+    assert!(v.starts_with("PostgreSQL 16.6"), "{v}");
+    let s: String = a.query_one("select current_schema()", &[]).await.unwrap().get(0);
+    assert_eq!(s, "main");
+    let s: String = a.query_one("select pg_catalog.current_schema()", &[]).await.unwrap().get(0);
+    assert_eq!(s, "main");
+    let views: Vec<String> = a
+        .query(
+            "SELECT c.relname FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+             WHERE c.relkind = ANY (ARRAY['v']) AND pg_catalog.pg_table_is_visible(c.oid) AND n.nspname != 'pg_catalog' ORDER BY 1",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(views, ["daily", "processed", "quarantine", "raw", "snapshots"]);
+    let types: Vec<(String, i64, String)> = a
+        .query(
+            "SELECT a.attname, a.atttypid, pg_catalog.format_type(a.atttypid, a.atttypmod) FROM pg_catalog.pg_attribute a
+             WHERE a.attrelid = 'processed'::regclass AND a.attnum > 0 ORDER BY a.attnum",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect();
+    assert!(types.contains(&("timestamp".into(), 1114, "timestamp without time zone".into())), "{types:?}");
+    assert!(types.contains(&("price".into(), 701, "double precision".into())), "{types:?}");
+    let regtype: String = a.query_one("SELECT 1114::regtype::text", &[]).await.unwrap().get(0);
+    assert_eq!(regtype, "timestamp without time zone");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn answers_hold_no_host_paths() {
+    let dir = lake(24, 3).await;
+    let server = Server::start(dir.path(), &[], &[]).await;
+    let client = server.client().await;
+    // Run one query that spills, so temporary files exist while we look.
+    let lake_path = std::fs::canonicalize(dir.path()).unwrap().to_string_lossy().into_owned();
+    let home = std::env::var("HOME").unwrap_or_else(|_| "/root".into());
+    let tmp = std::env::temp_dir().to_string_lossy().trim_end_matches('/').to_owned();
+    let forbidden = [lake_path.as_str(), dir.path().to_str().unwrap(), home.as_str(), tmp.as_str(), "tickerlake-serve-"];
+    // Every DuckDB setting through current_setting, and every table function without arguments.
+    let local = duckdb::Connection::open_in_memory().unwrap();
+    let names = |sql: &str| -> Vec<String> {
+        let mut st = local.prepare(sql).unwrap();
+        st.query_map([], |r| r.get::<_, String>(0)).unwrap().map(Result::unwrap).collect()
+    };
+    let mut queries: Vec<String> = names("SELECT name FROM duckdb_settings()")
+        .into_iter()
+        .flat_map(|n| [format!("SELECT current_setting('{n}')"), format!("SELECT system.main.current_setting('{n}')")])
+        .collect();
+    queries.extend(
+        names(
+            // Every table function, called without arguments (those that need some just fail),
+            // but the ones that change state.
+            "SELECT DISTINCT function_name FROM duckdb_functions() WHERE function_type = 'table'
+             AND NOT regexp_matches(function_name, 'test|checkpoint|logging|profil|truncate|clear|reset|enable|disable')",
+        )
+        .into_iter()
+        // Every column as text (some are of types the wire does not carry as such, e.g. VARIANT).
+        .flat_map(|f| [format!("SELECT COLUMNS(*)::VARCHAR FROM {f}()"), format!("SELECT COLUMNS(*)::VARCHAR FROM system.main.{f}()")]),
+    );
+    queries.extend(
+        [
+            "SELECT * FROM information_schema.views",
+            "SELECT * FROM pg_catalog.pg_views",
+            "SELECT * FROM duckdb_views",
+            "SELECT * FROM pg_catalog.pg_settings",
+            "SELECT * FROM duckdb_settings() WHERE name = 'temp_directory'",
+        ]
+        .map(String::from),
+    );
+    // These must answer (not merely fail): they are where the paths are.
+    let must: Vec<String> = [
+        "SELECT COLUMNS(*)::VARCHAR FROM duckdb_settings()",
+        "SELECT COLUMNS(*)::VARCHAR FROM system.main.duckdb_settings()",
+        "SELECT COLUMNS(*)::VARCHAR FROM duckdb_views()",
+        "SELECT current_setting('temp_directory')",
+        "SELECT system.main.current_setting('allowed_paths')",
+        "SELECT * FROM information_schema.views",
+    ]
+    .map(String::from)
+    .to_vec();
+    queries.extend(must.iter().cloned());
+    let mut checked = 0;
+    for sql in &queries {
+        let msgs = match client.simple_query(sql).await {
+            Ok(m) => m,
+            Err(e) => {
+                assert!(!must.contains(sql), "{sql}: {e}");
+                continue;
+            }
+        };
+        checked += 1;
+        for row in simple_rows(&msgs) {
+            for i in 0..row.len() {
+                let v = row.get(i).unwrap_or("");
+                for f in forbidden {
+                    assert!(!v.contains(f), "{sql} answers {v:?}, which holds {f:?}");
+                }
+            }
+        }
+    }
+    assert!(checked > 100, "only {checked} of {} queries ran", queries.len());
+    let temp: Vec<String> = simple_rows(&client.simple_query("SELECT current_setting('temp_directory')").await.unwrap())
+        .iter()
+        .map(|r| r.get(0).unwrap_or("").to_owned())
+        .collect();
+    assert_eq!(temp, [""], "current_setting('temp_directory') has no value to show");
+}
+
+/// What `serve` logged of its S3 requests and cache so far: (requests, cached files, cached
+/// bytes, downloads).
+fn s3_stats(server: &Server) -> (u64, u64, u64, u64) {
+    (server.stat("requests"), server.stat("files"), server.stat("bytes"), server.stat("downloads"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_s3_lake_is_read_lazily_with_a_bounded_cache_and_conditional_refreshes() {
+    use common::emulator::{Emulator, Kind};
+    let Some(emu) = Emulator::start(Kind::Ministack) else { return };
+    let endpoint = emu.endpoint();
+    let env = [
+        ("AWS_ACCESS_KEY_ID", "test"),
+        ("AWS_SECRET_ACCESS_KEY", "test"),
+        ("AWS_REGION", "us-east-1"),
+        ("TICKERLAKE_ENDPOINT_URL", endpoint.as_str()),
+        ("TICKERLAKE_TARGET", "s3-compatible"),
+    ];
+    let lake = "s3://tickerlake-serve/lake";
+    common::tickerlake(lake, &["init"], &env).await.ok();
+    common::tickerlake(lake, &["simulate-history", "--hours", "120", "--symbols", "5", "--until", "2025-05-05T23:00:00Z"], &env).await.ok();
+    common::tickerlake(lake, &["process"], &env).await.ok();
+    let mut logged = env.to_vec();
+    logged.push(("RUST_LOG", "tickerlake::serve=debug"));
+    let server = Server::start_logged(lake, &["--refresh-secs", "0.5"], &logged).await;
+    // Nothing downloaded at start: the manifest only.
+    let (requests, files, _, downloads) = s3_stats(&server);
+    assert_eq!((files, downloads), (0, 0));
+    assert!(requests <= 2, "{requests} requests to start");
+    let client = server.client().await;
+    let count = |sql: &'static str| {
+        let c = &client;
+        async move { c.query_one(sql, &[]).await.unwrap_or_else(|e| panic!("{sql}: {e}")).get::<_, i64>(0) }
+    };
+    // What the local engine (`tickerlake query`, which downloads the views it reads) answers.
+    let want = |sql: &'static str| {
+        let env = env.to_vec();
+        async move {
+            let out = common::tickerlake(lake, &["query", "--format", "csv", sql], &env).await;
+            out.ok().stdout.lines().nth(1).unwrap().parse::<i64>().unwrap()
+        }
+    };
+    let one_day = "SELECT count(*) FROM processed WHERE \"date\" = DATE '2025-05-04'";
+    let per_day = want(one_day).await;
+    assert!(per_day > 0);
+    assert_eq!(count(one_day).await, per_day);
+    let (_, files, bytes, downloads) = s3_stats(&server);
+    assert_eq!((files, downloads), (1, 1), "one partition fetched for a one-day query");
+    assert!(bytes > 0);
+    // Grafana's shape of filter prunes as well.
+    let two_days = "SELECT count(*) FROM processed WHERE \"timestamp\" BETWEEN '2025-05-04T00:00:00Z' AND '2025-05-05T23:59:59Z' AND \"date\" BETWEEN CAST('2025-05-04T00:00:00Z' AS DATE) AND CAST('2025-05-05T23:59:59Z' AS DATE)";
+    assert_eq!(count(two_days).await, want(two_days).await);
+    assert_eq!(s3_stats(&server).3, 2, "only the next day's partition more");
+    // Nothing changed: a refresh is one conditional GET of the manifest, nothing else.
+    let before = s3_stats(&server).0;
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    assert_eq!(count(one_day).await, per_day);
+    assert_eq!(s3_stats(&server).0 - before, 1, "one request per refresh while the lake is unchanged");
+    // A new hourly commit is seen on the next refresh; a whole-range query then fetches each
+    // partition not fetched yet, once.
+    let hour = |until: &'static str| {
+        let env = env.to_vec();
+        async move {
+            common::tickerlake(lake, &["simulate-history", "--hours", "1", "--symbols", "5", "--until", until], &env).await.ok();
+            common::tickerlake(lake, &["process"], &env).await.ok();
+        }
+    };
+    hour("2025-05-06T00:00:00Z").await;
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    assert_eq!(count("SELECT count(*) FROM processed").await, want("SELECT count(*) FROM processed").await);
+    let (_, files, _, downloads) = s3_stats(&server);
+    assert_eq!(files, 6, "every partition once: 2025-05-01..06");
+    assert_eq!(downloads, 6, "the two fetched before were still named; the four others fetched once");
+    // The next hour rewrites 2025-05-06: the version no manifest names leaves the cache.
+    hour("2025-05-06T01:00:00Z").await;
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let last_day = "SELECT count(*) FROM processed WHERE \"date\" = DATE '2025-05-06'";
+    assert_eq!(count(last_day).await, want(last_day).await);
+    let (_, files, _, downloads) = s3_stats(&server);
+    assert_eq!((files, downloads), (6, 7), "the new version replaced the old one");
+    // raw and quarantine are read whole when a query names them.
+    assert_eq!(count("SELECT count(*) FROM raw").await, want("SELECT count(*) FROM raw").await);
+    // A bounded cache: a second server allowed about two partitions' bytes keeps at most that,
+    // evicting the least recently used; a query needing more is refused, saying what to do.
+    let per_partition = bytes;
+    let budget = (per_partition * 5 / 2).to_string();
+    let small = Server::start_logged(lake, &["--cache-size", &budget], &logged).await;
+    let c = small.client().await;
+    for day in ["2025-05-01", "2025-05-02", "2025-05-03", "2025-05-04"] {
+        let n: i64 = c.query_one(&format!("SELECT count(*) FROM processed WHERE \"date\" = DATE '{day}'"), &[]).await.unwrap().get(0);
+        assert_eq!(n, per_day);
+        let (_, files, bytes, _) = s3_stats(&small);
+        assert!(files <= 2 && bytes <= per_partition * 5 / 2, "{files} files, {bytes} bytes cached");
+    }
+    let err = c.query_one("SELECT count(*) FROM processed", &[]).await.unwrap_err();
+    let (code, message) = sqlstate(&err);
+    assert_eq!(code, "53000", "{message}");
+    assert!(message.contains("--cache-size"), "{message}");
 }

@@ -1,7 +1,8 @@
 //! One suite for the `ObjectStore` contract, run against every store: the local directory lake,
 //! and S3 on ministack, LocalStack 4.13.1 and moto (emulator processes on 127.0.0.1).
 //!
-//! The contract: atomic put and get with versions, create-if-absent, conditional replace and
+//! The contract: atomic put and get with versions, a conditional get (nothing while unchanged),
+//! create-if-absent, conditional replace and
 //! delete (a failed precondition is `Conflict` and writes nothing), server-side copy, listing
 //! sorted and complete past one page, and the writer lease (one holder; an expired lease taken
 //! over by exactly one of two racing takers; renewed while held; released only by its holder).
@@ -14,7 +15,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use common::emulator::{Emulator, Kind};
 use tickerlake::lake::s3::{AwsOptions, S3Store, Target};
-use tickerlake::lake::{LOCK_KEY, Lake, LakeError, ObjectStore, PutMode, PutOutcome, lease, local::LocalStore};
+use tickerlake::lake::{IfChanged, LOCK_KEY, Lake, LakeError, ObjectStore, PutMode, PutOutcome, lease, local::LocalStore};
 
 /// A fresh, empty store of each kind (the emulator, if any, lives as long as the returned guard).
 async fn local() -> (Option<tempfile::TempDir>, Lake) {
@@ -261,8 +262,32 @@ async fn local_lock_contract(store: &Lake) {
     store.lock("run b").await.expect("free again").release().await.unwrap();
 }
 
+/// A poller's read: nothing while the object is at the version it has, the new bytes once it
+/// changed (one request either way on S3: a GET with If-None-Match answered 304 or 200).
+async fn conditional_get(store: &Lake) {
+    assert_eq!(store.get_if_changed("g/m", "\"whatever\"").await.unwrap(), IfChanged::Missing);
+    store.put("g/m", Bytes::from_static(b"one")).await.unwrap();
+    let v1 = store.get_versioned("g/m").await.unwrap().unwrap();
+    let before = store.requests();
+    assert_eq!(store.get_if_changed("g/m", &v1.version).await.unwrap(), IfChanged::NotModified);
+    if let (Some(a), Some(b)) = (before, store.requests()) {
+        assert_eq!(b - a, 1, "one request");
+    }
+    store.put("g/m", Bytes::from_static(b"two")).await.unwrap();
+    match store.get_if_changed("g/m", &v1.version).await.unwrap() {
+        IfChanged::Changed(v2) => {
+            assert_eq!(v2.data, Bytes::from_static(b"two"));
+            assert_eq!(v2, store.get_versioned("g/m").await.unwrap().unwrap(), "the version a later poll compares with");
+            assert_eq!(store.get_if_changed("g/m", &v2.version).await.unwrap(), IfChanged::NotModified);
+        }
+        other => panic!("a rewrite is a change: {other:?}"),
+    }
+    store.delete("g/m").await.unwrap();
+}
+
 async fn contract(store: &Lake) {
     put_get_and_versions(store).await;
+    conditional_get(store).await;
     create_if_absent(store).await;
     compare_and_swap(store).await;
     copy_and_files(store).await;

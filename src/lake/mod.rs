@@ -156,6 +156,17 @@ pub struct Versioned {
     pub modified: Option<DateTime<Utc>>,
 }
 
+/// What a conditional read found ([`ObjectStore::get_if_changed`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IfChanged {
+    /// The object is still at the version given: nothing was transferred.
+    NotModified,
+    /// The object is at another version now: its bytes and that version.
+    Changed(Versioned),
+    /// There is no object at the key.
+    Missing,
+}
+
 /// The precondition of a write.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PutMode<'a> {
@@ -193,6 +204,15 @@ pub trait ObjectStore: Send + Sync + std::fmt::Debug {
     }
     /// The object's bytes and version, or `None` if it does not exist.
     async fn get_versioned(&self, key: &str) -> LakeResult<Option<Versioned>>;
+    /// The object unless it is still at `version` (S3: a conditional GET, `If-None-Match`, which
+    /// transfers nothing when unchanged). For readers that poll one object, e.g. the manifest.
+    async fn get_if_changed(&self, key: &str, version: &str) -> LakeResult<IfChanged> {
+        Ok(match self.get_versioned(key).await? {
+            None => IfChanged::Missing,
+            Some(v) if v.version == version => IfChanged::NotModified,
+            Some(v) => IfChanged::Changed(v),
+        })
+    }
     /// The object's bytes, or `None` if it does not exist.
     async fn get(&self, key: &str) -> LakeResult<Option<Bytes>> {
         Ok(self.get_versioned(key).await?.map(|v| v.data))

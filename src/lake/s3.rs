@@ -27,7 +27,7 @@ use bytes::Bytes;
 use tokio::io::AsyncWriteExt;
 
 use super::error::IoContext;
-use super::{LOCK_KEY, LakeError, LakeResult, LockGuard, ObjectMeta, ObjectStore, PutMode, PutOutcome, Versioned};
+use super::{IfChanged, LOCK_KEY, LakeError, LakeResult, LockGuard, ObjectMeta, ObjectStore, PutMode, PutOutcome, Versioned};
 
 /// Above this size uploads go multipart, so a large partition is streamed in parts from disk.
 const MULTIPART_THRESHOLD: u64 = 16 * 1024 * 1024;
@@ -349,6 +349,28 @@ impl ObjectStore for S3Store {
                         .map_err(|e| BodyError(e.to_string())))
                 }
                 Err(e) if e.as_service_error().is_some_and(|s| s.is_no_such_key()) => Ok(Ok(None)),
+                Err(e) => Err(self.explain(e, "s3:GetObject", key)),
+            }
+        })
+        .await
+    }
+
+    async fn get_if_changed(&self, key: &str, version: &str) -> LakeResult<IfChanged> {
+        with_body_retries(key, || async {
+            match self.client.get_object().bucket(&self.bucket).key(self.full_key(key)).if_none_match(version).send().await {
+                Ok(out) => {
+                    let version = out.e_tag().unwrap_or_default().to_owned();
+                    let modified = out.last_modified().and_then(to_utc);
+                    Ok(out
+                        .body
+                        .collect()
+                        .await
+                        .map(|b| IfChanged::Changed(Versioned { data: b.into_bytes(), version, modified }))
+                        .map_err(|e| BodyError(e.to_string())))
+                }
+                // 304: still at `version`, nothing transferred.
+                Err(e) if status_of(&e) == Some(304) => Ok(Ok(IfChanged::NotModified)),
+                Err(e) if e.as_service_error().is_some_and(|s| s.is_no_such_key()) => Ok(Ok(IfChanged::Missing)),
                 Err(e) => Err(self.explain(e, "s3:GetObject", key)),
             }
         })

@@ -11,6 +11,7 @@
 //! A new commit never changes a snapshot: the next one is built beside it and swapped in.
 
 use std::ffi::{CStr, CString};
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use duckdb::Connection;
@@ -29,6 +30,10 @@ pub const PG_VERSION_NUM: &str = "160006";
 pub struct SnapshotFiles {
     /// Committed processed partitions (hive `date=` paths).
     pub processed: Vec<String>,
+    /// Their daily rollups (hive `date=` paths).
+    pub daily: Vec<String>,
+    /// Their per-snapshot rollups (hive `date=` paths).
+    pub snapshots: Vec<String>,
     /// Raw CSV snapshots.
     pub raw: Vec<String>,
     /// Quarantine CSVs.
@@ -37,8 +42,25 @@ pub struct SnapshotFiles {
     pub allowed_directories: Vec<String>,
 }
 
-/// An owned DuckDB database handle; closed when the last holder drops it.
-struct RawDb(ffi::duckdb_database);
+/// How every snapshot's database is configured.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// DuckDB threads per snapshot (None: DuckDB's default, the core count).
+    pub threads: Option<usize>,
+    /// DuckDB's memory limit per snapshot (`--memory-limit`, DuckDB syntax: 512MB, 2GB).
+    pub memory_limit: String,
+    /// The directory under which each snapshot spills into a directory of its own.
+    pub spill_root: PathBuf,
+    /// Log file-system operations (a remote lake's probe database, see `cache`).
+    pub log_file_access: bool,
+}
+
+/// An owned DuckDB database handle and its spill directory; closed when the last holder drops
+/// it, then the directory goes.
+struct RawDb {
+    db: ffi::duckdb_database,
+    _spill: Option<tempfile::TempDir>,
+}
 
 // The C handle is thread-safe (DuckDB databases are shared by connections on many threads).
 unsafe impl Send for RawDb {}
@@ -46,7 +68,7 @@ unsafe impl Sync for RawDb {}
 
 impl Drop for RawDb {
     fn drop(&mut self) {
-        unsafe { ffi::duckdb_close(&mut self.0) };
+        unsafe { ffi::duckdb_close(&mut self.db) };
     }
 }
 
@@ -66,66 +88,69 @@ pub struct SnapshotConn {
     _db: Arc<RawDb>,
 }
 
-/// The compatibility layer: functions PostgreSQL clients call that DuckDB lacks or answers
-/// differently. Macros in `main` shadow DuckDB's built-ins of the same name.
-const COMPAT_MACROS: &str = r#"
-CREATE MACRO version() AS 'PostgreSQL 16.6 (tickerlake serve over DuckDB; read-only)';
-CREATE MACRO current_setting(name) AS CASE lower(name)
-    WHEN 'server_version_num' THEN '160006'
-    WHEN 'server_version' THEN '16.6'
-    WHEN 'search_path' THEN 'main'
-    WHEN 'timezone' THEN 'UTC'
-    WHEN 'datestyle' THEN 'ISO, MDY'
-    WHEN 'client_encoding' THEN 'UTF8'
-    WHEN 'server_encoding' THEN 'UTF8'
-    WHEN 'standard_conforming_strings' THEN 'on'
-    WHEN 'transaction_read_only' THEN 'on'
-    WHEN 'default_transaction_read_only' THEN 'on'
-    WHEN 'max_identifier_length' THEN '63'
-    ELSE NULL END;
-CREATE MACRO quote_ident(s) AS CASE WHEN regexp_full_match(s, '[a-z_][a-z0-9_]*') THEN s ELSE '"' || replace(s, '"', '""') || '"' END;
-CREATE MACRO pg_is_in_recovery() AS false;
-CREATE MACRO current_database() AS 'tickerlake';
-CREATE MACRO current_schema() AS 'main';
-"#;
-
 impl Snapshot {
     /// Build a contained database over `files` (blocking: call from a blocking thread).
-    pub fn build(files: &SnapshotFiles, generation: u64, threads: Option<usize>) -> Result<Self, ServeError> {
+    pub fn build(files: &SnapshotFiles, generation: u64, config: &EngineConfig) -> Result<Self, ServeError> {
+        let spill = tempfile::Builder::new()
+            .prefix(&format!("spill-{generation}-"))
+            .tempdir_in(&config.spill_root)
+            .map_err(|e| ServeError::Engine(format!("cannot create a spill directory under {}: {e}", config.spill_root.display())))?;
         let mut raw: ffi::duckdb_database = std::ptr::null_mut();
         let path = CString::new(":memory:").expect("no NUL");
         if unsafe { ffi::duckdb_open(path.as_ptr(), &mut raw) } != ffi::DuckDBSuccess {
             return Err(ServeError::Engine("DuckDB could not open an in-memory database".into()));
         }
-        let db = Arc::new(RawDb(raw));
+        let spill_path = spill.path().to_string_lossy().into_owned();
+        let db = Arc::new(RawDb { db: raw, _spill: Some(spill) });
         let snapshot = Self { db, generation, partitions: files.processed.len() };
         let setup = snapshot.connect()?;
+        // Bounded memory first: beyond the limit DuckDB spills into the snapshot's own directory.
+        setup
+            .conn
+            .execute_batch(&format!("SET memory_limit = {}", lit(&config.memory_limit)))
+            .map_err(|e| ServeError::MemoryLimit { value: config.memory_limit.clone(), reason: crate::report::one_line(&e) })?;
+        let mut sql = format!("SET temp_directory = {};", lit(&spill_path));
+        if let Some(t) = config.threads {
+            sql.push_str(&format!("SET threads = {t};"));
+        }
+        if config.log_file_access {
+            sql.push_str("SET logging_level = 'trace'; SET enabled_log_types = 'FileSystem'; SET enable_logging = true;");
+        }
+        setup.conn.execute_batch(&sql).map_err(engine)?;
         let lits = |v: &[String]| v.iter().map(|p| lit(p)).collect::<Vec<_>>();
         crate::query::define_views(&setup.conn, &lits(&files.processed), &lits(&files.raw), &lits(&files.quarantine)).map_err(engine)?;
-        let mut sql = String::from(COMPAT_MACROS);
+        crate::query::define_rollup_views(&setup.conn, &lits(&files.daily), &lits(&files.snapshots)).map_err(engine)?;
+        setup.conn.execute_batch(&super::compat::schema_sql()).map_err(engine)?;
         // The containment: only the snapshot's files are readable, then nothing can change it.
-        let mut allowed_paths: Vec<String> = files.processed.iter().chain(&files.raw).chain(&files.quarantine).cloned().collect();
+        let mut allowed_paths: Vec<String> = files
+            .processed
+            .iter()
+            .chain(&files.daily)
+            .chain(&files.snapshots)
+            .chain(&files.raw)
+            .chain(&files.quarantine)
+            .cloned()
+            .collect();
         allowed_paths.sort();
         allowed_paths.dedup();
         let dirs: Vec<String> =
             files.allowed_directories.iter().map(|d| if d.ends_with('/') { d.clone() } else { format!("{d}/") }).collect();
-        if let Some(t) = threads {
-            sql.push_str(&format!("SET threads = {t};"));
-        }
-        sql.push_str(&format!(
-            "SET allowed_paths = [{}]; SET allowed_directories = [{}];
-             SET GLOBAL integer_division = true; SET autoinstall_known_extensions = false; SET autoload_known_extensions = false;
-             SET enable_external_access = false; SET lock_configuration = true;",
-            allowed_paths.iter().map(|p| lit(p)).collect::<Vec<_>>().join(", "),
-            dirs.iter().map(|p| lit(p)).collect::<Vec<_>>().join(", "),
-        ));
-        setup.conn.execute_batch(&sql).map_err(engine)?;
+        setup
+            .conn
+            .execute_batch(&format!(
+                "SET allowed_paths = [{}]; SET allowed_directories = [{}];
+                 SET GLOBAL integer_division = true; SET autoinstall_known_extensions = false; SET autoload_known_extensions = false;
+                 SET enable_external_access = false; SET lock_configuration = true;",
+                allowed_paths.iter().map(|p| lit(p)).collect::<Vec<_>>().join(", "),
+                dirs.iter().map(|p| lit(p)).collect::<Vec<_>>().join(", "),
+            ))
+            .map_err(engine)?;
         Ok(snapshot)
     }
 
     /// A new connection to this snapshot.
     pub fn connect(&self) -> Result<SnapshotConn, ServeError> {
-        let conn = unsafe { Connection::open_from_raw(self.db.0) }.map_err(engine)?;
+        let conn = unsafe { Connection::open_from_raw(self.db.db) }.map_err(engine)?;
         Ok(SnapshotConn { conn, _db: self.db.clone() })
     }
 }
@@ -134,22 +159,11 @@ fn engine(e: duckdb::Error) -> ServeError {
     ServeError::Engine(crate::report::one_line(&e))
 }
 
-/// What a statement is, as DuckDB's parser sees it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Kind {
-    /// A query: runs.
-    Select,
-    /// BEGIN/COMMIT/ROLLBACK: answered without running (every query reads one snapshot).
-    Transaction,
-}
-
-/// A checked statement: what it is, its parameters' and result columns' DuckDB types.
+/// A checked query: its parameters' and result columns' DuckDB types.
 #[derive(Debug, Clone)]
 pub struct Checked {
-    /// The SQL as the client sent it.
+    /// The SQL to run (as rewritten by `compat::rewrite`).
     pub sql: String,
-    /// Select or transaction.
-    pub kind: Kind,
     /// DuckDB type ids of the `$n` parameters (ANY/INVALID when DuckDB cannot infer one).
     pub params: Vec<ffi::duckdb_type>,
     /// Result column names and DuckDB type ids.
@@ -164,7 +178,7 @@ pub enum Refusal {
     Multiple(usize),
     /// Not a reading statement.
     #[error("tickerlake serve is read-only: {0} statements are refused; only SELECT queries run")]
-    NotReading(&'static str),
+    NotReading(String),
     /// DuckDB could not parse or bind it.
     #[error("{0}")]
     Invalid(String),
@@ -196,6 +210,7 @@ fn kind_name(t: ffi::duckdb_statement_type) -> &'static str {
         ffi::duckdb_statement_type_DUCKDB_STATEMENT_TYPE_COPY_DATABASE => "COPY DATABASE",
         ffi::duckdb_statement_type_DUCKDB_STATEMENT_TYPE_UPDATE_EXTENSIONS => "UPDATE EXTENSIONS",
         ffi::duckdb_statement_type_DUCKDB_STATEMENT_TYPE_MERGE_INTO => "MERGE",
+        ffi::duckdb_statement_type_DUCKDB_STATEMENT_TYPE_TRANSACTION => "transaction",
         _ => "this kind of",
     }
 }
@@ -228,7 +243,7 @@ fn c_text(p: *const std::os::raw::c_char) -> String {
 pub fn check(snapshot: &Snapshot, sql: &str) -> Result<Checked, Refusal> {
     let c_sql = CString::new(sql).map_err(|_| Refusal::Invalid("the query contains a NUL byte".into()))?;
     let mut con: ffi::duckdb_connection = std::ptr::null_mut();
-    if unsafe { ffi::duckdb_connect(snapshot.db.0, &mut con) } != ffi::DuckDBSuccess {
+    if unsafe { ffi::duckdb_connect(snapshot.db.db, &mut con) } != ffi::DuckDBSuccess {
         return Err(Refusal::Invalid("DuckDB could not open a connection".into()));
     }
     let con = RawConn(con);
@@ -245,11 +260,12 @@ pub fn check(snapshot: &Snapshot, sql: &str) -> Result<Checked, Refusal> {
         // A transaction statement binds fine; anything else failing to prepare is the client's SQL.
         return Err(Refusal::Invalid(c_text(unsafe { ffi::duckdb_prepare_error(st.0) })));
     }
-    let kind = match unsafe { ffi::duckdb_prepared_statement_type(st.0) } {
-        ffi::duckdb_statement_type_DUCKDB_STATEMENT_TYPE_SELECT => Kind::Select,
-        ffi::duckdb_statement_type_DUCKDB_STATEMENT_TYPE_TRANSACTION => Kind::Transaction,
-        other => return Err(Refusal::NotReading(kind_name(other))),
-    };
+    // Session and transaction statements are answered by the handler (compat::classify) and
+    // never reach DuckDB; anything but a SELECT that does is refused.
+    match unsafe { ffi::duckdb_prepared_statement_type(st.0) } {
+        ffi::duckdb_statement_type_DUCKDB_STATEMENT_TYPE_SELECT => {}
+        other => return Err(Refusal::NotReading(kind_name(other).to_owned())),
+    }
     let params = (1..=unsafe { ffi::duckdb_nparams(st.0) }).map(|i| unsafe { ffi::duckdb_param_type(st.0, i) }).collect();
     let columns = (0..unsafe { ffi::duckdb_prepared_statement_column_count(st.0) })
         .map(|i| unsafe {
@@ -261,7 +277,7 @@ pub fn check(snapshot: &Snapshot, sql: &str) -> Result<Checked, Refusal> {
             (name, ffi::duckdb_prepared_statement_column_type(st.0, i))
         })
         .collect();
-    Ok(Checked { sql: sql.to_owned(), kind, params, columns })
+    Ok(Checked { sql: sql.to_owned(), params, columns })
 }
 
 #[cfg(test)]
@@ -272,18 +288,18 @@ mod tests {
         let csv = dir.join("raw.csv");
         std::fs::write(&csv, "symbol,price,timestamp\nBTCUSDT,1.5,2025-05-01 00:00:00+00:00\n").unwrap();
         let files = SnapshotFiles { raw: vec![csv.to_string_lossy().into_owned()], ..Default::default() };
-        Snapshot::build(&files, 1, None).unwrap()
+        let config = EngineConfig { threads: Some(1), memory_limit: "256MB".into(), spill_root: dir.to_path_buf(), log_file_access: false };
+        Snapshot::build(&files, 1, &config).unwrap()
     }
 
     #[test]
     fn only_reading_statements_pass_the_check() {
         let dir = tempfile::tempdir().unwrap();
         let s = snapshot(dir.path());
-        assert_eq!(check(&s, "SELECT * FROM raw").unwrap().kind, Kind::Select);
+        assert_eq!(check(&s, "SELECT * FROM raw").unwrap().columns.len(), 3);
         assert_eq!(check(&s, "WITH x AS (SELECT 1 AS a) SELECT a FROM x").unwrap().columns[0].0, "a");
-        assert_eq!(check(&s, "BEGIN").unwrap().kind, Kind::Transaction);
         // DuckDB rewrites reading PRAGMAs into SELECTs: they run, and change nothing.
-        assert_eq!(check(&s, "PRAGMA version").unwrap().kind, Kind::Select);
+        assert!(check(&s, "PRAGMA version").is_ok());
         let csv = dir.path().join("raw.csv").to_string_lossy().into_owned();
         // Overwriting a file the snapshot may read: allowed by the file rules, refused by type.
         let copy = format!("COPY (SELECT 1) TO '{csv}'");
@@ -297,6 +313,7 @@ mod tests {
             ("DROP VIEW raw", "DROP"),
             ("INSTALL httpfs", "LOAD/INSTALL"),
             ("LOAD httpfs", "LOAD/INSTALL"),
+            ("BEGIN", "transaction"),
         ] {
             match check(&s, sql) {
                 Err(Refusal::NotReading(k)) => assert_eq!(k, what, "{sql}"),
@@ -312,10 +329,23 @@ mod tests {
         assert!(err.to_string().contains("Permission Error"), "{err}");
         let n: i64 = c.conn.query_row("SELECT count(*) FROM raw", [], |r| r.get(0)).unwrap();
         assert_eq!(n, 1);
-        let v: String = c.conn.query_row("SELECT current_setting('server_version_num')", [], |r| r.get(0)).unwrap();
+        let v: String = c.conn.query_row("SELECT pg_compat.current_setting('server_version_num')", [], |r| r.get(0)).unwrap();
         assert_eq!(v, PG_VERSION_NUM);
         // PostgreSQL's (and Athena's) integer division, on every connection.
-        let v: i64 = c.conn.query_row("SELECT current_setting('server_version_num')::int/100", [], |r| r.get(0)).unwrap();
+        let v: i64 = c.conn.query_row("SELECT pg_compat.current_setting('server_version_num')::int/100", [], |r| r.get(0)).unwrap();
         assert_eq!(v, 1600);
+        // The memory limit is the configured one.
+        let v: String = c.conn.query_row("SELECT current_setting('memory_limit')", [], |r| r.get(0)).unwrap();
+        assert!(v.starts_with("244") || v.contains("MiB") || v.contains("MB"), "{v}");
+    }
+
+    #[test]
+    fn a_bad_memory_limit_is_a_setting_to_fix() {
+        let dir = tempfile::tempdir().unwrap();
+        let config =
+            EngineConfig { threads: Some(1), memory_limit: "lots".into(), spill_root: dir.path().to_path_buf(), log_file_access: false };
+        let err = Snapshot::build(&SnapshotFiles::default(), 1, &config).err().expect("refused");
+        assert!(err.is_permanent(), "{err}");
+        assert!(err.to_string().contains("--memory-limit \"lots\""), "{err}");
     }
 }

@@ -2,37 +2,45 @@
 //! PostgreSQL datasource, psql, DBeaver, Metabase or any Postgres client query `processed`, `raw`
 //! and `quarantine` with no plugin.
 //!
-//! - [`engine`]: one contained DuckDB database per committed state of the lake, the statement
-//!   check, PostgreSQL compatibility macros.
-//! - [`grafana`]: the provisioned dashboards and alert rules, generated from `queries/`, and the
-//!   datasources' macro expansion.
-//! - [`handler`]: the pgwire handlers (simple and extended protocols, authentication) and the
-//!   Arrow → PostgreSQL type mapping.
-//!
-//! Freshness: before a query, if the last look is older than `refresh`, the manifest and the raw
-//! and quarantine listings are read again; a change builds a new snapshot beside the current one
-//! and swaps it in (queries already running finish on the old one). Only what the manifest names
-//! as committed is ever readable.
+//! - [`state`]: the committed state served (from the manifest) and its freshness;
+//!   [`cache`]: a remote lake's files, fetched as queries need them.
+//! - [`engine`]: one contained DuckDB database per committed state, the statement check.
+//! - [`compat`] (with [`sqltext`]): what PostgreSQL clients expect that DuckDB lacks: the
+//!   `pg_catalog` they read, session statements, no host paths in answers.
+//! - [`handler`] (with [`session`], [`encode`]): the pgwire handlers: authentication, the
+//!   connection cap, simple and extended protocols, streamed results, cancel and timeout.
+//! - [`tls`]: the certificate a client verifies; [`grafana`]: the provisioned dashboards.
 
+pub mod cache;
+pub mod compat;
+pub mod encode;
 pub mod engine;
 pub mod grafana;
 pub mod handler;
+pub mod session;
+pub mod sqltext;
+pub mod state;
+pub mod tls;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use pgwire::error::{ErrorInfo, PgWireError};
 use tokio::net::TcpListener;
 
-use crate::lake::CommitError;
-use crate::lake::manifest::Manifest;
-use crate::lake::{Lake, LakeError, MANIFEST_KEY, QUARANTINE_PREFIX, RAW_PREFIX};
-use engine::{Snapshot, SnapshotFiles};
+use crate::lake::{CommitError, Lake, LakeError};
+pub use state::LakeState;
 
 /// Default address: loopback only.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:5433";
+/// Default DuckDB memory limit of a snapshot (`--memory-limit`).
+pub const DEFAULT_MEMORY_LIMIT: &str = "1GB";
+/// Default connection cap (PostgreSQL's `max_connections` default).
+pub const DEFAULT_MAX_CONNECTIONS: usize = 100;
+/// Default size of a remote lake's local cache.
+pub const DEFAULT_CACHE_SIZE: &str = "4GB";
 
 /// Why `serve` could not start or build a snapshot.
 #[derive(Debug, thiserror::Error)]
@@ -53,6 +61,33 @@ pub enum ServeError {
         /// Why.
         source: std::io::Error,
     },
+    /// Only one of the certificate and its key was given.
+    #[error("TLS needs both --tls-cert and --tls-key (TICKERLAKE_SERVE_TLS_CERT, TICKERLAKE_SERVE_TLS_KEY); {0} is missing")]
+    TlsHalf(&'static str),
+    /// The certificate or key cannot be used.
+    #[error("TLS: {0}")]
+    Tls(String),
+    /// DuckDB does not understand the memory limit.
+    #[error("--memory-limit {value:?} is not a size DuckDB understands (e.g. 512MB, 2GB): {reason}")]
+    MemoryLimit {
+        /// The value given.
+        value: String,
+        /// DuckDB's words.
+        reason: String,
+    },
+    /// `--cache-size` is not a size.
+    #[error("--cache-size {0:?} is not a size such as 512MB or 4GB")]
+    CacheSize(String),
+    /// One query needs more of a remote lake than the cache may hold.
+    #[error(
+        "this query reads {needed} bytes of the lake, more than --cache-size ({budget} bytes) allows; narrow its time range or raise --cache-size"
+    )]
+    CacheTooSmall {
+        /// Bytes the query's files take.
+        needed: u64,
+        /// The cache's size.
+        budget: u64,
+    },
     /// Reading the lake failed.
     #[error("{0}")]
     Lake(#[from] LakeError),
@@ -68,11 +103,28 @@ impl ServeError {
     /// Whether a person must change a setting (exit status 3).
     pub fn is_permanent(&self) -> bool {
         match self {
-            Self::OpenWithoutPassword(_) | Self::BadListen(_) | Self::Bind { .. } => true,
+            Self::OpenWithoutPassword(_)
+            | Self::BadListen(_)
+            | Self::Bind { .. }
+            | Self::TlsHalf(_)
+            | Self::Tls(_)
+            | Self::MemoryLimit { .. }
+            | Self::CacheSize(_) => true,
             Self::Lake(l) => l.is_permanent(),
             Self::Committed(c) => c.is_permanent(),
             _ => false,
         }
+    }
+
+    /// As a query's error: SQLSTATE 53000 (insufficient resources) for the cache, 58030 (I/O) for
+    /// the lake, XX000 otherwise.
+    pub fn into_pg(self) -> PgWireError {
+        let code = match &self {
+            Self::CacheTooSmall { .. } => "53000",
+            Self::Lake(_) => "58030",
+            _ => "XX000",
+        };
+        PgWireError::UserError(Box::new(ErrorInfo::new("ERROR".into(), code.into(), crate::report::one_line(&self))))
     }
 }
 
@@ -83,166 +135,47 @@ pub struct ServeOptions {
     pub listen: String,
     /// The password every client must give (SCRAM-SHA-256); none: any user connects.
     pub password: Option<String>,
+    /// TLS certificate chain and key (PEM files).
+    pub tls: Option<(PathBuf, PathBuf)>,
     /// Longest a query may run before it is interrupted.
     pub query_timeout: Duration,
     /// How stale the served state may be: the lake is looked at again at most this often.
     pub refresh: Duration,
     /// DuckDB threads per snapshot (None: DuckDB's default, the core count).
     pub threads: Option<usize>,
+    /// DuckDB memory limit per snapshot (DuckDB's syntax).
+    pub memory_limit: String,
+    /// Connections at once; more get SQLSTATE 53300.
+    pub max_connections: usize,
+    /// Bytes of a remote lake kept locally.
+    pub cache_size: String,
 }
 
-/// The lake as served: the current snapshot and when the lake was last looked at.
-pub struct LakeState {
-    lake: Lake,
-    current: std::sync::RwLock<Arc<Snapshot>>,
-    look: tokio::sync::Mutex<Look>,
-    refresh: Duration,
-    threads: Option<usize>,
-    generation: AtomicU64,
-    /// Downloads of a remote lake's files, kept across snapshots (keyed by object version).
-    cache: Option<tempfile::TempDir>,
+/// The TLS paths from the two options, both or neither.
+pub fn tls_paths(cert: Option<PathBuf>, key: Option<PathBuf>) -> Result<Option<(PathBuf, PathBuf)>, ServeError> {
+    match (cert, key) {
+        (Some(c), Some(k)) => Ok(Some((c, k))),
+        (None, None) => Ok(None),
+        (Some(_), None) => Err(ServeError::TlsHalf("--tls-key")),
+        (None, Some(_)) => Err(ServeError::TlsHalf("--tls-cert")),
+    }
 }
 
-struct Look {
-    at: Instant,
-    fingerprint: String,
-}
-
-/// What the lake holds now: the files of a snapshot and a fingerprint of them.
-async fn survey(lake: &Lake) -> Result<(Vec<(String, String)>, Vec<(String, String)>, Vec<(String, String)>, String), ServeError> {
-    let manifest_version = lake.get_versioned(MANIFEST_KEY).await?.map(|v| v.version).unwrap_or_default();
-    let manifest = Manifest::load_all(lake).await?;
-    let processed: Vec<(String, String)> = manifest.committed_partitions().into_iter().map(|p| (p.key, p.run_id)).collect();
-    let listing = |prefix: &'static str, ext: &'static str| async move {
-        Ok::<_, LakeError>(
-            lake.list(prefix).await?.into_iter().filter(|o| o.key.ends_with(ext)).map(|o| (o.key, o.version)).collect::<Vec<_>>(),
-        )
+/// A size such as `4GB`, `512MB`, `1.5GiB` or bytes, in bytes.
+pub fn parse_size(s: &str) -> Option<u64> {
+    let t = s.trim();
+    let split = t.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(t.len());
+    let (n, unit) = t.split_at(split);
+    let n: f64 = n.parse().ok()?;
+    let mult = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1.0,
+        "kb" | "kib" | "k" => 1024.0,
+        "mb" | "mib" | "m" => 1024.0 * 1024.0,
+        "gb" | "gib" | "g" => 1024.0 * 1024.0 * 1024.0,
+        "tb" | "tib" | "t" => 1024.0_f64.powi(4),
+        _ => return None,
     };
-    let raw = listing(RAW_PREFIX, ".csv").await?;
-    // Quarantine files of committed raw files only (a crashed run may have left others).
-    let committed_raw = manifest.quarantine_keys();
-    let quarantine = listing(QUARANTINE_PREFIX, ".csv").await?.into_iter().filter(|(k, _)| committed_raw.contains(k)).collect::<Vec<_>>();
-    let mut fp = format!("manifest={manifest_version};");
-    for (k, v) in raw.iter().chain(&quarantine) {
-        fp.push_str(k);
-        fp.push('@');
-        fp.push_str(v);
-        fp.push(';');
-    }
-    Ok((processed, raw, quarantine, fp))
-}
-
-impl LakeState {
-    /// Look at the lake and build the first snapshot.
-    pub async fn open(lake: Lake, refresh: Duration, threads: Option<usize>) -> Result<Self, ServeError> {
-        let cache = if lake.local_path(MANIFEST_KEY).is_none() {
-            Some(
-                tempfile::Builder::new()
-                    .prefix("tickerlake-serve-")
-                    .tempdir()
-                    .map_err(|e| LakeError::io("cannot create a download directory", e))?,
-            )
-        } else {
-            None
-        };
-        let (files, fingerprint) = Self::files(&lake, cache.as_ref()).await?;
-        let threads_ = threads;
-        let first = tokio::task::spawn_blocking(move || Snapshot::build(&files, 1, threads_)).await.expect("snapshot build panicked")?;
-        tracing::info!(partitions = first.partitions, "serving {}", lake.describe());
-        Ok(Self {
-            lake,
-            current: std::sync::RwLock::new(Arc::new(first)),
-            look: tokio::sync::Mutex::new(Look { at: Instant::now(), fingerprint }),
-            refresh,
-            threads,
-            generation: AtomicU64::new(1),
-            cache,
-        })
-    }
-
-    /// Local paths of everything a snapshot reads (remote objects downloaded once per version).
-    async fn files(lake: &Lake, cache: Option<&tempfile::TempDir>) -> Result<(SnapshotFiles, String), ServeError> {
-        let (processed, raw, quarantine, fingerprint) = survey(lake).await?;
-        let mut files = SnapshotFiles::default();
-        let local = |key: &str| lake.local_path(key).map(|p| p.to_string_lossy().into_owned());
-        match cache {
-            None => {
-                files.processed = processed.iter().filter_map(|(k, _)| local(k)).collect();
-                files.raw = raw.iter().filter_map(|(k, _)| local(k)).collect();
-                files.quarantine = quarantine.iter().filter_map(|(k, _)| local(k)).collect();
-            }
-            Some(dir) => {
-                let fetch = |list: Vec<(String, String)>| async move {
-                    use futures::{StreamExt, TryStreamExt};
-                    futures::stream::iter(list.into_iter().map(|(key, version)| async move {
-                        // One directory per object version keeps hive `date=` paths and never
-                        // overwrites a file an older snapshot may still be reading.
-                        let tag: String = version.chars().filter(char::is_ascii_alphanumeric).take(40).collect();
-                        let path: PathBuf = dir.path().join(format!("v{tag}")).join(&key);
-                        if !path.exists() {
-                            std::fs::create_dir_all(path.parent().expect("keys have a parent"))
-                                .map_err(|e| LakeError::io(format!("cannot create {}", path.display()), e))?;
-                            let part = path.with_extension("partial");
-                            lake.get_to_file(&key, &part).await?;
-                            std::fs::rename(&part, &path).map_err(|e| LakeError::io(format!("cannot write {}", path.display()), e))?;
-                        }
-                        Ok::<_, LakeError>(path.to_string_lossy().into_owned())
-                    }))
-                    .buffered(crate::lake::IO_CONCURRENCY)
-                    .try_collect::<Vec<_>>()
-                    .await
-                };
-                files.processed = fetch(processed).await?;
-                files.raw = fetch(raw).await?;
-                files.quarantine = fetch(quarantine).await?;
-            }
-        }
-        Ok((files, fingerprint))
-    }
-
-    /// The snapshot to run the next query on: the current one, rebuilt first if the lake changed
-    /// and it was last looked at more than `refresh` ago. While another query is looking, this one
-    /// uses the current snapshot rather than wait.
-    pub async fn snapshot(&self) -> Arc<Snapshot> {
-        if let Ok(mut look) = self.look.try_lock()
-            && look.at.elapsed() >= self.refresh
-        {
-            match self.rebuild_if_changed(&mut look).await {
-                Ok(()) => look.at = Instant::now(),
-                // Keep serving the last good state; the next query tries again.
-                Err(e) => {
-                    tracing::warn!("cannot refresh the served lake, still serving the previous state: {}", crate::report::one_line(&e))
-                }
-            }
-        }
-        self.current.read().expect("snapshot lock").clone()
-    }
-
-    /// Look at the lake now (waiting for a look in progress), rebuilding if it changed: for a
-    /// query that found a file of its snapshot gone (a partition read from a run's staging area
-    /// until it was published, then cleaned up).
-    pub async fn refresh_now(&self) {
-        let mut look = self.look.lock().await;
-        match self.rebuild_if_changed(&mut look).await {
-            Ok(()) => look.at = Instant::now(),
-            Err(e) => tracing::warn!("cannot refresh the served lake: {}", crate::report::one_line(&e)),
-        }
-    }
-
-    async fn rebuild_if_changed(&self, look: &mut Look) -> Result<(), ServeError> {
-        let (files, fingerprint) = Self::files(&self.lake, self.cache.as_ref()).await?;
-        if fingerprint == look.fingerprint {
-            return Ok(());
-        }
-        let generation = self.generation.fetch_add(1, Ordering::SeqCst) + 1;
-        let threads = self.threads;
-        let snap =
-            tokio::task::spawn_blocking(move || Snapshot::build(&files, generation, threads)).await.expect("snapshot build panicked")?;
-        tracing::info!(generation, partitions = snap.partitions, "the lake changed; serving its new committed state");
-        *self.current.write().expect("snapshot lock") = Arc::new(snap);
-        look.fingerprint = fingerprint;
-        Ok(())
-    }
+    Some((n * mult) as u64)
 }
 
 /// Resolve and vet the listen address: non-loopback needs a password.
@@ -254,6 +187,15 @@ pub fn listen_addr(listen: &str, password: Option<&str>) -> Result<SocketAddr, S
     Ok(addr)
 }
 
+/// The start-up warning for an address off the loopback without TLS (None: nothing to warn).
+pub fn cleartext_warning(addr: SocketAddr, tls: bool) -> Option<String> {
+    (!addr.ip().is_loopback() && !tls).then(|| {
+        format!(
+            "listening on {addr} without TLS: query results and the SCRAM exchange (enough for an offline guess at the password) cross the network in clear text; give --tls-cert and --tls-key (TICKERLAKE_SERVE_TLS_CERT, TICKERLAKE_SERVE_TLS_KEY) so clients can use sslmode=verify-full"
+        )
+    })
+}
+
 /// Run the endpoint until `stop` resolves; `on_listening` is told the bound address.
 pub async fn serve(
     lake: Lake,
@@ -263,15 +205,25 @@ pub async fn serve(
 ) -> Result<(), ServeError> {
     let password = opts.password.clone().filter(|p| !p.is_empty());
     let addr = listen_addr(&opts.listen, password.as_deref())?;
-    let state = Arc::new(LakeState::open(lake, opts.refresh, opts.threads).await?);
+    let tls = opts.tls.as_ref().map(|(cert, key)| tls::acceptor(cert, key)).transpose()?;
+    let cache_bytes = parse_size(&opts.cache_size).ok_or_else(|| ServeError::CacheSize(opts.cache_size.clone()))?;
+    let state_opts =
+        state::StateOptions { refresh: opts.refresh, threads: opts.threads, memory_limit: opts.memory_limit.clone(), cache_bytes };
+    let state = Arc::new(LakeState::open(lake, &state_opts).await?);
     let listener = TcpListener::bind(addr).await.map_err(|source| ServeError::Bind { addr, source })?;
     let bound = listener.local_addr().map_err(|source| ServeError::Bind { addr, source })?;
-    let handlers = Arc::new(handler::Handlers::new(state, opts.query_timeout, password.clone()));
+    let shared = handler::Shared::new(state, opts.query_timeout, password.clone(), opts.max_connections);
     on_listening(bound);
+    if let Some(w) = cleartext_warning(bound, tls.is_some()) {
+        tracing::warn!("{w}");
+    }
     tracing::info!(
-        "PostgreSQL endpoint on {bound} ({}); Ctrl-C stops it",
-        if password.is_some() { "password required" } else { "no password: loopback clients only" }
+        "PostgreSQL endpoint on {bound} ({}, {}); Ctrl-C stops it",
+        if password.is_some() { "password required" } else { "no password: loopback clients only" },
+        if tls.is_some() { "TLS offered" } else { "no TLS" }
     );
+    // The cap: a connection past it is still answered, with SQLSTATE 53300 at its startup.
+    let permits = Arc::new(tokio::sync::Semaphore::new(opts.max_connections));
     let mut connections = tokio::task::JoinSet::new();
     tokio::pin!(stop);
     loop {
@@ -279,9 +231,12 @@ pub async fn serve(
             accepted = listener.accept() => match accepted {
                 Ok((socket, peer)) => {
                     let _ = socket.set_nodelay(true);
-                    let h = handlers.clone();
+                    let permit = permits.clone().try_acquire_owned().ok();
+                    let handlers = shared.connection(permit.is_none());
+                    let tls = tls.clone();
                     connections.spawn(async move {
-                        if let Err(e) = pgwire::tokio::process_socket(socket, None, h).await {
+                        let _permit = permit;
+                        if let Err(e) = pgwire::tokio::process_socket(socket, tls, handlers).await {
                             tracing::debug!(%peer, "connection ended: {e}");
                         }
                     });
@@ -297,4 +252,23 @@ pub async fn serve(
     connections.shutdown().await;
     tracing::info!(closed = open, "stopped");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_tls_pairs_and_the_cleartext_warning() {
+        assert_eq!(parse_size("4GB"), Some(4 << 30));
+        assert_eq!(parse_size("512 MB"), Some(512 << 20));
+        assert_eq!(parse_size("1000"), Some(1000));
+        assert_eq!(parse_size("lots"), None);
+        assert!(matches!(tls_paths(Some("c".into()), None), Err(ServeError::TlsHalf("--tls-key"))));
+        assert!(tls_paths(None, None).unwrap().is_none());
+        assert!(cleartext_warning("127.0.0.1:5433".parse().unwrap(), false).is_none());
+        assert!(cleartext_warning("0.0.0.0:5433".parse().unwrap(), true).is_none());
+        let w = cleartext_warning("0.0.0.0:5433".parse().unwrap(), false).unwrap();
+        assert!(w.contains("clear text") && w.contains("--tls-cert"), "{w}");
+    }
 }

@@ -2,12 +2,13 @@
 # The compose stack, tested for real (./dev test and ./dev e2e run it after building the images):
 #   1. compose.yaml validates (`config`) and says what the issue asks: only 127.0.0.1 ports, named
 #      volumes, health checks and depends_on conditions, Grafana's image pinned, provisioning
-#      mounted, its datasource at the `serve` service (Grafana's image cannot be had here, so it is
-#      checked by configuration only);
+#      mounted, its datasource at the `serve` service over TLS with verify-full and the stack's CA
+#      (Grafana's image cannot be had here, so it is checked by configuration only);
 #   2. `up` of everything but Grafana, offline profile (the simulator instead of Binance), on free
 #      127.0.0.1 ports in a project of its own: the worker writes the current hour into LocalStack's
-#      bucket; `serve` answers psql with rows, and every dashboard query (Grafana macros expanded as
-#      the PostgreSQL datasource does) returns rows;
+#      bucket; `serve` answers psql over TLS verified with the stack's CA (sslmode=verify-full) with
+#      rows, and every dashboard query (Grafana macros expanded as the PostgreSQL datasource does)
+#      returns rows;
 #   3. the LocalStack init hook is idempotent: after a restart the bucket is back, the hook ran twice.
 # Every check prints PASS or FAIL; the exit status is the number of failures (0: all passed).
 # Needs a Docker engine, the images (TICKERLAKE_IMAGE, default tickerlake/tickerlake:local, and
@@ -80,7 +81,7 @@ for name, svc in services.items():
     for p in svc.get("ports", []):
         ip = p.get("host_ip") if isinstance(p, dict) else str(p).rsplit(":", 2)[0] if str(p).count(":") >= 2 else None
         check(f"{name}: port {p} is published on 127.0.0.1 only", ip == "127.0.0.1")
-expected = {"localstack", "lake-init", "worker", "serve", "grafana", "simulator", "backfill-offline", "worker-offline"}
+expected = {"localstack", "lake-init", "worker", "serve-cert", "serve", "grafana", "simulator", "backfill-offline", "worker-offline"}
 check(f"services {sorted(expected)} are defined", expected <= set(services))
 for name in ("localstack", "serve", "grafana", "simulator"):
     hc = services[name].get("healthcheck")
@@ -93,6 +94,7 @@ def cond(svc, dep):
 check("lake-init waits for a healthy localstack (bucket made)", cond("lake-init", "localstack") == "service_healthy")
 for svc in ("worker", "serve"):
     check(f"{svc} starts after lake-init completed", cond(svc, "lake-init") == "service_completed_successfully")
+check("serve starts after serve-cert wrote its certificate", cond("serve", "serve-cert") == "service_completed_successfully")
 check("grafana waits for a healthy serve", cond("grafana", "serve") == "service_healthy")
 check("worker-offline runs after the offline backfill", cond("worker-offline", "backfill-offline") == "service_completed_successfully")
 named = set(cfg.get("volumes", {}))
@@ -133,17 +135,28 @@ listen = cmd[cmd.index("--listen") + 1] if "--listen" in cmd else senv.get("TICK
 check(f"datasource: url {pg[0]['url']} is the serve service on its listen port ({listen})", host == "serve" and host in services and listen.rsplit(":", 1)[1] == port)
 check("serve listens beyond loopback only with a password", not listen.startswith("127.") and bool(senv.get("TICKERLAKE_SERVE_PASSWORD")))
 check("datasource: password from $TICKERLAKE_SERVE_PASSWORD", pg[0].get("secureJsonData", {}).get("password") == "$TICKERLAKE_SERVE_PASSWORD")
+# TLS: serve has a certificate; Grafana verifies it with the CA from the same volume.
+jd = pg[0].get("jsonData", {})
+check("datasource: sslmode verify-full with a CA file", jd.get("sslmode") == "verify-full" and jd.get("tlsConfigurationMethod") == "file-path")
+check("serve: --tls-cert and --tls-key given", "--tls-cert" in cmd and "--tls-key" in cmd)
+cert_dir = os.path.dirname(cmd[cmd.index("--tls-cert") + 1]) if "--tls-cert" in cmd else None
+serve_tls = [s for t, s, d, _ in vols("serve") if d == cert_dir]
+ca_dir = os.path.dirname(jd.get("sslRootCertFile", "/nowhere/x"))
+check(f"grafana: the CA file {jd.get('sslRootCertFile')} comes from serve's certificate volume",
+      bool(serve_tls) and any(s == serve_tls[0] and d == ca_dir for t, s, d, _ in gv))
+cert_cmd = services["serve-cert"]["command"]
+check("serve-cert: names the serve service (Grafana's host) and localhost", "serve" in cert_cmd and "localhost" in cert_cmd)
 repo_ds = "grafana/provisioning/datasources/tickerlake.yaml"
 if os.path.exists(repo_ds):
     mine = yaml.safe_load(open("docker/grafana/datasources.yaml"))
     theirs = yaml.safe_load(open(repo_ds))
-    for d in mine["datasources"]:
+    tls_keys = ("sslmode", "tlsConfigurationMethod", "sslRootCertFile")
+    for d in mine["datasources"] + theirs["datasources"]:
         if d["type"] == "grafana-postgresql-datasource":
             d["url"] = None
-    for d in theirs["datasources"]:
-        if d["type"] == "grafana-postgresql-datasource":
-            d["url"] = None
-    check(f"datasource: docker/grafana/datasources.yaml equals {repo_ds} but for the PostgreSQL url", mine == theirs)
+            for k in tls_keys:
+                d["jsonData"].pop(k, None)
+    check(f"datasource: docker/grafana/datasources.yaml equals {repo_ds} but for the PostgreSQL url and TLS settings", mine == theirs)
     check("grafana: the dashboard provider file exists", os.path.exists("grafana/provisioning/dashboards/tickerlake.yaml"))
 else:
     print(f"\n*** SKIPPED comparing the compose datasource file with {repo_ds}: grafana/provisioning is not in this checkout yet (issue 8) ***\n")
@@ -194,7 +207,12 @@ n_raw=$(keys lake/raw/ | wc -l)
 
 if ((HAS_SERVE)); then
   wait_for 120 "serve is healthy (accepts connections)" is_healthy serve
-  PSQL_URL="postgresql://tickerlake:$TICKERLAKE_SERVE_PASSWORD@127.0.0.1:$TICKERLAKE_SERVE_PORT/tickerlake"
+  CA=$(mktemp)
+  compose exec -T serve cat /var/lib/tickerlake/tls/ca.pem >"$CA" 2>/dev/null && grep -q 'BEGIN CERTIFICATE' "$CA" \
+    && pass "serve-cert wrote the stack's CA" || fail "no CA at /var/lib/tickerlake/tls/ca.pem in serve"
+  PSQL_URL="postgresql://tickerlake:$TICKERLAKE_SERVE_PASSWORD@localhost:$TICKERLAKE_SERVE_PORT/tickerlake?sslmode=verify-full&sslrootcert=$CA"
+  conninfo=$(psql "$PSQL_URL" -XAtc '\conninfo' 2>&1)
+  [[ $conninfo == *"SSL connection"* ]] && pass "psql reaches serve over TLS, verifying its certificate (verify-full)" || fail "TLS with verify-full: $conninfo"
   rows=$(psql "$PSQL_URL" -XAtc 'SELECT count(*) FROM processed' 2>&1)
   [[ $rows =~ ^[0-9]+$ ]] && ((rows > 0)) && pass "serve answers psql: $rows processed rows" || fail "psql through serve: $rows"
   bad=$(psql "postgresql://tickerlake:wrong@127.0.0.1:$TICKERLAKE_SERVE_PORT/tickerlake" -XAtc 'SELECT 1' 2>&1) \
