@@ -118,7 +118,7 @@ async fn rollup_panels_answer_as_the_hourly_ones() {
                     let days: std::collections::BTreeSet<String> = old.iter().map(|r| r["time"][1..11].to_owned()).collect();
                     assert_eq!(new.len(), days.len(), "{name} {flavor:?} {label}: one point per day");
                     for point in &new {
-                        let last = old.iter().filter(|r| r["time"][1..11] == point["time"][1..11]).next_back().unwrap();
+                        let last = old.iter().rfind(|r| r["time"][1..11] == point["time"][1..11]).unwrap();
                         assert_eq!(point, last, "{name} {flavor:?} {label}: the day's last point");
                     }
                 } else {

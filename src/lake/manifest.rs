@@ -351,7 +351,7 @@ impl Manifest {
         let month = month_of_date(date);
         let with_partitions = |(m, r): &(&String, &SegmentRef)| r.partitions > 0 && m.as_str() != UNDATED;
         let mut months: BTreeSet<String> = self.segments.range(month.clone()..).filter(with_partitions).map(|(m, _)| m.clone()).collect();
-        months.extend(self.segments.range(..month.clone()).filter(with_partitions).next_back().map(|(m, _)| m.clone()));
+        months.extend(self.segments.range(..month.clone()).rfind(with_partitions).map(|(m, _)| m.clone()));
         months.insert(month);
         months
     }
