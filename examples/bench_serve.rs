@@ -1,7 +1,8 @@
 //! `./dev bench-serve`: p50/p99 of every dashboard query (PostgreSQL variant, panels and the
 //! variable) through `tickerlake serve`, for a 24-hour, a 7-day and a whole-year range ending at
-//! the lake's last hour, with one client and with 20 concurrent clients; and the server's peak
-//! RSS at the end (VmHWM: the 20 clients on whole-year queries are its high-water mark).
+//! the lake's last hour, with one client and with 20 concurrent clients; then 20 viewers loading
+//! every dashboard twice with the whole year in range (per query p50/p99); and the server's peak
+//! RSS at the end (VmHWM).
 //!
 //! Usage: bench_serve TICKERLAKE_BIN LAKE [ITERATIONS_SINGLE] [ITERATIONS_PER_CONCURRENT_CLIENT] [NAME_FILTER]
 //! (the lake must be processed; `./dev bench-serve` builds a year of 3,000 symbols first).
@@ -100,6 +101,41 @@ async fn main() {
                 ms(percentile(&many, 0.99))
             );
         }
+    }
+    // 20 viewers with the whole year in range, as Grafana runs a dashboard: every panel and
+    // variable query of every dashboard, twice each, over the simple protocol; per query p50/p99.
+    let (from, viewers, rounds) = (first.and_utc() - TimeDelta::minutes(1), 20, 2);
+    println!("\n{viewers} viewers, whole year, every dashboard query {rounds} times each (simple protocol)");
+    println!("{:<34} | {:>9} {:>9}", "query", "p50 ms", "p99 ms");
+    let queries: Vec<(String, String)> =
+        files.iter().map(|f| (f.name.trim_end_matches(".sql").to_owned(), grafana::expand(&f.sql, Flavor::Postgres, from, to, &vars).unwrap())).collect();
+    let mut tasks = Vec::new();
+    for v in 0..viewers {
+        let queries = queries.clone();
+        tasks.push(tokio::spawn(async move {
+            let c = connect(port).await;
+            let mut times: Vec<(String, Duration)> = Vec::new();
+            for round in 0..rounds {
+                // Each viewer starts at another panel, as page loads interleave.
+                for i in 0..queries.len() {
+                    let (name, sql) = &queries[(i + v + round) % queries.len()];
+                    let t = Instant::now();
+                    c.simple_query(sql).await.unwrap();
+                    times.push((name.clone(), t.elapsed()));
+                }
+            }
+            times
+        }));
+    }
+    let mut by_query: BTreeMap<String, Vec<Duration>> = BTreeMap::new();
+    for t in tasks {
+        for (name, d) in t.await.unwrap() {
+            by_query.entry(name).or_default().push(d);
+        }
+    }
+    for (name, mut times) in by_query {
+        times.sort();
+        println!("{:<34} | {:>9} {:>9}", name, ms(percentile(&times, 0.5)), ms(percentile(&times, 0.99)));
     }
     let status = std::fs::read_to_string(format!("/proc/{}/status", child.id().unwrap())).unwrap_or_default();
     let peak = status.lines().find_map(|l| l.strip_prefix("VmHWM:")).unwrap_or("?").trim().to_owned();

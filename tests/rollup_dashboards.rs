@@ -13,7 +13,13 @@ use chrono::{DateTime, Utc};
 use tickerlake::serve::grafana::{self, Flavor};
 
 /// Each panel's SQL as it was, reading the hourly rows (`processed`): the reference.
-const HOURLY: [(&str, &str); 9] = [
+const HOURLY: [(&str, &str); 10] = [
+    (
+        "summary_percent_change.sql",
+        "SELECT (max_by(price, \"timestamp\") - min_by(price, \"timestamp\")) / NULLIF(min_by(price, \"timestamp\"), 0) * 100 AS variation
+         FROM processed WHERE symbol = ${symbol:sqlstring} AND $__timeFilter(\"timestamp\")
+           AND \"date\" BETWEEN CAST($__timeFrom() AS DATE) AND CAST($__timeTo() AS DATE)",
+    ),
     (
         "summary_max_price.sql",
         "SELECT max(price) AS max_price FROM processed WHERE symbol = ${symbol:sqlstring} AND $__timeFilter(\"timestamp\")
