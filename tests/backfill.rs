@@ -138,8 +138,10 @@ async fn an_archive_backfill_through_every_fault_writes_exactly_the_expected_sna
     assert!(price_in(at("2024-12-15T06:00:00Z"), "ETHUSDT").is_some(), "its first kline opens at 05:00");
     assert!(price_in(at("2025-01-10T14:00:00Z"), "BNBUSDT").is_some(), "a delisted (BREAK) pair keeps its history");
     assert_eq!(price_in(at("2025-01-10T15:00:00Z"), "BNBUSDT"), None, "and has none after its last kline");
-    let idle: Vec<_> = (1..=7).map(|h| price_in(at(&format!("2024-12-27T{h:02}:00:00Z")), "SOLUSDT").unwrap()).collect();
-    assert!(idle.windows(2).all(|w| w[0] == w[1]), "zero-trade klines repeat the last close: {idle:?}");
+    // Its klines opening 00:00 to 05:00 had no trades: slots 00:00 (the close before them) to
+    // 06:00 show one price, 07:00 a new one.
+    let sol: Vec<_> = (0..=7).map(|h| price_in(at(&format!("2024-12-27T{h:02}:00:00Z")), "SOLUSDT").unwrap()).collect();
+    assert!(sol[..7].windows(2).all(|w| w[0] == w[1]) && sol[6] != sol[7], "zero-trade klines repeat the last close: {sol:?}");
     assert!(price_in(at("2024-12-24T12:00:00Z"), "XRPUSDT").is_some(), "days missing from the archive come from REST");
     for s in ["2024-12-31T23:00:00Z", "2025-01-01T00:00:00Z", "2025-01-01T01:00:00Z"] {
         assert!(text(at(s)).lines().skip(1).all(|l| l.ends_with(&format!("{} {}.000000+00:00", &s[..10], &s[11..19]))), "{s} stamped on the hour");
@@ -269,7 +271,7 @@ async fn bad_input_gets_one_line_naming_it_and_creates_nothing() {
         (&["--from", "2025-01-01T12:30:00Z"], "2025-01-01T12:30:00Z is not on the hour"),
         (&["--from", "last week"], "is neither a date (2024-01-01) nor an RFC 3339 time"),
         (&["--from", "2025-01-02", "--to", "2025-01-01"], "--from 2025-01-02T00:00:00Z is not before --to 2025-01-01T00:00:00Z"),
-        (&["--to", &future], "is after the current hour"),
+        (&["--to", future.as_str()], "is after the current hour"),
         (&["--from", "2025-01-01", "--hours", "5"], "cannot be used with"),
         (&["--hours", "5", "--quote", "US DT"], "is not an asset name"),
         (&["--hours", "5", "--quote", "XYZ"], "lists no pair quoted in XYZ"),
@@ -347,7 +349,9 @@ async fn on_s3_a_killed_backfill_resumes_to_the_local_lakes_bytes_and_keeps_coll
         .await
         .unwrap();
 
-    let crashed = backfill(lake, &sim, true, &range, &[&env[..], &[("TICKERLAKE_FAILPOINT", "backfill-written-400")]].concat()).await;
+    let mut crash_env = env.clone();
+    crash_env.push(("TICKERLAKE_FAILPOINT", "backfill-written-400"));
+    let crashed = backfill(lake, &sim, true, &range, &crash_env).await;
     assert!(crashed.code != Some(0) && crashed.stderr.contains("failpoint backfill-written-400"), "{crashed:?}");
     let rerun = backfill(lake, &sim, true, &range, &env).await;
     rerun.ok();

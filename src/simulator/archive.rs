@@ -62,13 +62,18 @@ pub(crate) fn csv(market: &Market, i: usize, period: Period) -> Option<String> {
     if market.symbols[i].header {
         out.push_str("open_time,open,high,low,close,volume,close_time,quote_volume,count,taker_buy_volume,taker_buy_quote_volume,ignore\n");
     }
+    let (from, to) = (start.max(first), end.min(last.saturating_add(1)));
+    if from >= to {
+        return None;
+    }
+    let prices = market.prices(i, from, to);
     let mut any = false;
-    for h in start.max(first)..end.min(last.saturating_add(1)) {
+    for h in from..to {
         if !market.has_kline(i, h) {
             continue;
         }
         any = true;
-        let k = market.kline(i, h);
+        let k = market.kline_at(i, h, prices[(h - from) as usize], prices[(h - from + 1) as usize]);
         // Binance switched its spot archive to microseconds on 2025-01-01.
         let (open_t, close_t) = if h >= MICROS_FROM_HOUR {
             (h * HOUR_MS * 1000, (h + 1) * HOUR_MS * 1000 - 1)

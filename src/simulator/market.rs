@@ -148,7 +148,7 @@ fn base_quote(i: usize) -> (String, &'static str) {
 }
 
 fn universe_names(symbols: usize) -> Vec<String> {
-    (0..symbols).map(|i| base_quote(i)).map(|(b, q)| format!("{b}{q}")).collect()
+    (0..symbols).map(base_quote).map(|(b, q)| format!("{b}{q}")).collect()
 }
 
 fn hour_of(t: DateTime<Utc>) -> i64 {
@@ -186,8 +186,9 @@ impl Market {
                 }
             })
             .collect();
+        let names: Vec<String> = list.iter().map(|s| s.name.clone()).collect();
         let index = |name: &str| {
-            list.iter().position(|s| s.name == name).unwrap_or_else(|| panic!("the scenario names {name}, not among the {symbols} symbols"))
+            names.iter().position(|n| n == name).unwrap_or_else(|| panic!("the scenario names {name}, not among the {symbols} symbols"))
         };
         let mut missing_monthly = HashSet::new();
         let mut missing_daily = HashSet::new();
@@ -221,16 +222,53 @@ impl Market {
     /// ±1% hourly steps. Each 64-hour block starts from its own hashed level, so any hour costs at
     /// most 64 steps with no cache; neighbouring hours differ by one step (except at block edges).
     fn walk(&self, i: usize, hour: i64) -> f64 {
-        let s = &self.symbols[i];
-        let key = self.seed ^ ((i as u64) << 40);
+        self.symbols[i].start_price * self.walk_level(i, hour).exp()
+    }
+
+    fn walk_key(&self, i: usize) -> u64 {
+        self.seed ^ ((i as u64) << 40)
+    }
+
+    /// The step from hour `h` to `h + 1` of a walk.
+    fn step(key: u64, h: i64) -> f64 {
+        (unit(key ^ (h as u64).wrapping_mul(0xD1B5_4A32_D192_ED03)) - 0.5) * 0.02
+    }
+
+    fn walk_level(&self, i: usize, hour: i64) -> f64 {
+        let key = self.walk_key(i);
         let block = hour.div_euclid(64);
-        let block_level = (unit(key ^ (block as u64).wrapping_mul(0x9E37)) - 0.5) * 0.4;
-        let mut level = block_level;
-        let start = block * 64;
-        for h in start..hour {
-            level += (unit(key ^ (h as u64).wrapping_mul(0xD1B5_4A32_D192_ED03)) - 0.5) * 0.02;
+        let mut level = (unit(key ^ (block as u64).wrapping_mul(0x9E37)) - 0.5) * 0.4;
+        for h in block * 64..hour {
+            level += Self::step(key, h);
         }
-        s.start_price * level.exp()
+        level
+    }
+
+    /// `price_at_hour` for every hour of `from..=to` in one pass (the same values: the same
+    /// additions in the same order), for archive files of hundreds of hours.
+    pub(crate) fn prices(&self, i: usize, from: i64, to: i64) -> Vec<f64> {
+        let s = &self.symbols[i];
+        if s.zero {
+            return vec![0.0; (to - from + 1).max(0) as usize];
+        }
+        let key = self.walk_key(i);
+        let mut out = Vec::with_capacity((to - from + 1).max(0) as usize);
+        let mut level = None;
+        for h in from..=to {
+            let l = match level {
+                Some(l) if h.rem_euclid(64) != 0 => l + Self::step(key, h - 1),
+                _ => self.walk_level(i, h),
+            };
+            level = Some(l);
+            out.push(s.start_price * l.exp());
+        }
+        for &(a, b) in &s.zero_trade {
+            let held = self.walk(i, a);
+            for h in a.max(from)..=b.min(to) {
+                out[(h - from) as usize] = held;
+            }
+        }
+        out
     }
 
     /// The price at the start of `hour`: the walk, held flat through zero-trade hours (the kline
@@ -279,8 +317,12 @@ impl Market {
 
     /// The kline of symbol `i` opening at `hour` (which must exist), Binance's 12 fields as text.
     pub(crate) fn kline(&self, i: usize, hour: i64) -> Kline {
+        self.kline_at(i, hour, self.price_at_hour(i, hour), self.price_at_hour(i, hour + 1))
+    }
+
+    /// The kline of symbol `i` opening at `hour`, given the prices at its open and close.
+    pub(crate) fn kline_at(&self, i: usize, hour: i64, open: f64, close: f64) -> Kline {
         let idle = self.symbols[i].zero_trade.iter().any(|(a, b)| (*a..*b).contains(&hour));
-        let (open, close) = (self.price_at_hour(i, hour), self.price_at_hour(i, hour + 1));
         let volume = if idle || self.symbols[i].zero { 0.0 } else { 1000.0 + unit(hour as u64 ^ i as u64) * 9000.0 };
         let (high, low) = if idle { (open, open) } else { (open.max(close) * 1.002, open.min(close) * 0.998) };
         Kline {
@@ -421,6 +463,9 @@ mod tests {
         let all = m.klines(0, Some(h), h + 4 * 24, 1000);
         assert_eq!(all.len(), 4 * 24 + 1 - 3, "three maintenance hours are missing");
         let delisted = m.klines(4, Some(h), h + 20 * 24, 1000);
+        let idle = 6;
+        let one_pass = m.prices(idle, h - 200, h + 100);
+        assert!((h - 200..=h + 100).all(|k| one_pass[(k - h + 200) as usize] == m.price_at_hour(idle, k)), "the same prices in one pass");
         assert_eq!(delisted.last().unwrap().open_h, h + 9 * 24 + 13);
         let last = m.klines(4, None, h + 20 * 24, 1);
         assert_eq!(last[0].open_h, h + 9 * 24 + 13);

@@ -439,9 +439,15 @@ async fn archive_file(State(shared): State<Arc<Shared>>, Path((period, symbol, i
         Some(Fault::Truncated) => {
             // The full length announced, half of it sent, then the stream fails: hyper drops the
             // connection, as a download broken off mid-way looks to the client.
+            // The pause lets hyper send the headers and the first half before the failure.
+            use futures::StreamExt as _;
             let half = zip.slice(..zip.len() / 2);
-            let chunks: Vec<Result<Bytes, std::io::Error>> = vec![Ok(half), Err(std::io::Error::other("simulated broken download"))];
-            let mut r = Body::from_stream(futures::stream::iter(chunks)).into_response();
+            let broken = async {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                Err::<Bytes, _>(std::io::Error::other("simulated broken download"))
+            };
+            let chunks = futures::stream::iter([Ok(half)]).chain(futures::stream::once(broken));
+            let mut r = Body::from_stream(chunks).into_response();
             r.headers_mut().insert(header::CONTENT_LENGTH, HeaderValue::from(zip.len()));
             r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/zip"));
             r

@@ -67,9 +67,9 @@ pub enum ArchiveError {
          the archive may be rewriting it: run the backfill again later, or with --archive-url none"
     )]
     Checksum { file: String, attempts: u32, expected: String, got: String },
-    #[error("the download of {file} broke off {attempts} times ({source}); check the network and run the backfill again (it resumes)")]
+    #[error("the download of {file} broke off {attempts} times (check the network, then run the backfill again: it resumes)")]
     Broken { file: String, attempts: u32, source: reqwest::Error },
-    #[error("cannot reach Binance's archive for {file} after {attempts} attempts ({source}); check --archive-url and the network, or use --archive-url none")]
+    #[error("cannot reach Binance's archive for {file} after {attempts} attempts (check --archive-url and the network, or use --archive-url none)")]
     Unreachable { file: String, attempts: u32, source: reqwest::Error },
     #[error("Binance's archive answered HTTP {status} for {file} after {attempts} attempt(s): {body}")]
     Status { file: String, status: u16, attempts: u32, body: String },
@@ -145,7 +145,7 @@ impl ArchiveClient {
         let Some(sum) = self.get(&format!("{url}.CHECKSUM"), &format!("{path}.CHECKSUM")).await? else {
             return Ok(None);
         };
-        let expected = parse_checksum(&sum, &name).map_err(|detail| ArchiveError::Malformed { file: format!("{path}.CHECKSUM"), detail })?;
+        let expected = parse_checksum(&String::from_utf8_lossy(&sum), &name).map_err(|detail| ArchiveError::Malformed { file: format!("{path}.CHECKSUM"), detail })?;
         let mut attempt = 0;
         let zip = loop {
             attempt += 1;
