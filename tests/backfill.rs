@@ -28,9 +28,11 @@ fn day(s: &str) -> DateTime<Utc> {
     t(&format!("{s}T00:00:00Z"))
 }
 
+/// The standard scenario around 2025-01-01, with REST pages of 200 klines so that a month from
+/// REST takes several.
 async fn sim() -> Simulator {
-    let anchor = t("2025-01-01T00:00:00Z");
-    Simulator::start_with(SimConfig { symbols: SYMBOLS, seed: 7 }, Scenario::standard(SYMBOLS, anchor), 0).await.unwrap()
+    let scenario = Scenario { klines_page_limit: 200, ..Scenario::standard(SYMBOLS, t("2025-01-01T00:00:00Z")) };
+    Simulator::start_with(SimConfig { symbols: SYMBOLS, seed: 7 }, scenario, 0).await.unwrap()
 }
 
 /// The transient faults every archive backfill here meets: a download cut off halfway, one with

@@ -42,6 +42,8 @@ pub struct Scenario {
     pub weight_limit: u32,
     /// The weight window in seconds (Binance: 60); the header is `X-MBX-USED-WEIGHT-<n><S|M>`.
     pub weight_window_secs: u32,
+    /// Most klines one `/api/v3/klines` answer holds, whatever `limit` asks (Binance: 1000).
+    pub klines_page_limit: usize,
 }
 
 impl Default for Scenario {
@@ -57,6 +59,7 @@ impl Default for Scenario {
             archive_lag_days: 0,
             weight_limit: 6000,
             weight_window_secs: 60,
+            klines_page_limit: 1000,
         }
     }
 }

@@ -358,7 +358,7 @@ async fn klines(State(shared): State<Arc<Shared>>, Query(q): Query<KlineQuery>) 
     };
     // The kline open now is served too (still open), as Binance does.
     let now_h = Utc::now().timestamp().div_euclid(3600);
-    let limit = q.limit.unwrap_or(500).clamp(1, 1000);
+    let limit = q.limit.unwrap_or(500).clamp(1, shared.market.scenario.klines_page_limit.clamp(1, 1000));
     let end_h = q.end_time.map(|t| t.div_euclid(HOUR_MS)).unwrap_or(now_h).min(now_h);
     let start_h = q.start_time.map(|t| (t + HOUR_MS - 1).div_euclid(HOUR_MS));
     let rows: Vec<_> = shared

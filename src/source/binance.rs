@@ -240,20 +240,26 @@ impl BinanceClient {
     }
 
     /// Hourly klines of `symbol` opening from `first_open_ms` to `last_open_ms` (both included),
-    /// paged 1,000 at a time however long the span; also the number of requests it took.
+    /// paged by `startTime` however long the span; also the number of requests it took.
+    ///
+    /// A page ends the span when it is empty or reaches `last_open_ms`, not when it is shorter
+    /// than asked: a server that pages fewer than 1,000 klines loses nothing.
     pub async fn klines(&self, symbol: &str, first_open_ms: i64, last_open_ms: i64) -> Result<(Vec<Kline>, u64), BinanceError> {
-        let mut out = Vec::new();
+        let mut out: Vec<Kline> = Vec::new();
         let mut start = first_open_ms;
         let mut pages = 0;
         while start <= last_open_ms {
             let page = self.klines_page(symbol, Some(start), Some(last_open_ms), KLINES_PAGE).await?;
             pages += 1;
-            let full = page.len() == KLINES_PAGE;
-            match page.last() {
-                Some(last) if full => start = last.open_ms + HOUR_MS,
-                _ => start = i64::MAX,
+            let Some(last) = page.last().map(|k| k.open_ms) else { break };
+            if last < start {
+                return Err(BinanceError::Malformed {
+                    url: format!("{}/api/v3/klines?symbol={symbol}", self.base_url),
+                    detail: format!("asked for klines from {start} ms, got one opening at {last} ms"),
+                });
             }
             out.extend(page);
+            start = last + HOUR_MS;
         }
         Ok((out, pages))
     }
