@@ -146,7 +146,10 @@ async fn an_archive_backfill_through_every_fault_writes_exactly_the_expected_sna
     assert!(sol[..7].windows(2).all(|w| w[0] == w[1]) && sol[6] != sol[7], "zero-trade klines repeat the last close: {sol:?}");
     assert!(price_in(at("2024-12-24T12:00:00Z"), "XRPUSDT").is_some(), "days missing from the archive come from REST");
     for s in ["2024-12-31T23:00:00Z", "2025-01-01T00:00:00Z", "2025-01-01T01:00:00Z"] {
-        assert!(text(at(s)).lines().skip(1).all(|l| l.ends_with(&format!("{} {}.000000+00:00", &s[..10], &s[11..19]))), "{s} stamped on the hour");
+        assert!(
+            text(at(s)).lines().skip(1).all(|l| l.ends_with(&format!("{} {}.000000+00:00", &s[..10], &s[11..19]))),
+            "{s} stamped on the hour"
+        );
         assert_eq!(text(at(s)).lines().count(), 1 + 12, "{s}: all 12 pairs, through the switch to microseconds");
     }
     let markers: Vec<_> = tree(Path::new(&lake)).into_keys().filter(|k| k.starts_with("_tickerlake/backfill/")).collect();
@@ -238,7 +241,10 @@ async fn an_archive_file_that_never_checks_out_fails_the_run_naming_it() {
     let out = backfill(&lake, &sim, true, &["--from", "2024-06-01", "--to", "2024-06-03"], &[]).await;
     out.failed();
     let last = out.stderr.lines().last().unwrap();
-    assert!(last.starts_with("error: data/spot/monthly/klines/") && last.contains("-1h-2024-05.zip failed its SHA-256 check 4 times"), "{last}");
+    assert!(
+        last.starts_with("error: data/spot/monthly/klines/") && last.contains("-1h-2024-05.zip failed its SHA-256 check 4 times"),
+        "{last}"
+    );
     assert!(raw(&lake).is_empty(), "nothing half-written");
 
     let sim = self::sim().await;
@@ -259,7 +265,7 @@ async fn a_rest_backfill_paces_itself_within_the_request_weight_limit() {
     let (_tmp, lake) = lake_dir();
     let out = backfill(&lake, &sim, false, &["--from", "2024-01-01", "--to", "2024-04-01"], &[]).await;
     out.ok();
-    assert!(sim.requests() >= 8 * 3 + 1, "8 pairs x 3 months: {}", sim.requests());
+    assert_eq!(sim.requests(), 1 + 8 * 4, "exchangeInfo, then 8 pairs x 4 months of klines (the first slot's is December's)");
     assert_eq!(sim.throttled(), 0, "never over the limit: {}", out.stderr);
     assert_eq!(raw(&lake).len(), (31 + 29 + 31) * 24);
 }
@@ -286,7 +292,10 @@ async fn bad_input_gets_one_line_naming_it_and_creates_nothing() {
     }
     let out = tickerlake(&lake, &["backfill", "--hours", "5", "--archive-url", "ftp://example.com"], &[]).await;
     out.failed();
-    assert_eq!(out.stderr.trim(), "error: --archive-url \"ftp://example.com\" must start with http:// or https:// (or be `none` for the REST API only)");
+    assert_eq!(
+        out.stderr.trim(),
+        "error: --archive-url \"ftp://example.com\" must start with http:// or https:// (or be `none` for the REST API only)"
+    );
 }
 
 // --- S3 (ministack) ---------------------------------------------------------------------------
@@ -362,8 +371,10 @@ async fn on_s3_a_killed_backfill_resumes_to_the_local_lakes_bytes_and_keeps_coll
 
     backfill(&local, &sim, true, &range, &[]).await.ok();
     let s3 = s3_objects(&emu.endpoint(), "tickerlake-backfill", "prices/").await;
-    let local_tree: BTreeMap<String, Vec<u8>> = tree(Path::new(&local)).into_iter().filter(|(k, _)| !k.starts_with("_tickerlake/tmp")).collect();
-    let s3_tree: BTreeMap<String, Vec<u8>> = s3.into_iter().filter(|(k, _)| k.starts_with("raw/") || k.starts_with("_tickerlake/backfill/")).collect();
+    let local_tree: BTreeMap<String, Vec<u8>> =
+        tree(Path::new(&local)).into_iter().filter(|(k, _)| !k.starts_with("_tickerlake/tmp")).collect();
+    let s3_tree: BTreeMap<String, Vec<u8>> =
+        s3.into_iter().filter(|(k, _)| k.starts_with("raw/") || k.starts_with("_tickerlake/backfill/")).collect();
     assert!(s3_tree.len() > 700, "{}", s3_tree.len());
     assert_eq!(text(&s3_tree["raw/raw_crypto_prices_20241210T0316.csv"]), COLLECTED, "the collected snapshot is untouched");
     assert_eq!(s3_tree.keys().collect::<Vec<_>>(), local_tree.keys().collect::<Vec<_>>());

@@ -75,11 +75,8 @@ pub(crate) fn csv(market: &Market, i: usize, period: Period) -> Option<String> {
         any = true;
         let k = market.kline_at(i, h, prices[(h - from) as usize], prices[(h - from + 1) as usize]);
         // Binance switched its spot archive to microseconds on 2025-01-01.
-        let (open_t, close_t) = if h >= MICROS_FROM_HOUR {
-            (h * HOUR_MS * 1000, (h + 1) * HOUR_MS * 1000 - 1)
-        } else {
-            (h * HOUR_MS, (h + 1) * HOUR_MS - 1)
-        };
+        let (open_t, close_t) =
+            if h >= MICROS_FROM_HOUR { (h * HOUR_MS * 1000, (h + 1) * HOUR_MS * 1000 - 1) } else { (h * HOUR_MS, (h + 1) * HOUR_MS - 1) };
         let _ = writeln!(
             out,
             "{open_t},{},{},{},{},{},{close_t},{},{},{},{},0",
@@ -148,7 +145,10 @@ mod tests {
     #[test]
     fn paths_parse_and_reject_what_the_archive_does_not_have() {
         let p = parse("monthly", "BTCUSDT", "1h", "BTCUSDT-1h-2024-03.zip.CHECKSUM").unwrap();
-        assert_eq!((p.period, p.zip_name.as_str(), p.checksum), (Period::Month(NaiveDate::from_ymd_opt(2024, 3, 1).unwrap()), "BTCUSDT-1h-2024-03.zip", true));
+        assert_eq!(
+            (p.period, p.zip_name.as_str(), p.checksum),
+            (Period::Month(NaiveDate::from_ymd_opt(2024, 3, 1).unwrap()), "BTCUSDT-1h-2024-03.zip", true)
+        );
         let p = parse("daily", "BTCUSDT", "1h", "BTCUSDT-1h-2024-03-05.zip").unwrap();
         assert_eq!((p.period, p.checksum), (Period::Day(NaiveDate::from_ymd_opt(2024, 3, 5).unwrap()), false));
         assert!(parse("daily", "BTCUSDT", "1h", "BTCUSDT-1h-2024-03.zip").is_none());

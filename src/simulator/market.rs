@@ -348,9 +348,7 @@ impl Market {
         let (first, last) = self.lifetime(i);
         let end_h = end_h.min(last);
         match start_h {
-            Some(start) => {
-                (start.max(first)..=end_h).filter(|h| self.has_kline(i, *h)).take(limit).map(|h| self.kline(i, h)).collect()
-            }
+            Some(start) => (start.max(first)..=end_h).filter(|h| self.has_kline(i, *h)).take(limit).map(|h| self.kline(i, h)).collect(),
             None => {
                 let mut out: Vec<Kline> = (first.max(end_h - 10 * limit as i64)..=end_h)
                     .rev()
@@ -451,7 +449,10 @@ mod tests {
         let before = m.kline(idle, h - 5 * 24 - 1).close;
         for k in 0..6 {
             let kl = m.kline(idle, h - 5 * 24 + k);
-            assert_eq!((kl.open.as_str(), kl.close.as_str(), kl.volume.as_str(), kl.trades), (before.as_str(), before.as_str(), "0.00000000", 0));
+            assert_eq!(
+                (kl.open.as_str(), kl.close.as_str(), kl.volume.as_str(), kl.trades),
+                (before.as_str(), before.as_str(), "0.00000000", 0)
+            );
         }
         assert_ne!(m.kline(idle, h - 5 * 24 + 6).close, before);
         assert!(m.archive_file_missing(idx("XRPUSDT"), Period::Month(NaiveDate::from_ymd_opt(2024, 12, 1).unwrap())));

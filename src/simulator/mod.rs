@@ -111,7 +111,7 @@ impl Drop for Simulator {
 impl Shared {
     fn new(config: &SimConfig, scenario: Scenario) -> Self {
         let window = scenario.weight_window_secs.max(1);
-        let interval = if window % 60 == 0 { format!("{}m", window / 60) } else { format!("{window}s") };
+        let interval = if window.is_multiple_of(60) { format!("{}m", window / 60) } else { format!("{window}s") };
         Self {
             market: Market::new(config.symbols, config.seed, scenario),
             faults: Mutex::new(VecDeque::new()),
@@ -322,7 +322,7 @@ async fn exchange_info(State(shared): State<Arc<Shared>>) -> Response {
         .collect();
     let scenario = &shared.market.scenario;
     let window = scenario.weight_window_secs.max(1);
-    let (interval, num) = if window % 60 == 0 { ("MINUTE", window / 60) } else { ("SECOND", window) };
+    let (interval, num) = if window.is_multiple_of(60) { ("MINUTE", window / 60) } else { ("SECOND", window) };
     let body = Json(json!({
         "timezone": "UTC", "serverTime": Utc::now().timestamp_millis(),
         "rateLimits": [
@@ -395,7 +395,10 @@ fn no_such_key() -> Response {
         .into_response()
 }
 
-async fn archive_file(State(shared): State<Arc<Shared>>, Path((period, symbol, interval, file)): Path<(String, String, String, String)>) -> Response {
+async fn archive_file(
+    State(shared): State<Arc<Shared>>,
+    Path((period, symbol, interval, file)): Path<(String, String, String, String)>,
+) -> Response {
     shared.archive_requests.fetch_add(1, Ordering::SeqCst);
     let Some(path) = archive::parse(&period, &symbol, &interval, &file) else { return no_such_key() };
     let market = &shared.market;

@@ -69,11 +69,15 @@ pub enum ArchiveError {
     Checksum { file: String, attempts: u32, expected: String, got: String },
     #[error("the download of {file} broke off {attempts} times (check the network, then run the backfill again: it resumes)")]
     Broken { file: String, attempts: u32, source: reqwest::Error },
-    #[error("cannot reach Binance's archive for {file} after {attempts} attempts (check --archive-url and the network, or use --archive-url none)")]
+    #[error(
+        "cannot reach Binance's archive for {file} after {attempts} attempts (check --archive-url and the network, or use --archive-url none)"
+    )]
     Unreachable { file: String, attempts: u32, source: reqwest::Error },
     #[error("Binance's archive answered HTTP {status} for {file} after {attempts} attempt(s): {body}")]
     Status { file: String, status: u16, attempts: u32, body: String },
-    #[error("Binance's archive rate limit (HTTP 429) asks to wait {retry_after} s for {file}, longer than the {max} s this run waits; try again later")]
+    #[error(
+        "Binance's archive rate limit (HTTP 429) asks to wait {retry_after} s for {file}, longer than the {max} s this run waits; try again later"
+    )]
     RateLimitedTooLong { file: String, retry_after: u64, max: u64 },
     #[error("{file} is not a 1h kline file of Binance's archive ({detail}); nothing of it was used")]
     Malformed { file: String, detail: String },
@@ -145,7 +149,8 @@ impl ArchiveClient {
         let Some(sum) = self.get(&format!("{url}.CHECKSUM"), &format!("{path}.CHECKSUM")).await? else {
             return Ok(None);
         };
-        let expected = parse_checksum(&String::from_utf8_lossy(&sum), &name).map_err(|detail| ArchiveError::Malformed { file: format!("{path}.CHECKSUM"), detail })?;
+        let expected = parse_checksum(&String::from_utf8_lossy(&sum), &name)
+            .map_err(|detail| ArchiveError::Malformed { file: format!("{path}.CHECKSUM"), detail })?;
         let mut attempt = 0;
         let zip = loop {
             attempt += 1;

@@ -305,12 +305,7 @@ pub async fn backfill(
         }
     );
 
-    let sources = Sources {
-        rest,
-        archive,
-        today: now.date_naive(),
-        range_ms: ((range.start - 1) * HOUR_MS, (range.end - 1) * HOUR_MS),
-    };
+    let sources = Sources { rest, archive, today: now.date_naive(), range_ms: ((range.start - 1) * HOUR_MS, (range.end - 1) * HOUR_MS) };
     let bar = progress_bar(plans.len() as u64 * symbols.len() as u64);
     let mut lifetimes = vec![Lifetime::Unknown; symbols.len()];
     let written = AtomicU64::new(0);
@@ -381,7 +376,11 @@ fn progress_bar(len: u64) -> indicatif::ProgressBar {
 }
 
 /// Each missing slot's snapshot (`None`: no pair has a kline for it), in slot order.
-fn build_snapshots(slots: &[i64], symbols: &[super::binance::SymbolInfo], klines: &[Vec<super::binance::Kline>]) -> Vec<(i64, Option<Bytes>)> {
+fn build_snapshots(
+    slots: &[i64],
+    symbols: &[super::binance::SymbolInfo],
+    klines: &[Vec<super::binance::Kline>],
+) -> Vec<(i64, Option<Bytes>)> {
     let mut rows: Vec<Vec<TickerPrice>> = vec![Vec::new(); slots.len()];
     // Symbols in name order, so every slot's rows come out in name order too.
     for (sym, ks) in symbols.iter().zip(klines) {
@@ -392,11 +391,7 @@ fn build_snapshots(slots: &[i64], symbols: &[super::binance::SymbolInfo], klines
             }
         }
     }
-    slots
-        .iter()
-        .zip(rows)
-        .map(|(&h, prices)| (h, (!prices.is_empty()).then(|| snapshot::encode(&prices, hour_time(h)))))
-        .collect()
+    slots.iter().zip(rows).map(|(&h, prices)| (h, (!prices.is_empty()).then(|| snapshot::encode(&prices, hour_time(h))))).collect()
 }
 
 /// Create the snapshots concurrently (each only if absent); how many were created.
@@ -469,7 +464,10 @@ mod tests {
         assert_eq!(parse_time("2024-01-01").unwrap(), t("2024-01-01T00:00:00Z"));
         assert_eq!(parse_time("2025-01-15T14:00:00+02:00").unwrap(), t("2025-01-15T12:00:00Z"));
         let err = parse_time("2025-01-15T12:30:00Z").unwrap_err();
-        assert_eq!(err, "2025-01-15T12:30:00Z is not on the hour: slots are whole UTC hours; use 2025-01-15T12:00:00Z or 2025-01-15T13:00:00Z");
+        assert_eq!(
+            err,
+            "2025-01-15T12:30:00Z is not on the hour: slots are whole UTC hours; use 2025-01-15T12:00:00Z or 2025-01-15T13:00:00Z"
+        );
         assert!(parse_time("yesterday").unwrap_err().contains("neither a date"));
     }
 
@@ -502,7 +500,8 @@ mod tests {
         let k = |h: i64, c: &str| super::super::binance::Kline { open_ms: h * HOUR_MS, close: c.into() };
         let base = hour_number(t("2025-01-01T00:00:00Z"));
         let slots = [base + 1, base + 2, base + 3];
-        let built = build_snapshots(&slots, &[sym("AUSDT"), sym("BUSDT")], &[vec![k(base, "1.50"), k(base + 2, "1.60")], vec![k(base, "9")]]);
+        let built =
+            build_snapshots(&slots, &[sym("AUSDT"), sym("BUSDT")], &[vec![k(base, "1.50"), k(base + 2, "1.60")], vec![k(base, "9")]]);
         let text = |i: usize| built[i].1.as_ref().map(|b| String::from_utf8(b.to_vec()).unwrap());
         assert_eq!(
             text(0).unwrap(),

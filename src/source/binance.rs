@@ -278,7 +278,20 @@ impl BinanceClient {
     /// `start` when given, else the last ones up to `end`.
     async fn klines_page(&self, symbol: &str, start: Option<i64>, end: Option<i64>, limit: usize) -> Result<Vec<Kline>, BinanceError> {
         // Binance's 12 fields; only the open time and the close are kept.
-        type Row = (i64, IgnoredAny, IgnoredAny, IgnoredAny, String, IgnoredAny, IgnoredAny, IgnoredAny, IgnoredAny, IgnoredAny, IgnoredAny, IgnoredAny);
+        type Row = (
+            i64,
+            IgnoredAny,
+            IgnoredAny,
+            IgnoredAny,
+            String,
+            IgnoredAny,
+            IgnoredAny,
+            IgnoredAny,
+            IgnoredAny,
+            IgnoredAny,
+            IgnoredAny,
+            IgnoredAny,
+        );
         let url = format!("{}/api/v3/klines", self.base_url);
         let mut query = vec![("symbol", symbol.to_owned()), ("interval", "1h".to_owned()), ("limit", limit.to_string())];
         if let Some(s) = start {

@@ -120,9 +120,9 @@ impl State {
         self.index = now_ms.div_euclid(self.window_ms);
         self.carry = 0;
         let (n, unit) = match window_secs {
-            s if s % 86_400 == 0 => (s / 86_400, 'd'),
-            s if s % 3600 == 0 => (s / 3600, 'h'),
-            s if s % 60 == 0 => (s / 60, 'm'),
+            s if s.is_multiple_of(86_400) => (s / 86_400, 'd'),
+            s if s.is_multiple_of(3600) => (s / 3600, 'h'),
+            s if s.is_multiple_of(60) => (s / 60, 'm'),
             s => (s, 's'),
         };
         self.header = format!("x-mbx-used-weight-{n}{unit}");
