@@ -10,7 +10,7 @@
 //!   any listing): those get no file, and a zero-byte marker under [`NO_KLINES_PREFIX`] so that
 //!   an identical run later downloads nothing for them.
 //! - **Month by month.** Klines are grouped by the month they open in (the archive's monthly
-//!   file); every pair's month is fetched concurrently ([`super::history`]), the month's
+//!   file); every pair's month is fetched concurrently (`source::history`), the month's
 //!   snapshots are built in memory and written concurrently with create-if-absent, then its
 //!   markers. Memory is one month's, whatever the range.
 //! - **Resumable.** A write is one atomic create; a run killed anywhere leaves whole snapshots of
@@ -25,7 +25,7 @@ use chrono::{DateTime, Datelike, NaiveDate, NaiveDateTime, TimeDelta, Utc};
 use futures::{StreamExt, TryStreamExt};
 
 use super::archive::{ARCHIVE_CONCURRENCY, ArchiveClient, ArchiveError};
-use super::binance::{BinanceClient, BinanceError, TickerPrice};
+use super::binance::{BinanceClient, BinanceError, Kline, SymbolInfo};
 use super::history::{self, Lifetime, Sources};
 use super::snapshot::{self, hour_slot};
 use crate::lake::{Lake, LakeError, PutMode, RAW_PREFIX};
@@ -328,7 +328,7 @@ pub async fn backfill(
             .buffer_unordered(ARCHIVE_CONCURRENCY)
             .try_collect()
             .await?;
-        let mut per_symbol: Vec<Vec<super::binance::Kline>> = vec![Vec::new(); symbols.len()];
+        let mut per_symbol: Vec<Vec<Kline>> = vec![Vec::new(); symbols.len()];
         for (i, f) in fetched {
             lifetimes[i] = f.lifetime;
             summary.archive_files += f.archive_files;
@@ -376,22 +376,23 @@ fn progress_bar(len: u64) -> indicatif::ProgressBar {
 }
 
 /// Each missing slot's snapshot (`None`: no pair has a kline for it), in slot order.
-fn build_snapshots(
-    slots: &[i64],
-    symbols: &[super::binance::SymbolInfo],
-    klines: &[Vec<super::binance::Kline>],
-) -> Vec<(i64, Option<Bytes>)> {
-    let mut rows: Vec<Vec<TickerPrice>> = vec![Vec::new(); slots.len()];
+fn build_snapshots(slots: &[i64], symbols: &[SymbolInfo], klines: &[Vec<Kline>]) -> Vec<(i64, Option<Bytes>)> {
+    // Borrowed rows: a month is about 500 pairs x 744 hours, not worth a copy of each text.
+    let mut rows: Vec<Vec<(&str, &str)>> = vec![Vec::new(); slots.len()];
     // Symbols in name order, so every slot's rows come out in name order too.
     for (sym, ks) in symbols.iter().zip(klines) {
         for k in ks {
             let slot = k.open_ms.div_euclid(HOUR_MS) + 1;
             if let Ok(pos) = slots.binary_search(&slot) {
-                rows[pos].push(TickerPrice { symbol: sym.symbol.clone(), price: k.close.to_string() });
+                rows[pos].push((sym.symbol.as_str(), &*k.close));
             }
         }
     }
-    slots.iter().zip(rows).map(|(&h, prices)| (h, (!prices.is_empty()).then(|| snapshot::encode(&prices, hour_time(h))))).collect()
+    slots
+        .iter()
+        .zip(rows)
+        .map(|(&h, r)| (h, (!r.is_empty()).then(|| snapshot::encode_rows(r.iter().copied(), r.len(), hour_time(h)))))
+        .collect()
 }
 
 /// Create the snapshots concurrently (each only if absent); how many were created.
@@ -496,8 +497,8 @@ mod tests {
 
     #[test]
     fn snapshots_list_pairs_with_a_kline_in_name_order_stamped_on_the_hour() {
-        let sym = |s: &str| super::super::binance::SymbolInfo { symbol: s.into(), status: "TRADING".into() };
-        let k = |h: i64, c: &str| super::super::binance::Kline { open_ms: h * HOUR_MS, close: c.into() };
+        let sym = |s: &str| SymbolInfo { symbol: s.into(), status: "TRADING".into() };
+        let k = |h: i64, c: &str| Kline { open_ms: h * HOUR_MS, close: c.into() };
         let base = hour_number(t("2025-01-01T00:00:00Z"));
         let slots = [base + 1, base + 2, base + 3];
         let built =

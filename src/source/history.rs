@@ -1,6 +1,7 @@
 //! Where one pair's hourly klines for one month of a backfill come from: the archive's monthly
-//! file when the month is complete, else (or when that file is missing) its daily files, and the
-//! REST API for the days the archive does not have (not published yet, a stall, today).
+//! file when the month is complete (and more than a day of it is needed), else (or when that file
+//! is missing) its daily files, and the REST API for the days the archive does not have (not
+//! published yet, a stall, today).
 //!
 //! A pair's lifetime (first and last kline in the backfill's range) is asked of REST only when a
 //! file is missing where the pair might simply not have traded (a monthly 404, or an empty REST
@@ -83,7 +84,10 @@ pub(crate) async fn fetch_month(
     let Some((mut lo, mut hi)) = lifetime.clip(lo, hi) else { return Ok(out) };
     let next_month = month + Months::new(1);
     let month_complete = next_month <= src.today.with_day(1).expect("day 1 exists");
-    if let (Some(archive), true) = (src.archive, month_complete) {
+    // A single day of a month (a range's first slot is the last hour of the month before) is
+    // cheaper from its daily file than from the whole month's.
+    let several_days = day_of(lo) != day_of(hi - 1);
+    if let (Some(archive), true) = (src.archive, month_complete && several_days) {
         match archive.fetch(symbol, ArchivePeriod::Month(month)).await.map_err(BackfillError::Archive)? {
             Some(file) => {
                 out.archive_files += 1;

@@ -54,12 +54,18 @@ pub fn format_timestamp(t: DateTime<Utc>) -> String {
 
 /// Encode a snapshot as CSV (quoting only if a field ever needs it).
 pub fn encode(prices: &[TickerPrice], fetched_at: DateTime<Utc>) -> Bytes {
+    encode_rows(prices.iter().map(|p| (p.symbol.as_str(), p.price.as_str())), prices.len(), fetched_at)
+}
+
+/// Encode a snapshot from borrowed `(symbol, price)` rows (`len` of them, for the buffer): the
+/// same bytes as [`encode`], without owning the text (a backfill builds a month of snapshots).
+pub fn encode_rows<'a>(rows: impl Iterator<Item = (&'a str, &'a str)>, len: usize, fetched_at: DateTime<Utc>) -> Bytes {
     let ts = format_timestamp(fetched_at);
-    let mut w = csv::WriterBuilder::new().has_headers(false).from_writer(Vec::with_capacity(prices.len() * 48));
+    let mut w = csv::WriterBuilder::new().has_headers(false).from_writer(Vec::with_capacity(len * 48 + 24));
     // Writing to a Vec cannot fail.
     w.write_record(["symbol", "price", "timestamp"]).expect("in-memory CSV");
-    for p in prices {
-        w.write_record([p.symbol.as_str(), p.price.as_str(), ts.as_str()]).expect("in-memory CSV");
+    for (symbol, price) in rows {
+        w.write_record([symbol, price, ts.as_str()]).expect("in-memory CSV");
     }
     Bytes::from(w.into_inner().expect("in-memory CSV"))
 }
