@@ -9,7 +9,7 @@ default:
 up:
     ./dev up
 
-# The same stack offline: the Binance simulator instead of Binance, 72 hours backfilled.
+# The same stack offline: the Binance simulator instead of Binance, 60 days backfilled from its archive.
 up-offline:
     ./dev up --offline
 

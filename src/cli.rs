@@ -14,7 +14,9 @@ use crate::lake::{self, Access, s3};
 use crate::process::{self, ProcessError, ProcessOptions};
 use crate::query::{self, EngineKind, OutputFormat};
 use crate::service::{self, ServiceOptions, Shutdown};
-use crate::simulator::{SimConfig, Simulator};
+use crate::simulator::{Scenario, SimConfig, Simulator};
+use crate::source::archive::{self, ArchiveClient};
+use crate::source::backfill;
 use crate::source::binance::{self, BinanceClient, RetryPolicy};
 use crate::source::snapshot::{self, CollectOutcome};
 
@@ -100,16 +102,26 @@ pub struct BinanceArgs {
 }
 
 impl BinanceArgs {
+    fn policy(&self) -> RetryPolicy {
+        RetryPolicy {
+            max_attempts: self.max_attempts.max(1),
+            base_delay: Duration::from_millis(self.retry_ms),
+            timeout: Duration::from_secs(self.timeout_secs.max(1)),
+            ..RetryPolicy::default()
+        }
+    }
+
     fn client(&self) -> Result<BinanceClient> {
-        Ok(BinanceClient::new(
-            &self.binance_url,
-            RetryPolicy {
-                max_attempts: self.max_attempts.max(1),
-                base_delay: Duration::from_millis(self.retry_ms),
-                timeout: Duration::from_secs(self.timeout_secs.max(1)),
-                ..RetryPolicy::default()
-            },
-        )?)
+        Ok(BinanceClient::new(&self.binance_url, self.policy())?)
+    }
+}
+
+/// `--quote`: an asset name as exchangeInfo writes it (upper case letters and digits).
+fn parse_quote(s: &str) -> Result<String, String> {
+    if !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric()) {
+        Ok(s.to_ascii_uppercase())
+    } else {
+        Err(format!("{s:?} is not an asset name (letters and digits, e.g. USDT)"))
     }
 }
 
@@ -123,14 +135,29 @@ pub enum Command {
     Doctor,
     /// Fetch all spot prices once and store this hour's raw snapshot (at most one per hour).
     Collect(#[command(flatten)] BinanceArgs),
-    /// Fill missing hourly snapshots of the last N hours from Binance's hourly klines.
+    /// Fill missing hourly snapshots of any past range from Binance's public archive, then REST.
+    ///
+    /// Each slot H gets every pair of --quote (in any status: delisted pairs keep their history)
+    /// with a kline opening at H-1h, at that kline's close, stamped H:00:00. Hours that have a
+    /// snapshot, and hours known to have no kline (maintenance), are left alone; a killed run
+    /// resumes where it stopped. History on day one: `tickerlake backfill --from 2024-01-01 && tickerlake process`.
     Backfill {
-        /// How many complete hours back to fill (one klines page: at most 1000).
-        #[arg(long, default_value_t = 48, value_parser = clap::value_parser!(u32).range(1..=1000))]
-        hours: u32,
-        /// Quote asset whose trading pairs to fetch.
-        #[arg(long, default_value = "USDT")]
+        /// First hour slot: a date (2024-01-01, midnight UTC) or an RFC 3339 time on the hour.
+        #[arg(long, value_parser = backfill::parse_time, conflicts_with = "hours")]
+        from: Option<chrono::DateTime<Utc>>,
+        /// End of the range, excluded (a date or an RFC 3339 time on the hour); default: the
+        /// current hour, which is collect's.
+        #[arg(long, value_parser = backfill::parse_time)]
+        to: Option<chrono::DateTime<Utc>>,
+        /// The last N hours before --to (without --from or --hours: 48).
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+        hours: Option<u32>,
+        /// Quote asset whose pairs go into the snapshots.
+        #[arg(long, default_value = "USDT", value_parser = parse_quote)]
         quote: String,
+        /// Binance's public data archive, tried first; `none`: the REST API only.
+        #[arg(long, hide_env_values = true, env = "TICKERLAKE_ARCHIVE_URL", default_value = archive::DEFAULT_ARCHIVE_URL)]
+        archive_url: String,
         #[command(flatten)]
         binance: BinanceArgs,
     },
@@ -263,7 +290,23 @@ pub enum Command {
         /// Seed of the price walks.
         #[arg(long, default_value_t = 42)]
         seed: u64,
+        /// The history's irregularities: standard (a late listing, a delisting, a maintenance gap,
+        /// zero-trade hours, missing archive files, an archive two days behind, around --anchor) or clean.
+        #[arg(long, value_enum, default_value_t = SimScenario::Standard)]
+        scenario: SimScenario,
+        /// Where the standard scenario's irregularities fall (a date); default: 40 days ago.
+        #[arg(long, value_parser = backfill::parse_time)]
+        anchor: Option<chrono::DateTime<Utc>>,
     },
+}
+
+/// The simulator's history (`tickerlake simulator --scenario`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum SimScenario {
+    /// Every irregularity the archive tests need, once (see `Scenario::standard`).
+    Standard,
+    /// Uninterrupted walks, an archive with every complete day and month.
+    Clean,
 }
 
 /// Exit status of a run that failed because of configuration or permissions: retrying cannot
@@ -288,6 +331,8 @@ pub fn exit_code(err: &anyhow::Error) -> u8 {
                 crate::lake::CommitError,
                 crate::source::binance::BinanceError,
                 crate::source::snapshot::CollectError,
+                crate::source::backfill::BackfillError,
+                crate::source::archive::ArchiveError,
                 ProcessError,
                 crate::service::TickError,
                 crate::catalog::CatalogError,
@@ -330,10 +375,18 @@ pub async fn execute(cli: Cli) -> Result<()> {
                 CollectOutcome::AlreadyCollected { key } => writeln!(stdout, "this hour is already collected ({key}); nothing fetched")?,
             }
         }
-        Command::Backfill { hours, quote, binance } => {
+        Command::Backfill { from, to, hours, quote, archive_url, binance } => {
+            let now = Utc::now();
+            let range = backfill::SlotRange::resolve(from, to, hours, now)?;
+            let archive = match archive_url.as_str() {
+                "none" => None,
+                url => Some(ArchiveClient::new(url, binance.policy())?),
+            };
             let lake = open(Access::Create).await?;
-            let written = snapshot::backfill(&lake, &binance.client()?, Utc::now(), hours, &quote).await?;
-            writeln!(stdout, "backfilled {} hourly snapshot(s) of {quote} pairs", written.len())?;
+            let opts = backfill::BackfillOptions { range, quote };
+            let summary = backfill::backfill(&lake, &binance.client()?, archive.as_ref(), &opts, now).await?;
+            let span = |t: chrono::DateTime<Utc>| t.format("%Y-%m-%d %H:00");
+            writeln!(stdout, "backfilled {} to {} UTC ({} pairs): {summary}", span(range.first), span(range.end), opts.quote)?;
         }
         Command::Process { full, memory_limit } => {
             let lake = open(Access::Create).await?;
@@ -449,9 +502,23 @@ pub async fn execute(cli: Cli) -> Result<()> {
                 writeln!(stdout, "wrote {} file(s) under {}", written.len(), out.display())?;
             }
         }
-        Command::Simulator { port, symbols, seed } => {
-            let sim = Simulator::start(SimConfig { symbols, seed }, port).await?;
-            writeln!(stdout, "Binance simulator listening on {} ({symbols} symbols, seed {seed}); Ctrl-C stops it", sim.url())?;
+        Command::Simulator { port, symbols, seed, scenario, anchor } => {
+            let history = match scenario {
+                SimScenario::Clean => Scenario::default(),
+                SimScenario::Standard if symbols < 12 => {
+                    anyhow::bail!("the standard scenario needs --symbols 12 or more (it uses 6 USDT pairs); use more, or --scenario clean")
+                }
+                SimScenario::Standard => {
+                    let anchor = anchor.unwrap_or_else(|| snapshot::hour_slot(Utc::now() - chrono::TimeDelta::days(40)));
+                    Scenario::standard(symbols, anchor)
+                }
+            };
+            let sim = Simulator::start_with(SimConfig { symbols, seed }, history, port).await?;
+            writeln!(
+                stdout,
+                "Binance simulator listening on {} ({symbols} symbols, seed {seed}, REST API and archive); Ctrl-C stops it",
+                sim.url()
+            )?;
             stdout.flush()?;
             drop(stdout);
             tokio::select! {

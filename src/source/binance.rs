@@ -1,5 +1,9 @@
 //! Binance spot REST client: `GET /api/v3/ticker/price` (all symbols, request weight 4), plus
-//! `exchangeInfo` and `klines` for backfills.
+//! `exchangeInfo` and `klines` (paged, any length back) for backfills.
+//!
+//! Every request spends weight from a shared [`WeightBudget`] (paced by Binance's
+//! `X-MBX-USED-WEIGHT-*` header) and holds one of a few permits, so concurrent callers are
+//! bounded however many of them there are.
 //!
 //! Failure policy, from Binance's rules for the REST API:
 //! - 429 (rate limit): wait `Retry-After`, then retry, a bounded number of times; a wait longer
@@ -9,11 +13,16 @@
 //! - 5xx, timeouts, connection errors: bounded retries with exponential backoff and jitter.
 //! - malformed JSON or an empty list: an error, so nothing gets written.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use rand::Rng;
 use reqwest::StatusCode;
 use serde::Deserialize;
+use serde::de::IgnoredAny;
+
+use super::weight::WeightBudget;
 
 /// Binance's main REST endpoint.
 pub const DEFAULT_BASE_URL: &str = "https://api.binance.com";
@@ -26,6 +35,30 @@ pub struct TickerPrice {
     /// The last price, as sent.
     pub price: String,
 }
+
+/// One hourly kline as a backfill needs it: when it opened, and its close as Binance wrote it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Kline {
+    /// Open time, milliseconds since the epoch (on the hour).
+    pub open_ms: i64,
+    /// The close price, as sent (text unchanged).
+    pub close: Box<str>,
+}
+
+/// A pair listed in `exchangeInfo`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SymbolInfo {
+    /// The pair, e.g. `BTCUSDT`.
+    pub symbol: String,
+    /// Its trading status: `TRADING`, `BREAK` (halted or delisted), …
+    pub status: String,
+}
+
+/// REST requests in flight at once per client: enough to hide latency, few enough to be polite.
+pub const REST_CONCURRENCY: usize = 8;
+/// Most klines Binance returns per request.
+const KLINES_PAGE: usize = 1000;
+const HOUR_MS: i64 = 3_600_000;
 
 /// How the client retries.
 #[derive(Debug, Clone)]
@@ -91,12 +124,17 @@ impl BinanceError {
     }
 }
 
-/// A Binance REST client with the retry policy built in.
+/// A Binance REST client with the retry policy, the weight budget and bounded concurrency built
+/// in; clones share all three.
 #[derive(Debug, Clone)]
 pub struct BinanceClient {
     http: reqwest::Client,
     base_url: String,
     policy: RetryPolicy,
+    budget: Arc<WeightBudget>,
+    permits: Arc<tokio::sync::Semaphore>,
+    requests: Arc<AtomicU64>,
+    bytes: Arc<AtomicU64>,
 }
 
 impl BinanceClient {
@@ -112,7 +150,25 @@ impl BinanceClient {
             .user_agent(concat!("tickerlake/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(BinanceError::HttpSetup)?;
-        Ok(Self { http, base_url, policy })
+        Ok(Self {
+            http,
+            base_url,
+            policy,
+            budget: Arc::new(WeightBudget::default()),
+            permits: Arc::new(tokio::sync::Semaphore::new(REST_CONCURRENCY)),
+            requests: Arc::new(AtomicU64::new(0)),
+            bytes: Arc::new(AtomicU64::new(0)),
+        })
+    }
+
+    /// HTTP requests sent so far (retries included).
+    pub fn requests(&self) -> u64 {
+        self.requests.load(Ordering::Relaxed)
+    }
+
+    /// Bytes of successful answers received so far.
+    pub fn bytes(&self) -> u64 {
+        self.bytes.load(Ordering::Relaxed)
     }
 
     /// The base URL requests go to.
@@ -123,7 +179,7 @@ impl BinanceClient {
     /// All symbols' latest prices. Errors if the answer is malformed or empty.
     pub async fn ticker_prices(&self) -> Result<Vec<TickerPrice>, BinanceError> {
         let url = format!("{}/api/v3/ticker/price", self.base_url);
-        let body = self.get_with_retries(&url, &[]).await?;
+        let body = self.get_with_retries(&url, &[], 4).await?;
         let prices: Vec<TickerPrice> = serde_json::from_slice(&body)
             .map_err(|e| BinanceError::Malformed { url: url.clone(), detail: format!("not a list of {{symbol, price}}: {e}") })?;
         if prices.is_empty() {
@@ -135,12 +191,23 @@ impl BinanceClient {
         Ok(prices)
     }
 
-    /// Symbols currently trading with the given quote asset (from `/api/v3/exchangeInfo`).
-    pub async fn trading_symbols(&self, quote: &str) -> Result<Vec<String>, BinanceError> {
+    /// Every pair quoted in `quote` that `exchangeInfo` lists, in any status (a halted or delisted
+    /// pair keeps its history). Also adopts the request-weight limit it announces.
+    pub async fn symbols(&self, quote: &str) -> Result<Vec<SymbolInfo>, BinanceError> {
         #[derive(Deserialize)]
         #[serde(rename_all = "camelCase")]
         struct Info {
+            #[serde(default)]
+            rate_limits: Vec<RateLimit>,
             symbols: Vec<Sym>,
+        }
+        #[derive(Deserialize)]
+        #[serde(rename_all = "camelCase")]
+        struct RateLimit {
+            rate_limit_type: String,
+            interval: String,
+            interval_num: u32,
+            limit: u32,
         }
         #[derive(Deserialize)]
         #[serde(rename_all = "camelCase")]
@@ -150,41 +217,116 @@ impl BinanceClient {
             quote_asset: String,
         }
         let url = format!("{}/api/v3/exchangeInfo", self.base_url);
-        let body = self.get_with_retries(&url, &[]).await?;
+        let body = self.get_with_retries(&url, &[], 20).await?;
         let info: Info = serde_json::from_slice(&body).map_err(|e| BinanceError::Malformed { url, detail: e.to_string() })?;
-        Ok(info.symbols.into_iter().filter(|s| s.status == "TRADING" && s.quote_asset == quote).map(|s| s.symbol).collect())
+        let unit = |interval: &str| match interval {
+            "SECOND" => Some(1),
+            "MINUTE" => Some(60),
+            "HOUR" => Some(3600),
+            "DAY" => Some(86_400),
+            _ => None,
+        };
+        // The shortest weight window is the one a burst runs into.
+        let weight = info
+            .rate_limits
+            .iter()
+            .filter(|r| r.rate_limit_type == "REQUEST_WEIGHT")
+            .filter_map(|r| Some((unit(&r.interval)? * r.interval_num, r.limit)))
+            .min();
+        if let Some((window_secs, limit)) = weight {
+            self.budget.configure(limit, window_secs, chrono::Utc::now().timestamp_millis());
+        }
+        Ok(info.symbols.into_iter().filter(|s| s.quote_asset == quote).map(|s| SymbolInfo { symbol: s.symbol, status: s.status }).collect())
     }
 
-    /// Hourly closes `(close_time_ms, close_price)` for `symbol` between the two times (ms).
-    pub async fn hourly_closes(&self, symbol: &str, start_ms: i64, end_ms: i64) -> Result<Vec<(i64, String)>, BinanceError> {
+    /// Hourly klines of `symbol` opening from `first_open_ms` to `last_open_ms` (both included),
+    /// paged by `startTime` however long the span; also the number of requests it took.
+    ///
+    /// A page ends the span when it is empty or reaches `last_open_ms`, not when it is shorter
+    /// than asked: a server that pages fewer than 1,000 klines loses nothing.
+    pub async fn klines(&self, symbol: &str, first_open_ms: i64, last_open_ms: i64) -> Result<(Vec<Kline>, u64), BinanceError> {
+        let mut out: Vec<Kline> = Vec::new();
+        let mut start = first_open_ms;
+        let mut pages = 0;
+        while start <= last_open_ms {
+            let page = self.klines_page(symbol, Some(start), Some(last_open_ms), KLINES_PAGE).await?;
+            pages += 1;
+            let Some(last) = page.last().map(|k| k.open_ms) else { break };
+            if last < start {
+                return Err(BinanceError::Malformed {
+                    url: format!("{}/api/v3/klines?symbol={symbol}", self.base_url),
+                    detail: format!("asked for klines from {start} ms, got one opening at {last} ms"),
+                });
+            }
+            out.extend(page);
+            start = last + HOUR_MS;
+        }
+        Ok((out, pages))
+    }
+
+    /// Open time of the first kline of `symbol` opening at or after `from_ms`, if any.
+    pub async fn first_kline(&self, symbol: &str, from_ms: i64) -> Result<Option<i64>, BinanceError> {
+        Ok(self.klines_page(symbol, Some(from_ms), None, 1).await?.first().map(|k| k.open_ms))
+    }
+
+    /// Open time of the last kline of `symbol` opening at or before `until_ms`, if any.
+    pub async fn last_kline(&self, symbol: &str, until_ms: i64) -> Result<Option<i64>, BinanceError> {
+        Ok(self.klines_page(symbol, None, Some(until_ms), 1).await?.last().map(|k| k.open_ms))
+    }
+
+    /// One `/api/v3/klines` request (weight 2): at most `limit` klines, the first ones from
+    /// `start` when given, else the last ones up to `end`.
+    async fn klines_page(&self, symbol: &str, start: Option<i64>, end: Option<i64>, limit: usize) -> Result<Vec<Kline>, BinanceError> {
+        // Binance's 12 fields; only the open time and the close are kept.
+        type Row = (
+            i64,
+            IgnoredAny,
+            IgnoredAny,
+            IgnoredAny,
+            String,
+            IgnoredAny,
+            IgnoredAny,
+            IgnoredAny,
+            IgnoredAny,
+            IgnoredAny,
+            IgnoredAny,
+            IgnoredAny,
+        );
         let url = format!("{}/api/v3/klines", self.base_url);
-        let query = [
-            ("symbol", symbol.to_owned()),
-            ("interval", "1h".to_owned()),
-            ("startTime", start_ms.to_string()),
-            ("endTime", end_ms.to_string()),
-            ("limit", "1000".to_owned()),
-        ];
-        let body = self.get_with_retries(&url, &query).await?;
-        let rows: Vec<Vec<serde_json::Value>> =
-            serde_json::from_slice(&body).map_err(|e| BinanceError::Malformed { url: url.clone(), detail: e.to_string() })?;
+        let mut query = vec![("symbol", symbol.to_owned()), ("interval", "1h".to_owned()), ("limit", limit.to_string())];
+        if let Some(s) = start {
+            query.push(("startTime", s.to_string()));
+        }
+        if let Some(e) = end {
+            query.push(("endTime", e.to_string()));
+        }
+        let body = self.get_with_retries(&url, &query, 2).await?;
+        let malformed = |detail: String| BinanceError::Malformed { url: format!("{url}?symbol={symbol}"), detail };
+        let rows: Vec<Row> = serde_json::from_slice(&body).map_err(|e| malformed(format!("not a list of klines: {e}")))?;
         rows.into_iter()
-            .map(|k| match (k.get(6).and_then(|v| v.as_i64()), k.get(4).and_then(|v| v.as_str())) {
-                (Some(close_time), Some(close)) => Ok((close_time, close.to_owned())),
-                _ => Err(BinanceError::Malformed { url: url.clone(), detail: format!("kline without close time/price: {k:?}") }),
+            .map(|r| {
+                if r.0.rem_euclid(HOUR_MS) != 0 || r.4.is_empty() {
+                    return Err(malformed(format!("kline opening at {} ms with close {:?} is not an hourly kline", r.0, r.4)));
+                }
+                Ok(Kline { open_ms: r.0, close: r.4.into_boxed_str() })
             })
             .collect()
     }
 
-    async fn get_with_retries(&self, url: &str, query: &[(&str, String)]) -> Result<bytes::Bytes, BinanceError> {
+    async fn get_with_retries(&self, url: &str, query: &[(&str, String)], weight: u32) -> Result<bytes::Bytes, BinanceError> {
         let mut attempt = 0;
         loop {
             attempt += 1;
             let last = attempt >= self.policy.max_attempts;
+            // Held through the body, so at most REST_CONCURRENCY answers are in flight.
+            let permit = self.permits.acquire().await.expect("the semaphore is never closed");
+            self.budget.reserve(weight).await;
+            self.requests.fetch_add(1, Ordering::Relaxed);
             let response = match self.http.get(url).query(query).send().await {
                 Ok(r) => r,
                 Err(e) if last => return Err(BinanceError::Unreachable { url: url.into(), attempts: attempt, source: e }),
                 Err(e) => {
+                    drop(permit);
                     let delay = self.backoff(attempt);
                     tracing::warn!(attempt, ?delay, "Binance request failed ({e}); retrying");
                     tokio::time::sleep(delay).await;
@@ -193,11 +335,19 @@ impl BinanceClient {
             };
             let status = response.status();
             let retry_after = retry_after_secs(&response);
+            let now_ms = chrono::Utc::now().timestamp_millis();
+            if let Some(used) = response.headers().get(self.budget.header()).and_then(|v| v.to_str().ok()?.trim().parse().ok()) {
+                self.budget.observe(used, now_ms);
+            }
             if status.is_success() {
                 return match response.bytes().await {
-                    Ok(b) => Ok(b),
+                    Ok(b) => {
+                        self.bytes.fetch_add(b.len() as u64, Ordering::Relaxed);
+                        Ok(b)
+                    }
                     Err(e) if last => Err(BinanceError::Unreachable { url: url.into(), attempts: attempt, source: e }),
                     Err(e) => {
+                        drop(permit);
                         tracing::warn!(attempt, "reading Binance's answer failed ({e}); retrying");
                         tokio::time::sleep(self.backoff(attempt)).await;
                         continue;
@@ -205,6 +355,7 @@ impl BinanceClient {
                 };
             }
             let body = snippet(response.text().await.unwrap_or_default());
+            drop(permit);
             match status {
                 StatusCode::UNAVAILABLE_FOR_LEGAL_REASONS => return Err(BinanceError::RestrictedLocation { url: url.into() }),
                 StatusCode::IM_A_TEAPOT => return Err(BinanceError::Banned { retry_after: retry_after.unwrap_or(0) }),
@@ -213,6 +364,8 @@ impl BinanceClient {
                     if wait > self.policy.max_retry_after.as_secs() {
                         return Err(BinanceError::RateLimitedTooLong { retry_after: wait, max: self.policy.max_retry_after.as_secs() });
                     }
+                    // Every request of this client waits as asked, not only this one.
+                    self.budget.pause_until(now_ms + (wait as i64) * 1000);
                     if last {
                         return Err(BinanceError::RateLimited { attempts: attempt });
                     }

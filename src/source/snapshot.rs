@@ -14,7 +14,7 @@ use chrono::{DateTime, DurationRound, TimeDelta, Utc};
 use crate::lake::{Lake, LakeError, PutOutcome, RAW_PREFIX};
 use crate::source::binance::{BinanceClient, BinanceError, TickerPrice};
 
-/// A failed `collect` or `backfill`; nothing was written for the hour that failed.
+/// A failed `collect`; nothing was written for the hour.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum CollectError {
@@ -24,9 +24,6 @@ pub enum CollectError {
     /// The lake could not be read or written.
     #[error("{0}")]
     Lake(#[from] LakeError),
-    /// A kline's close time is not a representable time.
-    #[error("Binance sent a kline close time out of range ({0} ms)")]
-    BadTime(i64),
 }
 
 impl CollectError {
@@ -68,12 +65,18 @@ pub fn format_timestamp(t: DateTime<Utc>) -> String {
 
 /// Encode a snapshot as CSV (quoting only if a field ever needs it).
 pub fn encode(prices: &[TickerPrice], fetched_at: DateTime<Utc>) -> Bytes {
+    encode_rows(prices.iter().map(|p| (p.symbol.as_str(), p.price.as_str())), prices.len(), fetched_at)
+}
+
+/// Encode a snapshot from borrowed `(symbol, price)` rows (`len` of them, for the buffer): the
+/// same bytes as [`encode`], without owning the text (a backfill builds a month of snapshots).
+pub fn encode_rows<'a>(rows: impl Iterator<Item = (&'a str, &'a str)>, len: usize, fetched_at: DateTime<Utc>) -> Bytes {
     let ts = format_timestamp(fetched_at);
-    let mut w = csv::WriterBuilder::new().has_headers(false).from_writer(Vec::with_capacity(prices.len() * 48));
+    let mut w = csv::WriterBuilder::new().has_headers(false).from_writer(Vec::with_capacity(len * 48 + 24));
     // Writing to a Vec cannot fail.
     w.write_record(["symbol", "price", "timestamp"]).expect("in-memory CSV");
-    for p in prices {
-        w.write_record([p.symbol.as_str(), p.price.as_str(), ts.as_str()]).expect("in-memory CSV");
+    for (symbol, price) in rows {
+        w.write_record([symbol, price, ts.as_str()]).expect("in-memory CSV");
     }
     Bytes::from(w.into_inner().expect("in-memory CSV"))
 }
@@ -117,48 +120,4 @@ pub async fn collect(lake: &Lake, client: &BinanceClient, now: impl Fn() -> Date
         PutOutcome::Created => Ok(CollectOutcome::Written { key, symbols: prices.len() }),
         PutOutcome::AlreadyExists => Ok(CollectOutcome::AlreadyCollected { key }),
     }
-}
-
-/// Fill missing hour snapshots of the last `hours` complete hours (the current hour is left to
-/// `collect`) from hourly klines of the symbols quoted in `quote`: each snapshot holds the
-/// previous hour's closing prices, stamped at the top of its hour. Returns the keys written;
-/// hours that already have a snapshot are left alone.
-pub async fn backfill(lake: &Lake, client: &BinanceClient, now: DateTime<Utc>, hours: u32, quote: &str) -> Result<Vec<String>> {
-    let end = hour_slot(now) - TimeDelta::hours(1);
-    let start = end - TimeDelta::hours(i64::from(hours));
-    let mut missing = Vec::new();
-    let mut slot = start + TimeDelta::hours(1);
-    while slot <= end {
-        if existing_for_hour(lake, slot).await?.is_none() {
-            missing.push(slot);
-        }
-        slot += TimeDelta::hours(1);
-    }
-    if missing.is_empty() {
-        return Ok(Vec::new());
-    }
-    let symbols = client.trading_symbols(quote).await?;
-    // A kline opening at h closes just before h+1: its close is the price at slot h+1.
-    let from_ms = (missing[0] - TimeDelta::hours(1)).timestamp_millis();
-    let to_ms = end.timestamp_millis();
-    let mut by_slot: std::collections::BTreeMap<DateTime<Utc>, Vec<TickerPrice>> = missing.iter().map(|s| (*s, Vec::new())).collect();
-    for symbol in &symbols {
-        for (close_ms, close) in client.hourly_closes(symbol, from_ms, to_ms).await? {
-            let at = DateTime::<Utc>::from_timestamp_millis(close_ms + 1).ok_or(CollectError::BadTime(close_ms))?;
-            if let Some(rows) = by_slot.get_mut(&hour_slot(at)) {
-                rows.push(TickerPrice { symbol: symbol.clone(), price: close });
-            }
-        }
-    }
-    let mut written = Vec::new();
-    for (slot, prices) in by_slot {
-        if prices.is_empty() {
-            continue;
-        }
-        let key = snapshot_key(slot);
-        if lake.put_if_absent(&key, encode(&prices, slot)).await? == PutOutcome::Created {
-            written.push(key);
-        }
-    }
-    Ok(written)
 }

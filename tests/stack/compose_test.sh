@@ -197,13 +197,14 @@ keys() { curl -sf "$S3/tickerlake?list-type=2&prefix=$1" | grep -o '<Key>[^<]*</
 hour_written() {
   local h
   for h in "$(date -u +%Y%m%dT%H)" "$(date -u -d '1 hour ago' +%Y%m%dT%H)"; do
-    keys lake/raw/ | grep -q "$h" && keys "lake/processed/date=$(date -u +%Y-%m-%d)/" | grep -q '\.parquet$' && return 0
+    keys "lake/raw/raw_crypto_prices_$h" | grep -q . && keys "lake/processed/date=$(date -u +%Y-%m-%d)/" | grep -q '\.parquet$' && return 0
   done
   return 1
 }
 wait_for 240 "worker-offline wrote this hour's raw snapshot and today's processed partition into LocalStack's bucket" hour_written
+# The 60-day backfill writes about 1,440 snapshots: one listing page (1,000 keys) must be full.
 n_raw=$(keys lake/raw/ | wc -l)
-((n_raw >= 72)) && pass "the lake holds the backfill and the worker's snapshot ($n_raw raw files)" || fail "72 backfilled + 1 collected raw files expected, found $n_raw"
+((n_raw >= 1000)) && pass "the lake holds the backfill and the worker's snapshot (a full page of $n_raw raw files)" || fail "60 days backfilled (about 1,440 raw files) expected, found $n_raw"
 
 if ((HAS_SERVE)); then
   wait_for 120 "serve is healthy (accepts connections)" is_healthy serve
