@@ -840,6 +840,11 @@ async fn the_hourly_run_reads_recent_raw_files_and_this_months_manifest_only() {
     let until = tickerlake::source::snapshot::hour_slot(now) - chrono::TimeDelta::hours(1);
     let history = ["simulate-history", "--hours", "2000", "--symbols", "6", "--until", &until.to_rfc3339()];
     tickerlake(&lake, &history, &[]).await.ok();
+    // An hour five days back that nobody collected: a backfill fills it later.
+    let gap = tickerlake::source::snapshot::hour_slot(now) - chrono::TimeDelta::days(5);
+    let gap_prefix = format!("raw_crypto_prices_{}", gap.format("%Y%m%dT%H"));
+    let gap_file = raw_files(&lake).into_iter().find(|f| f.starts_with(&gap_prefix)).expect("the history has the hour");
+    std::fs::remove_file(dir.join("raw").join(gap_file)).unwrap();
     tickerlake(&lake, &["process"], &[]).await.ok();
     let segments = std::fs::read_dir(dir.join("_tickerlake/manifest")).unwrap().count();
     assert!(segments >= 3, "one segment per month: {segments}");
@@ -864,8 +869,21 @@ async fn the_hourly_run_reads_recent_raw_files_and_this_months_manifest_only() {
     assert_eq!(written.len(), 1, "one new segment (this month's): {written:?}");
     assert!(written[0].contains(&now.format("%Y-%m").to_string()), "{written:?}");
 
+    // A backfill adds old snapshots and says so in the lake: the next hourly run lists every
+    // raw file once (the late file of four days back too), then goes back to the recent ones.
+    let (from, to) = (gap.to_rfc3339(), (gap + chrono::TimeDelta::hours(1)).to_rfc3339());
+    let backfill = ["backfill", "--from", &from, "--to", &to, "--binance-url", &sim.url(), "--archive-url", "none"];
+    assert!(tickerlake(&lake, &backfill, &[]).await.ok().stdout.contains("1 snapshot"), "the gap is backfilled");
+    let tick = tickerlake(&lake, &["run", "--once", "--binance-url", &sim.url()], &[]).await;
+    assert!(tick.ok().stderr.contains("2 snapshot(s) read"), "the backfilled and the late snapshot: {}", tick.stderr);
+    assert!(tick.stderr.contains("(a backfill): listing every raw file"), "{}", tick.stderr);
+    let filled = format!("SELECT count(*) > 0 AS filled FROM processed WHERE timestamp = '{}'", gap.format("%Y-%m-%d %H:%M:%S+00"));
+    assert_eq!(tickerlake(&lake, &["query", "--format", "csv", &filled], &[]).await.ok().stdout, "filled\ntrue\n");
+    let tick = tickerlake(&lake, &["run", "--once", "--binance-url", &sim.url()], &[]).await;
+    assert!(!tick.ok().stderr.contains("listing every raw file"), "once is enough: {}", tick.stderr);
+
     let full = tickerlake(&lake, &["process"], &[]).await;
-    assert!(full.ok().stdout.starts_with("1 snapshot(s) read"), "`process` lists every raw file: {}", full.stdout);
+    assert!(!full.ok().stdout.contains("snapshot(s) read"), "nothing was left for a full listing: {}", full.stdout);
     let late = tickerlake(&lake, &["query", "--format", "csv", "SELECT count(*) AS n FROM processed WHERE symbol = 'LATEUSDT'"], &[]).await;
     assert_eq!(late.ok().stdout, "n\n1\n");
 }

@@ -167,9 +167,10 @@ impl Transaction {
         self.next.ensure(&self.lake, months).await
     }
 
-    /// Note that the run listed every raw file (at `at`, by its own clock).
-    pub fn note_full_listing(&mut self, at: DateTime<Utc>) {
-        self.next.set_full_listing(at);
+    /// Note that the run listed every raw file (at `at`, by its own clock), after reading the
+    /// late-raw note `late_raw`.
+    pub fn note_full_listing(&mut self, at: DateTime<Utc>, late_raw: Option<String>) {
+        self.next.set_full_listing(at, late_raw);
     }
 
     /// Committed dates whose file was found gone: the run must rebuild them from raw.

@@ -18,7 +18,7 @@ use chrono::{DateTime, Utc};
 use futures::{StreamExt, TryStreamExt};
 use serde::{Deserialize, Serialize};
 
-use super::{CommitError, CommitResult, DateFile, Lake, LakeError, MANIFEST_KEY, PutMode};
+use super::{CommitError, CommitResult, DateFile, LATE_RAW_NOTE, Lake, LakeError, MANIFEST_KEY, PutMode};
 
 /// The format this build writes (and the newest it reads); format 1 (one file with every entry)
 /// is read and rewritten as format 2 by the next commit.
@@ -47,6 +47,8 @@ struct Head {
     raw_watermark: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     full_listing_at: Option<DateTime<Utc>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    late_raw_listed: Option<String>,
 }
 
 /// A month's segment as the head names it, with what a run needs to know to decide whether to
@@ -110,6 +112,8 @@ pub struct Manifest {
     changed: BTreeSet<String>,
     raw_watermark: Option<String>,
     full_listing_at: Option<DateTime<Utc>>,
+    /// The last [`LATE_RAW_NOTE`] a full listing came after.
+    late_raw_listed: Option<String>,
     /// The version of the head this was read at (None: there was none); the commit is
     /// conditional on it.
     pub read_version: Option<String>,
@@ -240,6 +244,7 @@ impl Manifest {
             recent_commits: base.recent_commits.clone(),
             raw_watermark: base.raw_watermark.clone(),
             full_listing_at: base.full_listing_at,
+            late_raw_listed: base.late_raw_listed.clone(),
             read_version: base.read_version.clone(),
             ..Self::default()
         }
@@ -267,6 +272,7 @@ impl Manifest {
                     pending: head.pending,
                     raw_watermark: head.raw_watermark,
                     full_listing_at: head.full_listing_at,
+                    late_raw_listed: head.late_raw_listed,
                     ..Self::default()
                 }
             }
@@ -488,9 +494,19 @@ impl Manifest {
         self.changed.clear();
     }
 
-    /// Note that this run listed every raw file at `at`.
-    pub fn set_full_listing(&mut self, at: DateTime<Utc>) {
+    /// Note that this run listed every raw file at `at`, after reading `late_raw` (the
+    /// [`LATE_RAW_NOTE`]'s text, if there was one).
+    pub fn set_full_listing(&mut self, at: DateTime<Utc>, late_raw: Option<String>) {
         self.full_listing_at = Some(at);
+        if late_raw.is_some() {
+            self.late_raw_listed = late_raw;
+        }
+    }
+
+    /// The [`LATE_RAW_NOTE`] text the last full listing came after: a different one means raw
+    /// files older than an hourly run looks at have arrived since.
+    pub fn late_raw_listed(&self) -> Option<&str> {
+        self.late_raw_listed.as_deref()
     }
 
     /// Write the changed months' segments, then the head if nobody else has written it since it
@@ -553,6 +569,7 @@ impl Manifest {
             pending: self.pending.clone(),
             raw_watermark: self.raw_watermark.clone(),
             full_listing_at: self.full_listing_at,
+            late_raw_listed: self.late_raw_listed.clone(),
         };
         let body = Bytes::from(serde_json::to_vec(&head).expect("the head serialises"));
         let mode = match &self.read_version {

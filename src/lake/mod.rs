@@ -54,6 +54,10 @@ pub const CARRY_PREFIX: &str = "_tickerlake/carry/";
 pub const RUNS_PREFIX: &str = "_tickerlake/runs/";
 /// Files found under `processed/` that no manifest names, moved aside (see [`foreign_key`]).
 pub const FOREIGN_PREFIX: &str = "_tickerlake/foreign/";
+/// Rewritten, with new text each time, by whoever adds raw snapshots older than an hourly run
+/// looks at (`backfill`, before and after writing each month): an hourly run that finds text
+/// its last full listing did not come after lists every raw file instead of the recent ones.
+pub const LATE_RAW_NOTE: &str = "_tickerlake/late-raw";
 /// The writer lock (an OS lock locally, a lease object on S3).
 pub const LOCK_KEY: &str = "_tickerlake/lock";
 /// The single file name inside every partition directory: a fixed name is what makes

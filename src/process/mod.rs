@@ -23,7 +23,7 @@ use crate::blocking::in_place as blocking;
 use crate::faults;
 use crate::lake::commit::{self, Transaction};
 use crate::lake::manifest::{Manifest, PartitionEntry, RawEntry, month_of_raw};
-use crate::lake::{self, DateFile, Lake, ObjectMeta, RAW_PREFIX};
+use crate::lake::{self, DateFile, LATE_RAW_NOTE, Lake, ObjectMeta, RAW_PREFIX};
 use engine::{Engine, LoadStats, StagedOutputs};
 pub use error::{ProcessError, ProcessResult};
 
@@ -325,8 +325,16 @@ const FULL_LISTING_EVERY: chrono::TimeDelta = chrono::TimeDelta::hours(24);
 /// on S3, whatever the history), except once a day; everything else lists every raw file.
 async fn list_raw(lake: &Lake, opts: &ProcessOptions, tx: &mut Transaction) -> ProcessResult<RawListing> {
     let now = chrono::Utc::now();
+    // Read before listing: raw files written before the note's latest text are in the listing.
+    let late_raw = match opts.listing {
+        Listing::Recent => lake.get(LATE_RAW_NOTE).await?.map(|b| String::from_utf8_lossy(&b).into_owned()),
+        Listing::Full => None,
+    };
+    let late_raw_arrived = late_raw.is_some() && late_raw.as_deref() != tx.state().late_raw_listed();
     let after = match (opts.listing, tx.state().raw_watermark()) {
-        (Listing::Recent, Some((newest, Some(listed)))) if !tx.is_full() && now.signed_duration_since(listed) < FULL_LISTING_EVERY => {
+        (Listing::Recent, Some((newest, Some(listed))))
+            if !tx.is_full() && now.signed_duration_since(listed) < FULL_LISTING_EVERY && !late_raw_arrived =>
+        {
             recent_start(newest)
         }
         _ => None,
@@ -340,7 +348,10 @@ async fn list_raw(lake: &Lake, opts: &ProcessOptions, tx: &mut Transaction) -> P
     let months: BTreeSet<String> = match &after {
         Some(_) => present.keys().map(|k| month_of_raw(k)).collect(),
         None => {
-            tx.note_full_listing(now);
+            if late_raw_arrived {
+                tracing::info!("raw snapshots were added before the recent hours since the last full listing (a backfill): listing every raw file");
+            }
+            tx.note_full_listing(now, late_raw);
             tx.state().months().map(str::to_owned).chain(present.keys().map(|k| month_of_raw(k))).collect()
         }
     };

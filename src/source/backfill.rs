@@ -28,7 +28,7 @@ use super::archive::{ARCHIVE_CONCURRENCY, ArchiveClient, ArchiveError};
 use super::binance::{BinanceClient, BinanceError, Kline, SymbolInfo};
 use super::history::{self, Lifetime, Sources};
 use super::snapshot::{self, hour_slot};
-use crate::lake::{Lake, LakeError, PutMode, RAW_PREFIX};
+use crate::lake::{LATE_RAW_NOTE, Lake, LakeError, PutMode, RAW_PREFIX};
 
 /// Markers of hours known to have no kline of any pair of a quote:
 /// `<prefix><QUOTE>/<YYYYMMDDTHH>-<YYYYMMDDTHH>`, first hour included, last excluded.
@@ -114,7 +114,12 @@ impl SlotRange {
         }
         let first = match (from, hours) {
             (Some(from), _) => from,
-            (None, hours) => end - TimeDelta::hours(i64::from(hours.unwrap_or(48))),
+            (None, hours) => {
+                let n = hours.unwrap_or(48);
+                end.checked_sub_signed(TimeDelta::hours(i64::from(n))).ok_or_else(|| {
+                    BackfillError::Range(format!("--hours {n} reaches back before any date there is; use --from with a date instead"))
+                })?
+            }
         };
         if first >= end {
             return Err(BackfillError::Range(format!(
@@ -309,7 +314,8 @@ pub async fn backfill(
     let bar = progress_bar(plans.len() as u64 * symbols.len() as u64);
     let mut lifetimes = vec![Lifetime::Unknown; symbols.len()];
     let written = AtomicU64::new(0);
-    for plan in plans {
+    let plan_count = plans.len();
+    for (plan_index, plan) in plans.into_iter().enumerate() {
         let month = plan.first_day;
         let month_label = month.format("%Y-%m").to_string();
         bar.set_prefix(month_label.clone());
@@ -337,12 +343,26 @@ pub async fn backfill(
         let snapshots = build_snapshots(&plan.slots, &symbols, &per_symbol);
         drop(per_symbol);
         let empty: Vec<i64> = snapshots.iter().filter(|(_, s)| s.is_none()).map(|(h, _)| *h).collect();
+        // Hours after the range's last kline may just not be answered yet: no marker for them,
+        // so that a later run asks again (a maintenance gap always has klines after it).
+        let last_with_data = snapshots.iter().rev().find(|(_, s)| s.is_some()).map(|(h, _)| *h);
+        let final_month = plan_index + 1 == plan_count;
+        let markable: Vec<i64> = empty.iter().copied().filter(|h| !final_month || last_with_data.is_some_and(|l| *h < l)).collect();
+        let to_write = snapshots.len() - empty.len();
+        if to_write > 0 {
+            // Hourly runs list only recent raw files; new text here makes the next one list all
+            // (before the writes, for a run killed among them; after, for an hourly run between).
+            late_raw_note(lake, &month_label, "writing").await?;
+        }
         let month_written = write_snapshots(lake, snapshots, &written).await?;
+        if month_written > 0 {
+            late_raw_note(lake, &month_label, "wrote").await?;
+        }
         summary.written += month_written;
         summary.present += plan.slots.len() as u64 - empty.len() as u64 - month_written;
         summary.without_data += empty.len() as u64;
         crate::faults::point("backfill-before-markers");
-        write_markers(lake, &opts.quote, &empty).await?;
+        write_markers(lake, &opts.quote, &markable).await?;
         let (files, bytes) = (summary.archive_files, archive.map_or(0, ArchiveClient::bytes) + rest.bytes());
         bar.set_message(format!("{files} archive files · {}", indicatif::HumanBytes(bytes)));
         let line = format!(
@@ -363,6 +383,12 @@ pub async fn backfill(
     summary.rest_requests = rest.requests();
     summary.bytes = archive.map_or(0, ArchiveClient::bytes) + rest.bytes();
     Ok(summary)
+}
+
+/// Give [`LATE_RAW_NOTE`] new text: the service's next hourly run lists every raw file.
+async fn late_raw_note(lake: &Lake, month: &str, doing: &str) -> Result<(), BackfillError> {
+    let note = format!("backfill {doing} snapshots of {month} (at {})\n", Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Nanos, true));
+    lake.put(LATE_RAW_NOTE, Bytes::from(note)).await.map_err(BackfillError::Lake)
 }
 
 fn progress_bar(len: u64) -> indicatif::ProgressBar {

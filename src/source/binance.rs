@@ -109,7 +109,7 @@ pub enum BinanceError {
     Client { status: u16, url: String, body: String },
     #[error("cannot reach Binance at {url} after {attempts} attempts: {source}; check --binance-url and the network")]
     Unreachable { url: String, attempts: u32, source: reqwest::Error },
-    #[error("Binance sent a malformed answer at {url} ({detail}); nothing was written")]
+    #[error("Binance sent a malformed answer at {url} ({detail}); that answer was not stored")]
     Malformed { url: String, detail: String },
     #[error("--binance-url {0:?} must start with http:// or https://")]
     BadUrl(String),
@@ -314,6 +314,11 @@ impl BinanceClient {
     }
 
     async fn get_with_retries(&self, url: &str, query: &[(&str, String)], weight: u32) -> Result<bytes::Bytes, BinanceError> {
+        // Errors name the request whole (which pair, which hours): the query holds no secret.
+        let shown = match query.is_empty() {
+            true => url.to_owned(),
+            false => format!("{url}?{}", query.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join("&")),
+        };
         let mut attempt = 0;
         loop {
             attempt += 1;
@@ -324,7 +329,7 @@ impl BinanceClient {
             self.requests.fetch_add(1, Ordering::Relaxed);
             let response = match self.http.get(url).query(query).send().await {
                 Ok(r) => r,
-                Err(e) if last => return Err(BinanceError::Unreachable { url: url.into(), attempts: attempt, source: e }),
+                Err(e) if last => return Err(BinanceError::Unreachable { url: shown.clone(), attempts: attempt, source: e }),
                 Err(e) => {
                     drop(permit);
                     let delay = self.backoff(attempt);
@@ -345,7 +350,7 @@ impl BinanceClient {
                         self.bytes.fetch_add(b.len() as u64, Ordering::Relaxed);
                         Ok(b)
                     }
-                    Err(e) if last => Err(BinanceError::Unreachable { url: url.into(), attempts: attempt, source: e }),
+                    Err(e) if last => Err(BinanceError::Unreachable { url: shown.clone(), attempts: attempt, source: e }),
                     Err(e) => {
                         drop(permit);
                         tracing::warn!(attempt, "reading Binance's answer failed ({e}); retrying");
@@ -357,7 +362,7 @@ impl BinanceClient {
             let body = snippet(response.text().await.unwrap_or_default());
             drop(permit);
             match status {
-                StatusCode::UNAVAILABLE_FOR_LEGAL_REASONS => return Err(BinanceError::RestrictedLocation { url: url.into() }),
+                StatusCode::UNAVAILABLE_FOR_LEGAL_REASONS => return Err(BinanceError::RestrictedLocation { url: shown.clone() }),
                 StatusCode::IM_A_TEAPOT => return Err(BinanceError::Banned { retry_after: retry_after.unwrap_or(0) }),
                 StatusCode::TOO_MANY_REQUESTS => {
                     let wait = retry_after.unwrap_or(self.policy.base_delay.as_secs().max(1));
@@ -374,13 +379,13 @@ impl BinanceClient {
                 }
                 s if s.is_server_error() => {
                     if last {
-                        return Err(BinanceError::Server { status: s.as_u16(), url: url.into(), attempts: attempt, body });
+                        return Err(BinanceError::Server { status: s.as_u16(), url: shown.clone(), attempts: attempt, body });
                     }
                     let delay = self.backoff(attempt);
                     tracing::warn!(attempt, status = s.as_u16(), ?delay, "Binance server error; retrying");
                     tokio::time::sleep(delay).await;
                 }
-                s => return Err(BinanceError::Client { status: s.as_u16(), url: url.into(), body }),
+                s => return Err(BinanceError::Client { status: s.as_u16(), url: shown.clone(), body }),
             }
         }
     }

@@ -142,14 +142,15 @@ pub(crate) async fn fetch_month(
 }
 
 /// When `symbol` traded within the backfill's range: its first and last kline there (two small
-/// REST requests).
+/// REST requests). No answer for the last one keeps the range's end: a lifetime only narrows
+/// what is asked for when Binance said so, never on a missing answer.
 async fn probe(src: &Sources<'_>, symbol: &str) -> Result<Lifetime, BackfillError> {
     let (lo, hi) = src.range_ms;
     let Some(first_ms) = src.rest.first_kline(symbol, lo).await.map_err(BackfillError::Binance)? else { return Ok(Lifetime::Never) };
     if first_ms >= hi {
         return Ok(Lifetime::Never);
     }
-    let last_ms = src.rest.last_kline(symbol, hi - HOUR_MS).await.map_err(BackfillError::Binance)?.unwrap_or(first_ms);
+    let last_ms = src.rest.last_kline(symbol, hi - HOUR_MS).await.map_err(BackfillError::Binance)?.unwrap_or(hi - HOUR_MS);
     tracing::debug!(symbol, first = %day_of(first_ms), last = %day_of(last_ms), "lifetime within the range");
     Ok(Lifetime::Known { first_ms, last_ms: last_ms.max(first_ms) })
 }
