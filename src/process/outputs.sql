@@ -3,9 +3,13 @@
 -- table's select list), {run_id_key} and {run_id} (the Parquet key-value metadata naming the run).
 
 -- One Parquet file per date: the rows computed here (carry rows are context, not output).
+-- Sorted by symbol in row groups of 8,192 rows (a day of 3,000 symbols: 9 groups), so a
+-- one-symbol query (a price series, a range's edge days) skips the groups whose symbol
+-- statistics exclude it: measured with DuckDB 2.0 on two such days, 2.2 ms against 8.0 ms with
+-- one group per day (benches/layout/layout.py measures bytes read and size over a lake).
 COPY (SELECT {columns}, date
       FROM ind_output WHERE NOT is_carry ORDER BY date, symbol, "timestamp", price)
-TO {processed_dir} (FORMAT parquet, PARTITION_BY (date), COMPRESSION zstd, KV_METADATA {{run_id_key}: {run_id}});
+TO {processed_dir} (FORMAT parquet, PARTITION_BY (date), COMPRESSION zstd, ROW_GROUP_SIZE 8192, KV_METADATA {{run_id_key}: {run_id}});
 
 -- @carry
 -- The carry state of each date written: every symbol's last 4 rows up to the end of that date,

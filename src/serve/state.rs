@@ -178,6 +178,7 @@ impl LakeState {
                     raw: local(View::Raw),
                     quarantine: local(View::Quarantine),
                     allowed_directories: Vec::new(),
+                    load_rollups: true,
                 };
                 let db = tokio::task::spawn_blocking(move || Snapshot::build(&files, generation, &config))
                     .await
