@@ -18,7 +18,7 @@ use chrono::{DateTime, Utc};
 use futures::{StreamExt, TryStreamExt};
 use serde::{Deserialize, Serialize};
 
-use super::{CommitError, CommitResult, DateFile, LATE_RAW_NOTE, Lake, LakeError, MANIFEST_KEY, PutMode};
+use super::{CommitError, CommitResult, DateFile, Lake, LakeError, MANIFEST_KEY, PutMode};
 
 /// The format this build writes (and the newest it reads); format 1 (one file with every entry)
 /// is read and rewritten as format 2 by the next commit.
@@ -112,7 +112,7 @@ pub struct Manifest {
     changed: BTreeSet<String>,
     raw_watermark: Option<String>,
     full_listing_at: Option<DateTime<Utc>>,
-    /// The last [`LATE_RAW_NOTE`] a full listing came after.
+    /// The last [`LATE_RAW_NOTE`](super::LATE_RAW_NOTE) a full listing came after.
     late_raw_listed: Option<String>,
     /// The version of the head this was read at (None: there was none); the commit is
     /// conditional on it.
@@ -495,7 +495,7 @@ impl Manifest {
     }
 
     /// Note that this run listed every raw file at `at`, after reading `late_raw` (the
-    /// [`LATE_RAW_NOTE`]'s text, if there was one).
+    /// [`LATE_RAW_NOTE`](super::LATE_RAW_NOTE)'s text, if there was one).
     pub fn set_full_listing(&mut self, at: DateTime<Utc>, late_raw: Option<String>) {
         self.full_listing_at = Some(at);
         if late_raw.is_some() {
@@ -503,7 +503,7 @@ impl Manifest {
         }
     }
 
-    /// The [`LATE_RAW_NOTE`] text the last full listing came after: a different one means raw
+    /// The [`LATE_RAW_NOTE`](super::LATE_RAW_NOTE) text the last full listing came after: a different one means raw
     /// files older than an hourly run looks at have arrived since.
     pub fn late_raw_listed(&self) -> Option<&str> {
         self.late_raw_listed.as_deref()

@@ -32,7 +32,6 @@ impl CollectError {
         match self {
             Self::Binance(e) => e.is_permanent(),
             Self::Lake(e) => e.is_permanent(),
-            Self::BadTime(_) => false,
         }
     }
 }
