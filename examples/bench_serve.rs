@@ -107,8 +107,10 @@ async fn main() {
     let (from, viewers, rounds) = (first.and_utc() - TimeDelta::minutes(1), 20, 2);
     println!("\n{viewers} viewers, whole year, every dashboard query {rounds} times each (simple protocol)");
     println!("{:<34} | {:>9} {:>9}", "query", "p50 ms", "p99 ms");
-    let queries: Vec<(String, String)> =
-        files.iter().map(|f| (f.name.trim_end_matches(".sql").to_owned(), grafana::expand(&f.sql, Flavor::Postgres, from, to, &vars).unwrap())).collect();
+    let queries: Vec<(String, String)> = files
+        .iter()
+        .map(|f| (f.name.trim_end_matches(".sql").to_owned(), grafana::expand(&f.sql, Flavor::Postgres, from, to, &vars).unwrap()))
+        .collect();
     let mut tasks = Vec::new();
     for v in 0..viewers {
         let queries = queries.clone();

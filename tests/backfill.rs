@@ -381,8 +381,7 @@ async fn on_s3_a_killed_backfill_resumes_to_the_local_lakes_bytes_and_keeps_coll
 
     backfill(&local, &sim, true, &range, &[]).await.ok();
     let s3 = s3_objects(&emu.endpoint(), "tickerlake-backfill", "prices/").await;
-    let local_tree: BTreeMap<String, Vec<u8>> =
-        lake_tree(&local).into_iter().filter(|(k, _)| !k.starts_with("_tickerlake/tmp")).collect();
+    let local_tree: BTreeMap<String, Vec<u8>> = lake_tree(&local).into_iter().filter(|(k, _)| !k.starts_with("_tickerlake/tmp")).collect();
     let s3_tree: BTreeMap<String, Vec<u8>> =
         s3.into_iter().filter(|(k, _)| k.starts_with("raw/") || k.starts_with("_tickerlake/backfill/")).collect();
     assert!(s3_tree.len() > 700, "{}", s3_tree.len());

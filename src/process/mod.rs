@@ -349,7 +349,9 @@ async fn list_raw(lake: &Lake, opts: &ProcessOptions, tx: &mut Transaction) -> P
         Some(_) => present.keys().map(|k| month_of_raw(k)).collect(),
         None => {
             if late_raw_arrived {
-                tracing::info!("raw snapshots were added before the recent hours since the last full listing (a backfill): listing every raw file");
+                tracing::info!(
+                    "raw snapshots were added before the recent hours since the last full listing (a backfill): listing every raw file"
+                );
             }
             tx.note_full_listing(now, late_raw);
             tx.state().months().map(str::to_owned).chain(present.keys().map(|k| month_of_raw(k))).collect()
