@@ -109,7 +109,7 @@ pub enum BinanceError {
     Client { status: u16, url: String, body: String },
     #[error("cannot reach Binance at {url} after {attempts} attempts: {source}; check --binance-url and the network")]
     Unreachable { url: String, attempts: u32, source: reqwest::Error },
-    #[error("Binance sent a malformed answer at {url} ({detail}); that answer was not stored")]
+    #[error("Binance sent a malformed answer at {url} ({detail}); nothing was written from it")]
     Malformed { url: String, detail: String },
     #[error("--binance-url {0:?} must start with http:// or https://")]
     BadUrl(String),
