@@ -108,6 +108,17 @@ impl Emulator {
             assert!(Instant::now() < deadline, "{:?} did not become healthy on port {}", self.kind, self.port);
             std::thread::sleep(Duration::from_millis(200));
         }
+        if self.kind == Kind::Localstack {
+            // LocalStack outside its image has no prebuilt service catalog: its first S3 request
+            // loads the specs (over 10 s on a busy machine), longer than the pipeline's S3
+            // timeouts. One ListBuckets here, waited for, so that tests time what they test.
+            let mut s = TcpStream::connect(("127.0.0.1", self.port)).expect("LocalStack accepts connections");
+            s.set_read_timeout(Some(Duration::from_secs(120))).unwrap();
+            write!(s, "GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n").unwrap();
+            let mut buf = [0u8; 32];
+            let n = s.read(&mut buf).expect("LocalStack answers its first S3 request");
+            assert!(n > 0, "LocalStack closed its first S3 request unanswered");
+        }
     }
 
     pub fn endpoint(&self) -> String {
