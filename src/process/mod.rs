@@ -322,7 +322,8 @@ const FULL_LISTING_EVERY: chrono::TimeDelta = chrono::TimeDelta::hours(24);
 /// List the raw files this run works from, load the manifest months it needs to tell which are
 /// new, and warn about processed files that changed or went away. An hourly run ([`Listing::Recent`])
 /// lists only keys after a point two days before the newest processed snapshot (one request
-/// on S3, whatever the history), except once a day; everything else lists every raw file.
+/// on S3, whatever the history), except once a day and once after a backfill wrote older snapshots
+/// (the lake's late-raw note changed); everything else lists every raw file.
 async fn list_raw(lake: &Lake, opts: &ProcessOptions, tx: &mut Transaction) -> ProcessResult<RawListing> {
     let now = chrono::Utc::now();
     // Read before listing: raw files written before the note's latest text are in the listing.
