@@ -333,10 +333,15 @@ async fn list_raw(lake: &Lake, opts: &ProcessOptions, tx: &mut Transaction) -> P
     };
     let late_raw_arrived = late_raw.is_some() && late_raw.as_deref() != tx.state().late_raw_listed();
     let after = match (opts.listing, tx.state().raw_watermark()) {
-        (Listing::Recent, Some((newest, Some(listed))))
-            if !tx.is_full() && now.signed_duration_since(listed) < FULL_LISTING_EVERY && !late_raw_arrived =>
-        {
-            recent_start(newest)
+        (Listing::Recent, Some((newest, Some(listed)))) if !tx.is_full() && now.signed_duration_since(listed) < FULL_LISTING_EVERY => {
+            if late_raw_arrived {
+                tracing::info!(
+                    "a backfill added snapshots older than the recent hours since the last full listing: listing every raw file"
+                );
+                None
+            } else {
+                recent_start(newest)
+            }
         }
         _ => None,
     };
@@ -349,11 +354,6 @@ async fn list_raw(lake: &Lake, opts: &ProcessOptions, tx: &mut Transaction) -> P
     let months: BTreeSet<String> = match &after {
         Some(_) => present.keys().map(|k| month_of_raw(k)).collect(),
         None => {
-            if late_raw_arrived {
-                tracing::info!(
-                    "raw snapshots were added before the recent hours since the last full listing (a backfill): listing every raw file"
-                );
-            }
             tx.note_full_listing(now, late_raw);
             tx.state().months().map(str::to_owned).chain(present.keys().map(|k| month_of_raw(k))).collect()
         }
