@@ -253,7 +253,7 @@ impl Cache {
             raw: list(root, View::Raw),
             quarantine: list(root, View::Quarantine),
             allowed_directories: Vec::new(),
-            load_rollups: false,
+            load_small_tables: false,
         };
         Ok(Layout { real: files(&self.files), probe: files(&self.stubs), rels })
     }

@@ -40,9 +40,10 @@ pub struct SnapshotFiles {
     pub quarantine: Vec<String>,
     /// Directories a client may also read (raw and quarantine directories, a download cache).
     pub allowed_directories: Vec<String>,
-    /// Load the rollups into tables when the snapshot is built (a local lake, whose files are
-    /// all at hand) rather than read their files at each query (a remote lake fetches lazily).
-    pub load_rollups: bool,
+    /// Load the rollups and the quarantine into tables when the snapshot is built (a local lake,
+    /// whose files are all at hand) rather than read their files at each query (a remote lake
+    /// fetches lazily).
+    pub load_small_tables: bool,
 }
 
 /// How every snapshot's database is configured.
@@ -123,8 +124,8 @@ impl Snapshot {
         let lits = |v: &[String]| v.iter().map(|p| lit(p)).collect::<Vec<_>>();
         crate::query::define_views(&setup.conn, &lits(&files.processed), &lits(&files.raw), &lits(&files.quarantine)).map_err(engine)?;
         crate::query::define_rollup_views(&setup.conn, &lits(&files.daily), &lits(&files.snapshots)).map_err(engine)?;
-        if files.load_rollups {
-            setup.conn.execute_batch(include_str!("rollup_tables.sql")).map_err(engine)?;
+        if files.load_small_tables {
+            setup.conn.execute_batch(include_str!("loaded_tables.sql")).map_err(engine)?;
         }
         setup.conn.execute_batch(&super::compat::schema_sql()).map_err(engine)?;
         // The containment: only the snapshot's files are readable, then nothing can change it.

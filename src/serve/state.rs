@@ -178,7 +178,7 @@ impl LakeState {
                     raw: local(View::Raw),
                     quarantine: local(View::Quarantine),
                     allowed_directories: Vec::new(),
-                    load_rollups: true,
+                    load_small_tables: true,
                 };
                 let db = tokio::task::spawn_blocking(move || Snapshot::build(&files, generation, &config))
                     .await
