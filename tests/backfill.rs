@@ -216,6 +216,21 @@ async fn a_backfill_killed_mid_run_then_run_again_equals_an_uninterrupted_one() 
     // for a pair whose monthly one is missing), are not downloaded again.
     let rerun_requests = sim.archive_requests() - archive_before;
     assert!(rerun_requests * 2 < whole_requests, "re-downloaded too much: {rerun_requests} of {whole_requests}");
+
+    // Killed between January's snapshots and its no-data marker (the maintenance gap of the 4th):
+    // the re-run fetches only the gap's hours, finds them empty, and marks them as the
+    // uninterrupted run does.
+    let january = ["--from", "2025-01-02", "--to", "2025-01-06"];
+    let (_c, whole_january) = lake_dir();
+    let (_d, killed_january) = lake_dir();
+    backfill(&whole_january, &sim, true, &january, &[]).await.ok();
+    let crashed = backfill(&killed_january, &sim, true, &january, &[("TICKERLAKE_FAILPOINT", "backfill-before-markers")]).await;
+    assert!(crashed.code != Some(0) && crashed.stderr.contains("failpoint backfill-before-markers"), "{crashed:?}");
+    assert!(!lake_tree(&killed_january).keys().any(|k| k.starts_with("_tickerlake/backfill/")), "killed before the marker");
+    let rerun = backfill(&killed_january, &sim, true, &january, &[]).await;
+    assert_eq!(summary_count(rerun.ok(), "hour(s) without data"), 3, "{}", rerun.stdout);
+    assert!(lake_tree(&killed_january) == lake_tree(&whole_january), "the resumed lake has the marker too");
+    assert!(lake_tree(&whole_january).keys().any(|k| k.ends_with("/USDT/20250104T03-20250104T06")));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

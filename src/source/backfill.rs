@@ -286,6 +286,9 @@ pub async fn backfill(
             }
         }
     }
+    // The last hour of the range that has a snapshot already: an hour without data before it is
+    // a real gap (maintenance), whatever this run fetches.
+    let latest_present = range.clone().rev().find(|h| present.contains(h));
     drop(present);
     let missing: usize = plans.iter().map(|p| p.slots.len()).sum();
     if missing == 0 {
@@ -344,8 +347,9 @@ pub async fn backfill(
         drop(per_symbol);
         let empty: Vec<i64> = snapshots.iter().filter(|(_, s)| s.is_none()).map(|(h, _)| *h).collect();
         // Hours after the range's last kline may just not be answered yet: no marker for them,
-        // so that a later run asks again (a maintenance gap always has klines after it).
-        let last_with_data = snapshots.iter().rev().find(|(_, s)| s.is_some()).map(|(h, _)| *h);
+        // so that a later run asks again (a maintenance gap always has klines after it: in this
+        // run's last month, or already in the lake when this run only fills holes).
+        let last_with_data = snapshots.iter().rev().find(|(_, s)| s.is_some()).map(|(h, _)| *h).max(latest_present);
         let final_month = plan_index + 1 == plan_count;
         let markable: Vec<i64> = empty.iter().copied().filter(|h| !final_month || last_with_data.is_some_and(|l| *h < l)).collect();
         let to_write = snapshots.len() - empty.len();
