@@ -8,21 +8,14 @@ mod common;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use common::emulator::{Emulator, Kind};
+use common::emulator::{Emulator, Kind, s3_client};
 use common::{Out, tickerlake};
 use tickerlake::catalog::{Catalog, CatalogOptions, PartitionMode};
 use tickerlake::lake::manifest::{Manifest, PartitionEntry};
 use tickerlake::lake::s3::{AwsOptions, Target};
 
 fn aws_env(endpoint: &str) -> Vec<(&'static str, String)> {
-    vec![
-        ("AWS_ACCESS_KEY_ID", "test".into()),
-        ("AWS_SECRET_ACCESS_KEY", "test".into()),
-        ("AWS_REGION", "us-east-1".into()),
-        ("TICKERLAKE_ENDPOINT_URL", endpoint.into()),
-        ("TICKERLAKE_TARGET", "s3-compatible".into()),
-        ("TICKERLAKE_S3_TIMEOUT_SECS", "10".into()),
-    ]
+    common::emulator::aws_env(endpoint, "s3-compatible", 10)
 }
 
 async fn tl(lake: &str, args: &[&str], env: &[(&'static str, String)]) -> Out {
@@ -167,18 +160,6 @@ async fn catalog_then_athena_answers_like_the_local_engine() {
     assert!(out.stdout.contains("catalog updated") && out.stdout.contains("3 partition(s) added"), "{}", out.stdout);
     assert!(tl(lake, &["catalog"], &env).await.stdout.contains("nothing changed"));
     assert_engines_agree(lake, &env).await;
-}
-
-fn s3_client(endpoint: &str) -> aws_sdk_s3::Client {
-    aws_sdk_s3::Client::from_conf(
-        aws_sdk_s3::Config::builder()
-            .behavior_version(aws_sdk_s3::config::BehaviorVersion::latest())
-            .region(aws_sdk_s3::config::Region::new("us-east-1"))
-            .credentials_provider(aws_sdk_s3::config::Credentials::new("test", "test", None, None, "test"))
-            .endpoint_url(endpoint)
-            .force_path_style(true)
-            .build(),
-    )
 }
 
 /// A Parquet file of the processed schema, as Spark's job would have written one (one row of a

@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use chrono::{DateTime, TimeDelta, Utc};
-use common::emulator::{Emulator, Kind};
+use common::emulator::{Emulator, Kind, s3_client};
 use common::{Out, tickerlake, tree};
 use tickerlake::simulator::{Fault, FaultTarget, Scenario, SimConfig, Simulator};
 use tickerlake::source::snapshot::snapshot_key;
@@ -326,25 +326,7 @@ async fn bad_input_gets_one_line_naming_it_and_creates_nothing() {
 // --- S3 (ministack) ---------------------------------------------------------------------------
 
 fn aws_env(endpoint: &str) -> Vec<(&'static str, String)> {
-    vec![
-        ("AWS_ACCESS_KEY_ID", "test".into()),
-        ("AWS_SECRET_ACCESS_KEY", "test".into()),
-        ("AWS_REGION", "us-east-1".into()),
-        ("TICKERLAKE_ENDPOINT_URL", endpoint.into()),
-        ("TICKERLAKE_TARGET", "s3-compatible".into()),
-        ("TICKERLAKE_S3_TIMEOUT_SECS", "5".into()),
-    ]
-}
-
-fn s3_client(endpoint: &str) -> aws_sdk_s3::Client {
-    let conf = aws_sdk_s3::Config::builder()
-        .behavior_version(aws_sdk_s3::config::BehaviorVersion::latest())
-        .region(aws_sdk_s3::config::Region::new("us-east-1"))
-        .credentials_provider(aws_sdk_s3::config::Credentials::new("test", "test", None, None, "test"))
-        .endpoint_url(endpoint)
-        .force_path_style(true)
-        .build();
-    aws_sdk_s3::Client::from_conf(conf)
+    common::emulator::aws_env(endpoint, "s3-compatible", 5)
 }
 
 /// Every object under `prefix`, by key without the prefix.

@@ -10,21 +10,15 @@ mod common;
 
 use std::time::Duration;
 
-use common::emulator::{Emulator, Kind, Proxy};
+use common::emulator::{Emulator, Kind, Proxy, s3_client};
 use common::{Out, PausedRun, ROWS_SQL, tickerlake};
 use tickerlake::simulator::{SimConfig, Simulator};
 
 /// Environment a user would set for this emulator: the standard AWS variables, no flags with secrets.
 fn aws_env(endpoint: &str, target: &str) -> Vec<(&'static str, String)> {
-    vec![
-        ("AWS_ACCESS_KEY_ID", "test".into()),
-        ("AWS_SECRET_ACCESS_KEY", "test".into()),
-        ("AWS_REGION", "us-east-1".into()),
-        ("TICKERLAKE_ENDPOINT_URL", endpoint.into()),
-        ("TICKERLAKE_TARGET", target.into()),
-        ("TICKERLAKE_S3_TIMEOUT_SECS", "3".into()),
-        ("TICKERLAKE_LOCK_TTL_SECS", "4".into()),
-    ]
+    let mut env = common::emulator::aws_env(endpoint, target, 3);
+    env.push(("TICKERLAKE_LOCK_TTL_SECS", "4".into()));
+    env
 }
 
 fn str_env<'a>(env: &'a [(&'static str, String)]) -> Vec<(&'static str, &'a str)> {
@@ -33,17 +27,6 @@ fn str_env<'a>(env: &'a [(&'static str, String)]) -> Vec<(&'static str, &'a str)
 
 async fn tl(lake: &str, args: &[&str], env: &[(&'static str, String)]) -> Out {
     tickerlake(lake, args, &str_env(env)).await
-}
-
-async fn s3_client(endpoint: &str) -> aws_sdk_s3::Client {
-    let conf = aws_sdk_s3::Config::builder()
-        .behavior_version(aws_sdk_s3::config::BehaviorVersion::latest())
-        .region(aws_sdk_s3::config::Region::new("us-east-1"))
-        .credentials_provider(aws_sdk_s3::config::Credentials::new("test", "test", None, None, "test"))
-        .endpoint_url(endpoint)
-        .force_path_style(true)
-        .build();
-    aws_sdk_s3::Client::from_conf(conf)
 }
 
 async fn keys(client: &aws_sdk_s3::Client, bucket: &str, prefix: &str) -> Vec<String> {
@@ -63,7 +46,7 @@ async fn pipeline(endpoint: &str, target: &str) {
     tl(lake, &["collect", "--binance-url", &sim.url()], &env).await.ok();
     tl(lake, &["backfill", "--hours", "6", "--binance-url", &sim.url()], &env).await.ok();
     // A bucket migrated from the original pipeline: its file naming and timestamp format.
-    let client = s3_client(endpoint).await;
+    let client = s3_client(endpoint);
     let seed = common::csv(&[
         ("BTCUSDT", "97000.50000000", "2025-05-08 03:16:32.801588+00:00"),
         ("ETHBTC", "0.019", "2025-05-08 03:16:32.801588+00:00"),
@@ -302,7 +285,7 @@ async fn lost_staging(endpoint: &str, target: &str) {
     let env = aws_env(endpoint, target);
     let (lake, reference) = ("s3://tl-lost/lake", "s3://tl-lost/reference");
     tl(lake, &["init"], &env).await.ok();
-    let client = s3_client(endpoint).await;
+    let client = s3_client(endpoint);
     common::lost_staged_files_are_rebuilt(lake, reference, &str_env(&env), async || {
         let staged = keys(&client, "tl-lost", "lake/_tickerlake/runs/").await;
         assert!(!staged.is_empty(), "the crashed run staged files");
@@ -337,7 +320,7 @@ async fn reserved_characters_in_the_prefix(endpoint: &str, target: &str) {
     let out = tl(lake, &["process"], &env).await;
     assert!(out.ok().stdout.contains("2 partitions written"), "{}", out.stdout);
     assert!(!out.stderr.contains("WARN"), "published without a warning: {}", out.stderr);
-    let client = s3_client(endpoint).await;
+    let client = s3_client(endpoint);
     let published = keys(&client, "tl-odd", "odd prefix+100%/é lake/processed/").await;
     assert_eq!(published.len(), 2, "{published:?}");
     let kept = out.stdout.split(" kept").next().and_then(|s| s.rsplit(' ').next()).unwrap().to_owned();
@@ -472,7 +455,7 @@ mod testcontainers_localstack {
         let port = container.get_host_port_ipv4(4566).await.expect("LocalStack's mapped port");
         // "Ready." comes before S3 is loaded (lazily, on the first request, which can take longer
         // than the tests' 3 s S3 timeout on a busy machine): one request without that timeout first.
-        let client = s3_client(&format!("http://127.0.0.1:{port}")).await;
+        let client = s3_client(&format!("http://127.0.0.1:{port}"));
         tokio::time::timeout(Duration::from_secs(60), client.list_buckets().send())
             .await
             .expect("LocalStack's S3 answers within 60 s")

@@ -195,3 +195,29 @@ impl Proxy {
         format!("http://127.0.0.1:{}", self.port)
     }
 }
+
+/// The environment a user would set for an S3-compatible endpoint: the standard AWS variables
+/// with the emulators' test credentials, no flags with secrets, and the S3 timeout a test wants.
+pub fn aws_env(endpoint: &str, target: &str, s3_timeout_secs: u32) -> Vec<(&'static str, String)> {
+    vec![
+        ("AWS_ACCESS_KEY_ID", "test".into()),
+        ("AWS_SECRET_ACCESS_KEY", "test".into()),
+        ("AWS_REGION", "us-east-1".into()),
+        ("TICKERLAKE_ENDPOINT_URL", endpoint.into()),
+        ("TICKERLAKE_TARGET", target.into()),
+        ("TICKERLAKE_S3_TIMEOUT_SECS", s3_timeout_secs.to_string()),
+    ]
+}
+
+/// An S3 client with the emulators' test credentials, path-style, for a test to look at a bucket
+/// beside the binary.
+pub fn s3_client(endpoint: &str) -> aws_sdk_s3::Client {
+    let conf = aws_sdk_s3::Config::builder()
+        .behavior_version(aws_sdk_s3::config::BehaviorVersion::latest())
+        .region(aws_sdk_s3::config::Region::new("us-east-1"))
+        .credentials_provider(aws_sdk_s3::config::Credentials::new("test", "test", None, None, "test"))
+        .endpoint_url(endpoint)
+        .force_path_style(true)
+        .build();
+    aws_sdk_s3::Client::from_conf(conf)
+}
