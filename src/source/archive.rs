@@ -18,11 +18,10 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use chrono::NaiveDate;
-use rand::Rng;
 use reqwest::StatusCode;
 use sha2::{Digest, Sha256};
 
-use super::binance::{Kline, RetryPolicy};
+use super::binance::{Kline, RetryPolicy, retry_after_secs};
 
 /// Binance's archive.
 pub const DEFAULT_ARCHIVE_URL: &str = "https://data.binance.vision";
@@ -165,7 +164,7 @@ impl ArchiveClient {
             if attempt >= self.policy.max_attempts {
                 return Err(ArchiveError::Checksum { file: path, attempts: attempt, expected, got });
             }
-            let delay = backoff(&self.policy, attempt);
+            let delay = self.policy.backoff(attempt);
             tracing::warn!(attempt, ?delay, "{path} does not match its .CHECKSUM; downloading it again");
             tokio::time::sleep(delay).await;
         };
@@ -188,7 +187,7 @@ impl ArchiveClient {
                 Ok(r) => r,
                 Err(e) if last => return Err(ArchiveError::Unreachable { file: file.into(), attempts: attempt, source: e }),
                 Err(e) => {
-                    let delay = backoff(&self.policy, attempt);
+                    let delay = self.policy.backoff(attempt);
                     tracing::warn!(attempt, ?delay, "archive request for {file} failed ({e}); retrying");
                     tokio::time::sleep(delay).await;
                     continue;
@@ -203,7 +202,7 @@ impl ArchiveClient {
                     }
                     Err(e) if last => return Err(ArchiveError::Broken { file: file.into(), attempts: attempt, source: e }),
                     Err(e) => {
-                        let delay = backoff(&self.policy, attempt);
+                        let delay = self.policy.backoff(attempt);
                         tracing::warn!(attempt, ?delay, "the download of {file} broke off ({e}); downloading it again");
                         tokio::time::sleep(delay).await;
                         continue;
@@ -213,8 +212,7 @@ impl ArchiveClient {
             if status == StatusCode::NOT_FOUND {
                 return Ok(None);
             }
-            let retry_after: Option<u64> =
-                response.headers().get(reqwest::header::RETRY_AFTER).and_then(|v| v.to_str().ok()?.trim().parse().ok());
+            let retry_after = retry_after_secs(&response);
             let body = snippet(response.text().await.unwrap_or_default());
             match status {
                 StatusCode::TOO_MANY_REQUESTS => {
@@ -233,7 +231,7 @@ impl ArchiveClient {
                     tokio::time::sleep(Duration::from_secs(wait)).await;
                 }
                 s if s.is_server_error() && !last => {
-                    let delay = backoff(&self.policy, attempt);
+                    let delay = self.policy.backoff(attempt);
                     tracing::warn!(attempt, status = s.as_u16(), ?delay, "Binance's archive failed for {file}; retrying");
                     tokio::time::sleep(delay).await;
                 }
@@ -241,11 +239,6 @@ impl ArchiveClient {
             }
         }
     }
-}
-
-fn backoff(policy: &RetryPolicy, attempt: u32) -> Duration {
-    let base = policy.base_delay.saturating_mul(1 << (attempt - 1).min(10));
-    base.mul_f64(1.0 + rand::rng().random_range(0.0..0.5))
 }
 
 fn snippet(body: String) -> String {

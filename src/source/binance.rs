@@ -73,6 +73,16 @@ pub struct RetryPolicy {
     pub timeout: Duration,
 }
 
+impl RetryPolicy {
+    /// The wait before attempt `attempt + 1`: `base_delay` doubled per attempt, up to 50 % jitter
+    /// (the REST client and the archive client both back off so).
+    pub(crate) fn backoff(&self, attempt: u32) -> Duration {
+        let base = self.base_delay.saturating_mul(1 << (attempt - 1).min(10));
+        let jitter = rand::rng().random_range(0.0..0.5);
+        base.mul_f64(1.0 + jitter)
+    }
+}
+
 impl Default for RetryPolicy {
     fn default() -> Self {
         Self {
@@ -332,7 +342,7 @@ impl BinanceClient {
                 Err(e) if last => return Err(BinanceError::Unreachable { url: shown.clone(), attempts: attempt, source: e }),
                 Err(e) => {
                     drop(permit);
-                    let delay = self.backoff(attempt);
+                    let delay = self.policy.backoff(attempt);
                     tracing::warn!(attempt, ?delay, "Binance request failed ({e}); retrying");
                     tokio::time::sleep(delay).await;
                     continue;
@@ -354,7 +364,7 @@ impl BinanceClient {
                     Err(e) => {
                         drop(permit);
                         tracing::warn!(attempt, "reading Binance's answer failed ({e}); retrying");
-                        tokio::time::sleep(self.backoff(attempt)).await;
+                        tokio::time::sleep(self.policy.backoff(attempt)).await;
                         continue;
                     }
                 };
@@ -381,7 +391,7 @@ impl BinanceClient {
                     if last {
                         return Err(BinanceError::Server { status: s.as_u16(), url: shown.clone(), attempts: attempt, body });
                     }
-                    let delay = self.backoff(attempt);
+                    let delay = self.policy.backoff(attempt);
                     tracing::warn!(attempt, status = s.as_u16(), ?delay, "Binance server error; retrying");
                     tokio::time::sleep(delay).await;
                 }
@@ -389,15 +399,10 @@ impl BinanceClient {
             }
         }
     }
-
-    fn backoff(&self, attempt: u32) -> Duration {
-        let base = self.policy.base_delay.saturating_mul(1 << (attempt - 1).min(10));
-        let jitter = rand::rng().random_range(0.0..0.5);
-        base.mul_f64(1.0 + jitter)
-    }
 }
 
-fn retry_after_secs(response: &reqwest::Response) -> Option<u64> {
+/// A `Retry-After` header's seconds, if it has any.
+pub(crate) fn retry_after_secs(response: &reqwest::Response) -> Option<u64> {
     response.headers().get(reqwest::header::RETRY_AFTER)?.to_str().ok()?.trim().parse().ok()
 }
 
