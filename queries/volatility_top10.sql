@@ -3,7 +3,7 @@
 -- panel: barchart
 -- format: table
 -- unit: percent
--- note: each symbol's % changes over the range combined from the whole days' counts, means and M2 (daily rollup) and the first and last day's hourly rows (the parallel-variance formula)
+-- note: each symbol's % changes over the range combined from the whole days' counts, means and M2 (daily rollup) and the first and last day's hourly rows, in one pass: the sum of squared deviations is the parts' M2 plus n * mean^2, less N * (the overall mean)^2 (clamped at 0 against rounding)
 WITH parts AS (
     SELECT symbol, change_count AS n, change_mean AS mean, change_m2 AS m2
     FROM daily
@@ -16,14 +16,10 @@ WITH parts AS (
       AND $__timeFilter("timestamp")
       AND "date" IN (CAST($__timeFrom() AS DATE), CAST($__timeTo() AS DATE))
     GROUP BY symbol
-), totals AS (
-    SELECT symbol, sum(n) AS n, sum(n * mean) / sum(n) AS mean
-    FROM parts
-    GROUP BY symbol
 )
-SELECT t.symbol, sqrt((sum(p.m2) + sum(p.n * (p.mean - t.mean) * (p.mean - t.mean))) / (t.n - 1)) AS volatility
-FROM parts p JOIN totals t ON p.symbol = t.symbol
-GROUP BY t.symbol, t.n
-HAVING t.n > 1
-ORDER BY volatility DESC, t.symbol
+SELECT symbol, sqrt(greatest(sum(m2 + n * mean * mean) - sum(n * mean) * sum(n * mean) / sum(n), 0) / (sum(n) - 1)) AS volatility
+FROM parts
+GROUP BY symbol
+HAVING sum(n) > 1
+ORDER BY volatility DESC, symbol
 LIMIT 10

@@ -239,6 +239,8 @@ pub trait ObjectStore: Send + Sync + std::fmt::Debug {
         }
     }
     /// Create or replace the object from a local file atomically (streamed/multipart when large).
+    /// The file is not written again afterwards (a local lake may link it instead of copying it);
+    /// removing it is fine.
     async fn put_file(&self, key: &str, src: &Path) -> LakeResult<()>;
     /// Copy an object to another key inside the lake (server-side on S3), atomically; a missing
     /// source is [`LakeError::NotFound`].
