@@ -108,6 +108,13 @@ async fn copy_and_files(store: &Lake) {
     // The source may go once handed over (a run deletes its stage directory), linked or copied.
     std::fs::remove_file(&src).unwrap();
     assert_eq!(store.get(odd).await.unwrap().unwrap(), Bytes::from_static(b"parquet bytes"));
+    // Over an existing key both replace it whole (a rerun publishing a date again).
+    let newer = dir.path().join("newer.parquet");
+    std::fs::write(&newer, b"newer bytes").unwrap();
+    store.put_file(odd, &newer).await.unwrap();
+    assert_eq!(store.get(odd).await.unwrap().unwrap(), Bytes::from_static(b"newer bytes"));
+    store.copy(odd, "processed/odd copy+%.parquet").await.unwrap();
+    assert_eq!(store.get("processed/odd copy+%.parquet").await.unwrap().unwrap(), Bytes::from_static(b"newer bytes"));
     // Write times come from the store's clock, listed and read alike.
     let listed = store.list("processed/").await.unwrap();
     let now = chrono::Utc::now();

@@ -1,9 +1,10 @@
 //! The embedded default lake: a plain directory on the local filesystem.
 //!
 //! Atomic writes are a temp file in the same filesystem, fsync, then `rename` (replace) or
-//! `hard_link` (create-if-absent, fails if the key exists). Conditional writes compare a content
-//! hash under a short OS lock on `_tickerlake/cas.lock`, so check-and-replace is one step for every
-//! process on the machine. The single-writer lock is an OS file lock, so it disappears with a
+//! `hard_link` (create-if-absent, fails if the key exists); a finished file handed over whole
+//! (`put_file`, `copy`) is synced and linked straight at its key when the key is free.
+//! Conditional writes compare a content hash under a short OS lock on `_tickerlake/cas.lock`, so
+//! check-and-replace is one step for every process on the machine. The single-writer lock is an OS file lock, so it disappears with a
 //! crashed process instead of needing an expiry (and needs no renewal).
 
 use std::fs::{self, File, OpenOptions};
@@ -116,6 +117,21 @@ impl LocalStore {
         fs::rename(tmp, &dest).io_context(|| format!("cannot move {} into place at {}", tmp.display(), dest.display()))?;
         sync_dir(dest.parent().unwrap());
         Ok(())
+    }
+
+    /// Link the (synced) file `src` at `key` if nothing is there: the whole file appears at once
+    /// or not at all. False when the key exists or the link is impossible (another filesystem,
+    /// `src` gone): the caller goes through a temp file instead.
+    fn link_if_absent(&self, src: &Path, key: &str) -> LakeResult<bool> {
+        let dest = self.path(key);
+        self.ensure_parent(&dest)?;
+        match fs::hard_link(src, &dest) {
+            Ok(()) => {
+                sync_dir(dest.parent().unwrap());
+                Ok(true)
+            }
+            Err(_) => Ok(false),
+        }
     }
 
     /// Run a write that syncs on a blocking thread: the runtime's workers stay free, and the
@@ -321,9 +337,13 @@ impl ObjectStore for LocalStore {
     async fn put_file(&self, key: &str, src: &Path) -> LakeResult<()> {
         let (key, src) = (key.to_owned(), src.to_path_buf());
         self.off_thread(move |store| {
-            let tmp = store.new_tmp()?;
             // A file handed to the lake is never written again (the trait's contract), so on the
-            // same filesystem a second link is the copy, without copying its bytes.
+            // same filesystem a second link is the copy, without copying its bytes: synced, then
+            // linked at the key when it is free (one step, no temp name), else through a temp file.
+            if File::open(&src).and_then(|f| f.sync_all()).is_ok() && store.link_if_absent(&src, &key)? {
+                return Ok(());
+            }
+            let tmp = store.new_tmp()?;
             if fs::hard_link(&src, &tmp).is_err() {
                 fs::copy(&src, &tmp).io_context(|| format!("cannot copy {} into the lake", src.display()))?;
             }
@@ -338,11 +358,15 @@ impl ObjectStore for LocalStore {
         self.off_thread(move |store| {
             // Lake files are never modified in place (every write is a new file renamed over the
             // key), so a second link to the same inode is a copy that costs no bytes.
+            let source = store.path(&from);
+            if store.link_if_absent(&source, &to)? {
+                return Ok(());
+            }
             let tmp = store.new_tmp()?;
-            match fs::hard_link(store.path(&from), &tmp) {
+            match fs::hard_link(&source, &tmp) {
                 Ok(()) => store.publish(&tmp, &to),
                 Err(e) if e.kind() == ErrorKind::NotFound => Err(LakeError::NotFound { key: from }),
-                Err(e) => Err(LakeError::io(format!("cannot link {} into the lake", store.path(&from).display()), e)),
+                Err(e) => Err(LakeError::io(format!("cannot link {} into the lake", source.display()), e)),
             }
         })
         .await

@@ -10,7 +10,7 @@
 //! (and no-op transaction statements) through, judged by DuckDB's parser, not by matching text.
 //! A new commit never changes a snapshot: the next one is built beside it and swapped in.
 
-use std::ffi::{CStr, CString};
+use std::ffi::CString;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -18,6 +18,7 @@ use duckdb::Connection;
 use duckdb::ffi;
 
 use super::ServeError;
+use super::bound::{Bound, Prepared, RawConn, Slot, c_text};
 use crate::sql::lit;
 
 /// The PostgreSQL version `serve` presents (Grafana and drivers read it; 16 is current).
@@ -175,6 +176,8 @@ pub struct Checked {
     pub params: Vec<ffi::duckdb_type>,
     /// Result column names and DuckDB type ids.
     pub columns: Vec<(String, ffi::duckdb_type)>,
+    /// The statement as the check bound it, for the run on the same snapshot.
+    pub bound: Slot,
 }
 
 /// Why a statement may not run.
@@ -222,38 +225,41 @@ fn kind_name(t: ffi::duckdb_statement_type) -> &'static str {
     }
 }
 
-/// A raw connection, prepared statements and extracted statements, all freed on drop.
-struct RawConn(ffi::duckdb_connection);
-impl Drop for RawConn {
-    fn drop(&mut self) {
-        unsafe { ffi::duckdb_disconnect(&mut self.0) };
-    }
-}
+/// Extracted statements, freed on drop.
 struct Extracted(ffi::duckdb_extracted_statements);
 impl Drop for Extracted {
     fn drop(&mut self) {
         unsafe { ffi::duckdb_destroy_extracted(&mut self.0) };
     }
 }
-struct Prepared(ffi::duckdb_prepared_statement);
-impl Drop for Prepared {
-    fn drop(&mut self) {
-        unsafe { ffi::duckdb_destroy_prepare(&mut self.0) };
-    }
-}
 
-fn c_text(p: *const std::os::raw::c_char) -> String {
-    if p.is_null() { String::new() } else { unsafe { CStr::from_ptr(p) }.to_string_lossy().trim_end().replace("\n\n", "\n") }
-}
-
-/// Parse and bind `sql` on a connection of its own, and say whether it may run (blocking).
+/// Parse and bind `sql` on a connection of its own and say whether it may run (blocking): the
+/// statement stays bound in the result, for the run on the same snapshot to take.
 pub fn check(snapshot: &Snapshot, sql: &str) -> Result<Checked, Refusal> {
+    let bound = prepare(snapshot, sql)?;
+    let st = bound.st.0;
+    let params = (1..=unsafe { ffi::duckdb_nparams(st) }).map(|i| unsafe { ffi::duckdb_param_type(st, i) }).collect();
+    let columns = (0..unsafe { ffi::duckdb_prepared_statement_column_count(st) })
+        .map(|i| unsafe {
+            let name_ptr = ffi::duckdb_prepared_statement_column_name(st, i);
+            let name = c_text(name_ptr);
+            if !name_ptr.is_null() {
+                ffi::duckdb_free(name_ptr as *mut std::ffi::c_void);
+            }
+            (name, ffi::duckdb_prepared_statement_column_type(st, i))
+        })
+        .collect();
+    Ok(Checked { sql: sql.to_owned(), params, columns, bound: Slot::holding(bound) })
+}
+
+/// Parse and bind `sql` on a connection of its own (blocking), refusing all but one SELECT.
+pub fn prepare(snapshot: &Snapshot, sql: &str) -> Result<Bound, Refusal> {
     let c_sql = CString::new(sql).map_err(|_| Refusal::Invalid("the query contains a NUL byte".into()))?;
     let mut con: ffi::duckdb_connection = std::ptr::null_mut();
     if unsafe { ffi::duckdb_connect(snapshot.db.db, &mut con) } != ffi::DuckDBSuccess {
         return Err(Refusal::Invalid("DuckDB could not open a connection".into()));
     }
-    let con = RawConn(con);
+    let con = Arc::new(RawConn(con));
     let mut ex = Extracted(std::ptr::null_mut());
     let n = unsafe { ffi::duckdb_extract_statements(con.0, c_sql.as_ptr(), &mut ex.0) } as usize;
     if n == 0 {
@@ -273,18 +279,7 @@ pub fn check(snapshot: &Snapshot, sql: &str) -> Result<Checked, Refusal> {
         ffi::duckdb_statement_type_DUCKDB_STATEMENT_TYPE_SELECT => {}
         other => return Err(Refusal::NotReading(kind_name(other).to_owned())),
     }
-    let params = (1..=unsafe { ffi::duckdb_nparams(st.0) }).map(|i| unsafe { ffi::duckdb_param_type(st.0, i) }).collect();
-    let columns = (0..unsafe { ffi::duckdb_prepared_statement_column_count(st.0) })
-        .map(|i| unsafe {
-            let name_ptr = ffi::duckdb_prepared_statement_column_name(st.0, i);
-            let name = c_text(name_ptr);
-            if !name_ptr.is_null() {
-                ffi::duckdb_free(name_ptr as *mut std::ffi::c_void);
-            }
-            (name, ffi::duckdb_prepared_statement_column_type(st.0, i))
-        })
-        .collect();
-    Ok(Checked { sql: sql.to_owned(), params, columns })
+    Ok(Bound { st, con, _db: snapshot.db.clone(), generation: snapshot.generation })
 }
 
 #[cfg(test)]
@@ -344,6 +339,43 @@ mod tests {
         // The memory limit is the configured one.
         let v: String = c.conn.query_row("SELECT current_setting('memory_limit')", [], |r| r.get(0)).unwrap();
         assert!(v.starts_with("244") || v.contains("MiB") || v.contains("MB"), "{v}");
+    }
+
+    #[test]
+    fn a_checked_statement_runs_as_bound_once_on_its_own_snapshot() {
+        use duckdb::arrow::array::{Array, Float64Array};
+        let dir = tempfile::tempdir().unwrap();
+        let s = snapshot(dir.path());
+        let run = |mut bound: Bound, params: &[duckdb::types::Value]| -> Result<Vec<f64>, String> {
+            bound.bind(params)?;
+            let mut rows = bound.execute()?;
+            assert_eq!(rows.schema().field(0).name(), "answer");
+            let mut out = Vec::new();
+            while let Some(batch) = rows.next_batch()? {
+                let col = batch.column(0).as_any().downcast_ref::<Float64Array>().expect("DOUBLE");
+                out.extend((0..col.len()).map(|i| col.value(i)));
+            }
+            Ok(out)
+        };
+        let checked = check(&s, "SELECT price + $1 AS answer FROM raw").unwrap();
+        // Taken once, by a run on the snapshot it was bound on; then gone.
+        let bound = checked.bound.take(s.generation).expect("bound by the check");
+        assert!(checked.clone().bound.take(s.generation).is_none(), "a bound statement runs once");
+        assert_eq!(run(bound, &[duckdb::types::Value::Double(40.5)]).unwrap(), vec![42.0]);
+        // A run on another snapshot never uses it (the files it bound may be gone), and drops it.
+        let checked = check(&s, "SELECT price + $1 AS answer FROM raw").unwrap();
+        assert!(checked.bound.take(s.generation + 1).is_none());
+        assert!(checked.bound.take(s.generation).is_none());
+        // Bound anew, it runs the same; a parameter DuckDB cannot cast fails as DuckDB says.
+        assert_eq!(run(prepare(&s, &checked.sql).unwrap(), &[duckdb::types::Value::Int(1)]).unwrap(), vec![2.5]);
+        let err = run(prepare(&s, &checked.sql).unwrap(), &[duckdb::types::Value::Text("x".into())]).unwrap_err();
+        assert!(err.contains("Conversion Error") || err.contains("Could not convert"), "{err}");
+        // Contained as any query on the snapshot.
+        let err = match prepare(&s, "SELECT length(content)::DOUBLE AS answer FROM read_text('/etc/hostname')") {
+            Ok(bound) => run(bound, &[]).unwrap_err(),
+            Err(refusal) => refusal.to_string(),
+        };
+        assert!(err.contains("Permission Error"), "{err}");
     }
 
     #[test]

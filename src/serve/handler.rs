@@ -278,32 +278,40 @@ impl Backend {
         if let Some(why) = control.stopped() {
             return Err(stopped_error(why, timeout));
         }
-        let conn = snap.db.connect().map_err(|e| user_error("XX000", e.to_string()))?;
-        control.attach(conn.conn.interrupt_handle());
+        // The statement as the check bound it, if that was on this snapshot (a simple query's
+        // usual case); otherwise (a later snapshot, a statement run again) it is bound anew.
+        let bound = checked.bound.take(snap.db.generation);
         let (tx, mut rx) = mpsc::channel::<Batch>(BATCHES_IN_FLIGHT);
         let sql = checked.sql.clone();
         let producer_control = control.clone();
         tokio::task::spawn_blocking(move || {
-            let _snap = snap;
             let control = producer_control;
-            let fail = |e: duckdb::Error| match control.stopped() {
+            let fail = |message: &str| match control.stopped() {
                 Some(why) => stopped_error(why, timeout),
-                None => duck_error(&e.to_string()),
+                None => duck_error(message),
             };
             let outcome = (|| -> Result<(), PgWireError> {
-                let mut stmt = conn.conn.prepare(&sql).map_err(fail)?;
+                let mut bound = match bound {
+                    Some(bound) => bound,
+                    None => engine::prepare(&snap.db, &sql).map_err(|r| match r {
+                        Refusal::Invalid(message) => fail(&message),
+                        other => refusal(other),
+                    })?,
+                };
+                control.attach(bound.interrupter());
                 if let Some(why) = control.stopped() {
                     return Err(stopped_error(why, timeout));
                 }
-                let mut stream = stmt.stream_arrow(duckdb::params_from_iter(params)).map_err(fail)?;
-                let fields = encode::fields(&stream.get_schema(), &format);
+                bound.bind(&params).map_err(|m| fail(&m))?;
+                let mut results = bound.execute().map_err(|m| fail(&m))?;
+                let fields = encode::fields(&results.schema(), &format);
                 let mut started = false;
                 loop {
                     if let Some(why) = control.stopped() {
                         return Err(stopped_error(why, timeout));
                     }
-                    let rows = match stream.next() {
-                        Some(batch) => encode::encode_batch(&batch.map_err(fail)?, &fields)?,
+                    let rows = match results.next_batch().map_err(|m| fail(&m))? {
+                        Some(batch) => encode::encode_batch(&batch, &fields)?,
                         None if started => return Ok(()),
                         None => Vec::new(),
                     };
@@ -311,7 +319,7 @@ impl Backend {
                     let item = if started { Batch::Rows(rows) } else { Batch::Start(fields.clone(), rows) };
                     started = true;
                     if tx.blocking_send(item).is_err() {
-                        // The client is gone: dropping the statement ends the query.
+                        // The client is gone: dropping the rows ends the query.
                         return Ok(());
                     }
                     if last {
@@ -322,6 +330,7 @@ impl Backend {
             if let Err(e) = outcome {
                 let _ = tx.blocking_send(Batch::Failed(e));
             }
+            drop(snap);
         });
         let interrupt = InterruptOnDrop(Some(control));
         match rx.recv().await {

@@ -4,13 +4,15 @@
 //!
 //! - [`state`]: the committed state served (from the manifest) and its freshness;
 //!   [`cache`]: a remote lake's files, fetched as queries need them.
-//! - [`engine`]: one contained DuckDB database per committed state, the statement check.
+//! - [`engine`]: one contained DuckDB database per committed state, the statement check;
+//!   [`bound`]: a checked statement run as bound, with no second bind.
 //! - [`compat`] (with [`sqltext`]): what PostgreSQL clients expect that DuckDB lacks: the
 //!   `pg_catalog` they read, session statements, no host paths in answers.
 //! - [`handler`] (with [`session`], [`encode`]): the pgwire handlers: authentication, the
 //!   connection cap, simple and extended protocols, streamed results, cancel and timeout.
 //! - [`tls`]: the certificate a client verifies; [`grafana`]: the provisioned dashboards.
 
+pub mod bound;
 pub mod cache;
 pub mod compat;
 pub mod encode;

@@ -20,11 +20,14 @@ pub enum Stop {
     Timeout,
 }
 
+/// Interrupts the DuckDB connection a query runs on (from any thread).
+pub type Interrupter = Arc<dyn Fn() + Send + Sync>;
+
 /// A running query: interrupts the DuckDB connection it runs on (a remote lake's probe first,
 /// then the snapshot's) and remembers why.
 #[derive(Default)]
 pub struct QueryControl {
-    interrupt: Mutex<Option<Arc<duckdb::InterruptHandle>>>,
+    interrupt: Mutex<Option<Interrupter>>,
     reason: AtomicU8,
 }
 
@@ -34,14 +37,14 @@ impl QueryControl {
         Arc::new(Self::default())
     }
 
-    /// The query now runs on the connection `handle` belongs to (interrupted at once if it was
+    /// The query now runs on the connection `interrupt` interrupts (at once if the query was
     /// stopped already).
-    pub fn attach(&self, handle: Arc<duckdb::InterruptHandle>) {
+    pub fn attach(&self, interrupt: Interrupter) {
         let mut current = self.interrupt.lock().expect("control lock");
         if self.stopped().is_some() {
-            handle.interrupt();
+            interrupt();
         }
-        *current = Some(handle);
+        *current = Some(interrupt);
     }
 
     /// Stop the query (the first reason given wins).
@@ -56,8 +59,8 @@ impl QueryControl {
 
     /// Interrupt DuckDB without a reason to report (nobody is left to report it to).
     pub fn interrupt_quietly(&self) {
-        if let Some(h) = self.interrupt.lock().expect("control lock").as_ref() {
-            h.interrupt();
+        if let Some(interrupt) = self.interrupt.lock().expect("control lock").as_ref() {
+            interrupt();
         }
     }
 

@@ -287,7 +287,8 @@ impl LakeState {
         control: &QueryControl,
     ) -> Result<Vec<String>, ServeError> {
         let conn = remote.probe.connect()?;
-        control.attach(conn.conn.interrupt_handle());
+        let handle = conn.conn.interrupt_handle();
+        control.attach(Arc::new(move || handle.interrupt()));
         let (sql, params) = (sql.to_owned(), params.to_vec());
         let logs = remote.logs.read().await;
         let opened = tokio::task::spawn_blocking(move || -> Result<Vec<String>, duckdb::Error> {
