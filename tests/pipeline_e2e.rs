@@ -28,7 +28,7 @@ async fn backfill_collect_process_query() {
     let sim = sim().await;
     let (_tmp, lake) = lake_dir();
     let url = sim.url();
-    tickerlake(&lake, &["backfill", "--hours", "12", "--binance-url", &url], &[]).await.ok();
+    tickerlake(&lake, &["backfill", "--hours", "12", "--binance-url", &url, "--archive-url", &url], &[]).await.ok();
     let out = tickerlake(&lake, &["collect", "--binance-url", &url], &[]).await;
     out.ok();
     assert!(out.stdout.contains("collected 24 prices") || out.stdout.contains("already collected"), "{}", out.stdout);

@@ -44,7 +44,7 @@ async fn pipeline(endpoint: &str, target: &str) {
     assert!(init.stdout.contains("created it"), "{}", init.stdout);
 
     tl(lake, &["collect", "--binance-url", &sim.url()], &env).await.ok();
-    tl(lake, &["backfill", "--hours", "6", "--binance-url", &sim.url()], &env).await.ok();
+    tl(lake, &["backfill", "--hours", "6", "--binance-url", &sim.url(), "--archive-url", &sim.url()], &env).await.ok();
     // A bucket migrated from the original pipeline: its file naming and timestamp format.
     let client = s3_client(endpoint);
     let seed = common::csv(&[
