@@ -4,8 +4,9 @@
 //! `hard_link` (create-if-absent, fails if the key exists); a finished file handed over whole
 //! (`put_file`, `copy`) is synced and linked straight at its key when the key is free.
 //! Conditional writes compare a content hash under a short OS lock on `_tickerlake/cas.lock`, so
-//! check-and-replace is one step for every process on the machine. The single-writer lock is an OS file lock, so it disappears with a
-//! crashed process instead of needing an expiry (and needs no renewal).
+//! check-and-replace is one step for every process on the machine. The single-writer lock is an
+//! OS file lock, so it disappears with a crashed process instead of needing an expiry (and needs
+//! no renewal).
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{ErrorKind, Write};

@@ -54,9 +54,8 @@ pub struct Bound {
 // Used by one thread at a time (the check's, then the run's); see RawConn.
 unsafe impl Send for Bound {}
 
-/// Where a checked query keeps its bound statement until the run takes it; clones share it (a
-/// statement of the extended protocol may run several times: the first run takes it, later ones
-/// bind again).
+/// Where a checked query keeps its bound statement until the run takes it; clones share it, and
+/// a run that finds it empty binds again.
 #[derive(Clone, Default)]
 pub struct Slot(Arc<Mutex<Option<Bound>>>);
 
@@ -71,6 +70,12 @@ impl Slot {
     /// A slot holding `bound`.
     pub fn holding(bound: Bound) -> Self {
         Self(Arc::new(Mutex::new(Some(bound))))
+    }
+
+    /// Let the bound statement go: a statement kept for later (the extended protocol's Parse)
+    /// must not hold its snapshot's database open after the lake moves on.
+    pub fn release(&self) {
+        self.0.lock().expect("bound statement lock").take();
     }
 
     /// The bound statement, if it was bound on snapshot `generation` and nobody took it yet.

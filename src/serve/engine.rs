@@ -1,6 +1,6 @@
 //! The DuckDB side of `serve`: one read-only, contained database per committed state of the lake
-//! (a [`Snapshot`]), the statement check every query passes before it runs, and execution with a
-//! timeout that interrupts DuckDB.
+//! (a [`Snapshot`]), and the statement check every query passes before it runs, which binds the
+//! statement that then runs ([`super::bound`]).
 //!
 //! Containment is DuckDB's own: a snapshot's database is built (views over exactly the committed
 //! partition files, the raw and quarantine files, PostgreSQL-compatibility macros), then

@@ -424,13 +424,18 @@ impl QueryParser for Parser {
             return Ok(None);
         }
         let backend = self.backend.get().and_then(std::sync::Weak::upgrade).ok_or_else(|| encode_err("server stopping"))?;
-        match backend.parse(sql).await {
+        let parsed = match backend.parse(sql).await {
             Err(e) if vanished(&e) => {
                 backend.state.refresh_now().await;
-                Ok(Some(backend.parse(sql).await?))
+                backend.parse(sql).await?
             }
-            other => Ok(Some(other?)),
+            other => other?,
+        };
+        // A client keeps a parsed statement as long as it likes: it runs bound anew each time.
+        if let Statement::Query(checked) = &parsed {
+            checked.bound.release();
         }
+        Ok(Some(parsed))
     }
 
     fn get_parameter_types(&self, stmt: &Statement) -> PgWireResult<Vec<Type>> {
