@@ -17,6 +17,8 @@ use duckdb::arrow::record_batch::RecordBatch;
 use duckdb::ffi;
 use duckdb::types::{TimeUnit, Value};
 
+use super::session::Interrupter;
+
 /// A DuckDB error message, trimmed as the handler reports it.
 pub(super) fn c_text(p: *const c_char) -> String {
     if p.is_null() { String::new() } else { unsafe { CStr::from_ptr(p) }.to_string_lossy().trim_end().replace("\n\n", "\n") }
@@ -80,22 +82,15 @@ impl Slot {
 
     /// The bound statement, if it was bound on snapshot `generation` and nobody took it yet.
     pub fn take(&self, generation: u64) -> Option<Bound> {
-        let mut held = self.0.lock().expect("bound statement lock");
-        match held.as_ref() {
-            Some(b) if b.generation == generation => held.take(),
-            // Bound on an older snapshot: it can never run now.
-            Some(_) => {
-                held.take();
-                None
-            }
-            None => None,
-        }
+        // Taken either way: bound on another snapshot, it can never run now.
+        let bound = self.0.lock().expect("bound statement lock").take()?;
+        (bound.generation == generation).then_some(bound)
     }
 }
 
 impl Bound {
     /// What interrupts the statement while it runs (from any thread).
-    pub fn interrupter(&self) -> Arc<dyn Fn() + Send + Sync> {
+    pub fn interrupter(&self) -> Interrupter {
         let con = self.con.clone();
         Arc::new(move || unsafe { ffi::duckdb_interrupt(con.0) })
     }
