@@ -1,7 +1,8 @@
 -- title: Every symbol (the dashboards' $symbol variable)
 -- variable: symbol
 -- dashboard: Crypto Summary
--- note: from the daily rollup: one row per symbol and day instead of one per hour
+-- datasources: postgres
+-- note: from the monthly rollup: one row per symbol and month (Athena's variant reads the daily rollup: symbols.athena.sql)
 SELECT DISTINCT symbol
-FROM daily
+FROM monthly
 ORDER BY symbol

@@ -129,14 +129,14 @@ async fn view_files(lake: &Lake, sql: &str, view: &str, prefix: &str, ext: &str)
 /// Open DuckDB over the lake for `sql`: local files in place; on S3, the objects of the views the
 /// SQL mentions are downloaded to a temp dir first (no httpfs: DuckDB extensions are not fetched).
 pub async fn open_session(lake: &Lake, sql: &str) -> Result<LakeSession> {
-    let rollups = ROLLUP_VIEWS.iter().any(|(view, _)| mentions(sql, view));
+    let rollups = ROLLUP_VIEWS.iter().any(|(view, _)| reads(sql, view));
     let committed = match mentions(sql, "processed") || mentions(sql, "quarantine") || rollups {
         true => Some(Manifest::load_all(lake).await?),
         false => None,
     };
     let partitions: Vec<CommittedPartition> = committed.as_ref().map(Manifest::committed_partitions).unwrap_or_default();
     let files_of = |view: &str, kind: DateFile| -> Vec<(String, String)> {
-        match mentions(sql, view) {
+        match reads(sql, view) {
             true => partitions.iter().filter_map(|p| p.file(kind).map(|k| (p.date.clone(), k))).collect(),
             false => Vec::new(),
         }
@@ -172,6 +172,11 @@ pub async fn open_session(lake: &Lake, sql: &str) -> Result<LakeSession> {
 
 /// The rollup views and the files they read.
 const ROLLUP_VIEWS: [(&str, DateFile); 2] = [("daily", DateFile::Daily), ("snapshots", DateFile::Snapshots)];
+
+/// Whether `sql` reads the files of `view`: by its name, or through `monthly` (a view over `daily`).
+fn reads(sql: &str, view: &str) -> bool {
+    mentions(sql, view) || (view == "daily" && mentions(sql, "monthly"))
+}
 
 /// Local paths of committed files (`(date, key)`, downloaded under `dir` from a remote lake). A
 /// file the manifest names that is gone is an error naming its date and the repair: a query
@@ -243,8 +248,8 @@ pub fn define_views(
 }
 
 /// Define the rollup views `daily` (per symbol and date) and `snapshots` (per snapshot) over
-/// these files (SQL string literals of local paths; none: an empty view with the right columns).
-/// `serve` builds its snapshots with it too.
+/// these files (SQL string literals of local paths; none: an empty view with the right columns),
+/// and `monthly` (per symbol and month) over `daily`. `serve` builds its snapshots with it too.
 pub fn define_rollup_views(conn: &Connection, daily_paths: &[String], snapshots_paths: &[String]) -> duckdb::Result<()> {
     for (view, columns, paths) in [
         ("daily", &crate::indicators::DAILY_COLUMNS[..], daily_paths),
@@ -262,7 +267,7 @@ pub fn define_rollup_views(conn: &Connection, daily_paths: &[String], snapshots_
         };
         conn.execute_batch(&sql)?;
     }
-    Ok(())
+    conn.execute_batch(&format!("CREATE VIEW monthly AS {}", crate::indicators::MONTHLY_SQL))
 }
 
 /// Run `sql` and return the Arrow batches.

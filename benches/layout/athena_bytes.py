@@ -49,7 +49,6 @@ def scanned(paths, columns, symbol_filter=True):
 inside = lambda d: first < d < last
 edges = lambda d: d in (first, last)
 within = lambda d: first <= d <= last
-long_range = True  # a whole-year refresh: the price series reads the daily rollup
 panels = {
     "summary_current_price": [("rollups/daily", inside, ["symbol", "last_price", "last_time"]),
                               ("processed", edges, ["symbol", "price", "timestamp"])],
@@ -57,7 +56,8 @@ panels = {
     "summary_min_price": [("rollups/daily", inside, ["symbol", "min_price"]), ("processed", edges, ["symbol", "price", "timestamp"])],
     "summary_percent_change": [("rollups/daily", inside, ["symbol", "first_price", "first_time", "last_price", "last_time"]),
                                ("processed", edges, ["symbol", "price", "timestamp"])],
-    "summary_price_moving_average": [("rollups/daily", within, ["symbol", "last_time", "last_price", "last_moving_avg"])],
+    "summary_price_moving_average": [("rollups/daily", inside, ["symbol", "last_time", "last_price", "last_moving_avg"]),
+                                     ("processed", edges, ["symbol", "price", "moving_avg", "timestamp"])],
     "summary_volatility": [("rollups/daily", inside, ["symbol", "change_count", "change_m2"]),
                            ("processed", edges, ["symbol", "price_change_pct", "timestamp"])],
     # The $symbol variable: every symbol of the range (no symbol filter).

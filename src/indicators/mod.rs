@@ -1,12 +1,14 @@
 //! Indicators: the original job's per-symbol window metrics (5-row moving average, previous
 //! price, % change), computed by DuckDB from `indicators.sql`, the single definition; and the
-//! rollups summarising each date's rows (`rollups.sql`). The tables' columns are defined here,
+//! rollups summarising each date's rows (`rollups.sql`) and each month's (`monthly.sql`). The tables' columns are defined here,
 //! once, for the Parquet writers, the query views and the Glue tables.
 
 /// Creates `ind_output` from `ind_input`; see the file for the contract.
 pub const SQL: &str = include_str!("indicators.sql");
 /// Writes the rollups of `rollup_input`; see the file for the contract.
 pub const ROLLUPS_SQL: &str = include_str!("rollups.sql");
+/// The `monthly` rollup: the daily rollup combined per symbol and month (a view's body).
+pub const MONTHLY_SQL: &str = include_str!("monthly.sql");
 
 /// A column of the `processed` table: its name, DuckDB type and Hive (Glue/Athena) type.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

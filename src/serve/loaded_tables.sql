@@ -10,6 +10,11 @@ CREATE TABLE loaded.daily AS SELECT * FROM daily ORDER BY symbol, "date";
 CREATE TABLE loaded.snapshots AS SELECT * FROM snapshots ORDER BY "time";
 CREATE OR REPLACE VIEW daily AS SELECT * FROM loaded.daily;
 CREATE OR REPLACE VIEW snapshots AS SELECT * FROM loaded.snapshots;
+-- The monthly rollup, computed once from the loaded daily rollup (the `monthly` view's own SQL):
+-- a whole-year top 10 or the `$symbol` variable reads 36,000 rows for a year of 3,000 symbols
+-- instead of 1.1 million.
+CREATE TABLE loaded.monthly AS SELECT * FROM monthly ORDER BY symbol, month;
+CREATE OR REPLACE VIEW monthly AS SELECT * FROM loaded.monthly;
 -- The quarantine: a few rows in one small CSV per raw file that had any (a year of real months:
 -- about 1,400 files, 1,200 rows). Read at each query, Pipeline health's panel took 170 ms alone
 -- and 2.5 s with 20 viewers; loaded, it reads a table of 1,200 rows.
