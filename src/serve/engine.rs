@@ -122,9 +122,8 @@ impl Snapshot {
             sql.push_str("SET logging_level = 'trace'; SET enabled_log_types = 'FileSystem'; SET enable_logging = true;");
         }
         setup.conn.execute_batch(&sql).map_err(engine)?;
-        let lits = |v: &[String]| v.iter().map(|p| lit(p)).collect::<Vec<_>>();
-        crate::query::define_views(&setup.conn, &lits(&files.processed), &lits(&files.raw), &lits(&files.quarantine)).map_err(engine)?;
-        crate::query::define_rollup_views(&setup.conn, &lits(&files.daily), &lits(&files.snapshots)).map_err(engine)?;
+        crate::query::define_views(&setup.conn, &files.processed, &files.raw, &files.quarantine).map_err(engine)?;
+        crate::query::define_rollup_views(&setup.conn, &files.daily, &files.snapshots).map_err(engine)?;
         if files.load_small_tables {
             setup.conn.execute_batch(include_str!("loaded_tables.sql")).map_err(engine)?;
         }
