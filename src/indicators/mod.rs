@@ -1,7 +1,8 @@
 //! Indicators: the original job's per-symbol window metrics (5-row moving average, previous
 //! price, % change), computed by DuckDB from `indicators.sql`, the single definition; and the
-//! rollups summarising each date's rows (`rollups.sql`) and each month's (`monthly.sql`). The tables' columns are defined here,
-//! once, for the Parquet writers, the query views and the Glue tables.
+//! rollups summarising each date's rows (`rollups.sql`) and each month's (`monthly.sql`, a view
+//! over the daily rollup). The tables' columns are defined here, once, for the Parquet writers,
+//! the query views and the Glue tables.
 
 /// Creates `ind_output` from `ind_input`; see the file for the contract.
 pub const SQL: &str = include_str!("indicators.sql");
