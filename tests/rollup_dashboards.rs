@@ -13,6 +13,12 @@ use std::path::Path;
 use chrono::{DateTime, Utc};
 use tickerlake::serve::grafana::{self, Flavor};
 
+/// The top 10 as it was: the reference of both its variants (PostgreSQL's reads `monthly`, Athena's
+/// `daily`).
+const TOP10_HOURLY: &str = "SELECT symbol, stddev(price_change_pct) AS volatility FROM processed WHERE $__timeFilter(\"timestamp\")
+     AND \"date\" BETWEEN CAST($__timeFrom() AS DATE) AND CAST($__timeTo() AS DATE)
+   GROUP BY symbol HAVING count(price_change_pct) > 1 ORDER BY volatility DESC, symbol LIMIT 10";
+
 /// Each panel's SQL as it was, reading the hourly rows (`processed`): the reference.
 const HOURLY: [(&str, &str); 11] = [
     (
@@ -48,18 +54,8 @@ const HOURLY: [(&str, &str); 11] = [
         "SELECT \"timestamp\" AS \"time\", price, moving_avg FROM processed WHERE symbol = ${symbol:sqlstring} AND $__timeFilter(\"timestamp\")
            AND \"date\" BETWEEN CAST($__timeFrom() AS DATE) AND CAST($__timeTo() AS DATE) ORDER BY \"time\"",
     ),
-    (
-        "volatility_top10.sql",
-        "SELECT symbol, stddev(price_change_pct) AS volatility FROM processed WHERE $__timeFilter(\"timestamp\")
-           AND \"date\" BETWEEN CAST($__timeFrom() AS DATE) AND CAST($__timeTo() AS DATE)
-         GROUP BY symbol HAVING count(price_change_pct) > 1 ORDER BY volatility DESC, symbol LIMIT 10",
-    ),
-    (
-        "volatility_top10.athena.sql",
-        "SELECT symbol, stddev(price_change_pct) AS volatility FROM processed WHERE $__timeFilter(\"timestamp\")
-           AND \"date\" BETWEEN CAST($__timeFrom() AS DATE) AND CAST($__timeTo() AS DATE)
-         GROUP BY symbol HAVING count(price_change_pct) > 1 ORDER BY volatility DESC, symbol LIMIT 10",
-    ),
+    ("volatility_top10.sql", TOP10_HOURLY),
+    ("volatility_top10.athena.sql", TOP10_HOURLY),
     (
         "health_latest_snapshot.sql",
         "SELECT max(\"timestamp\") AS latest_snapshot FROM processed WHERE $__timeFilter(\"timestamp\")
