@@ -254,6 +254,10 @@ pub enum Command {
         /// S3 lakes: local disk kept for the lake's files that queries fetched (e.g. 4GB).
         #[arg(long, default_value = crate::serve::DEFAULT_CACHE_SIZE)]
         cache_size: String,
+        /// DuckDB threads one query may use (0: one per core). Dashboards send many small queries
+        /// at once, which run side by side best one thread each; a lone heavy query is faster with more.
+        #[arg(long, env = "TICKERLAKE_QUERY_THREADS", default_value_t = crate::serve::DEFAULT_QUERY_THREADS)]
+        query_threads: usize,
     },
     /// Write a private CA and a server certificate for `serve --tls-cert/--tls-key` (the compose
     /// stack's), unless the directory has one already.
@@ -461,7 +465,17 @@ pub async fn execute(cli: Cli) -> Result<()> {
             }
             writeln!(stdout, "wrote {written} simulated hourly snapshot(s) of {symbols} symbols into {}", lake.describe())?;
         }
-        Command::Serve { listen, tls_cert, tls_key, query_timeout, refresh_secs, memory_limit, max_connections, cache_size } => {
+        Command::Serve {
+            listen,
+            tls_cert,
+            tls_key,
+            query_timeout,
+            refresh_secs,
+            memory_limit,
+            max_connections,
+            cache_size,
+            query_threads,
+        } => {
             let tls = crate::serve::tls_paths(tls_cert, tls_key)?;
             let lake = open(Access::Existing).await?;
             // The password only ever comes from the environment (never argv, never logged).
@@ -472,7 +486,7 @@ pub async fn execute(cli: Cli) -> Result<()> {
                 tls,
                 query_timeout: Duration::from_secs(query_timeout.max(1)),
                 refresh: Duration::from_secs_f64(refresh_secs.max(0.0)),
-                threads: None,
+                threads: (query_threads > 0).then_some(query_threads),
                 memory_limit,
                 max_connections: max_connections.max(1),
                 cache_size,

@@ -133,16 +133,16 @@ async fn catalog_then_athena_answers_like_the_local_engine() {
 
     let first = tl(lake, &["catalog"], &env).await;
     first.ok();
-    // Two dates, in processed and in both rollup tables.
+    // Two dates in processed, their month in both rollup tables.
     assert!(
-        first.stdout.contains("created table(s) processed, daily, snapshots, raw") && first.stdout.contains("6 partition(s) added"),
+        first.stdout.contains("created table(s) processed, daily, snapshots, raw") && first.stdout.contains("4 partition(s) added"),
         "{}",
         first.stdout
     );
     let again = tl(lake, &["catalog"], &env).await;
     again.ok();
     assert!(
-        again.stdout.starts_with("catalog is up to date: nothing changed (6 partition(s) checked"),
+        again.stdout.starts_with("catalog is up to date: nothing changed (4 partition(s) checked"),
         "a re-run is a no-op: {}",
         again.stdout
     );
@@ -157,7 +157,7 @@ async fn catalog_then_athena_answers_like_the_local_engine() {
     tl(lake, &["simulate-history", "--hours", "12", "--symbols", "12", "--until", "2025-05-10T03:00:00Z"], &env).await.ok();
     let out = tl(lake, &["--catalog", "glue", "process"], &env).await;
     out.ok();
-    assert!(out.stdout.contains("catalog updated") && out.stdout.contains("3 partition(s) added"), "{}", out.stdout);
+    assert!(out.stdout.contains("catalog updated") && out.stdout.contains("1 partition(s) added"), "{}", out.stdout);
     assert!(tl(lake, &["catalog"], &env).await.stdout.contains("nothing changed"));
     assert_engines_agree(lake, &env).await;
 }
@@ -227,7 +227,7 @@ async fn cron_ticks_catch_the_catalog_up_and_deregister_emptied_dates() {
         client.delete_object().bucket("tickerlake-cron").key(key.key().unwrap()).send().await.unwrap();
     }
     let rebuilt = tl(lake, &["--catalog", "glue", "process", "--full"], &env).await;
-    assert!(rebuilt.ok().stdout.contains("3 removed"), "one date from processed and both rollup tables: {}", rebuilt.stdout);
+    assert!(rebuilt.ok().stdout.contains("1 removed"), "one date from processed (its month keeps others): {}", rebuilt.stdout);
     assert_eq!(glue_partitions(&glue, None).await, n - 1);
     assert_eq!(glue_partitions(&glue, Some("date = '2025-05-08'")).await, 0);
 }
@@ -317,23 +317,34 @@ async fn glue_partition_semantics_on_moto() {
     let all = days("2025-01-01", 150);
     let report = catalog.sync(&manifest_with(all.clone())).await.unwrap();
     assert!(report.database_created && report.tables_created == ["processed", "daily", "snapshots", "raw"], "{report:?}");
-    assert_eq!(report.partitions_added, 3 * 150, "every date in processed and both rollup tables: {report:?}");
+    // 150 dates in processed; their 5 months (January to May) in both rollup tables.
+    assert_eq!(report.partitions_added, 150 + 2 * 5, "every date in processed, every month in both rollup tables: {report:?}");
     assert_eq!(glue_partitions(&glue, None).await, 150);
     assert_eq!(glue_partitions(&glue, Some("date >= '2025-05-01'")).await, 30, "expression filters");
 
     let again = catalog.sync(&manifest_with(all.clone())).await.unwrap();
-    assert!(again.is_noop() && again.partitions_unchanged == 3 * 150, "{again:?}");
+    assert!(again.is_noop() && again.partitions_unchanged == 150 + 2 * 5, "{again:?}");
     // Registering dates that exist is success, not an error (BatchCreatePartition AlreadyExists).
     let mut more = all.clone();
     more.push("2025-05-31".into());
     let after = catalog.after_commit(&manifest_with(more.clone()), &["2025-05-30".into(), "2025-05-31".into()], &[]).await.unwrap();
-    assert_eq!((after.partitions_added, after.partitions_unchanged), (3, 3), "{after:?}");
+    assert_eq!((after.partitions_added, after.partitions_unchanged), (1, 3), "a new date, in a month already there: {after:?}");
 
-    // Dates the lake no longer has are removed (chunks of 25).
+    // Dates the lake no longer has are removed (chunks of 25); January keeps its 31st, so its
+    // month stays.
     let fewer: Vec<String> = more[30..].to_vec();
     let shrunk = catalog.sync(&manifest_with(fewer.clone())).await.unwrap();
-    assert_eq!(shrunk.partitions_removed, 3 * 30, "{shrunk:?}");
+    assert_eq!(shrunk.partitions_removed, 30, "{shrunk:?}");
     assert_eq!(glue_partitions(&glue, None).await, 121);
+    // A month with no dates left is removed from the rollup tables.
+    let spring: Vec<String> = fewer[1..].to_vec();
+    let no_january = catalog.after_commit(&manifest_with(spring.clone()), &[], &["2025-01-31".into()]).await.unwrap();
+    assert_eq!(no_january.partitions_removed, 3, "the date, and its month from both rollup tables: {no_january:?}");
+    let months = glue.get_partitions().database_name("dbcrypto").table_name("daily").send().await.unwrap();
+    let mut months: Vec<String> = months.partitions().iter().map(|p| p.values().join(",")).collect();
+    months.sort();
+    assert_eq!(months, ["2025-02", "2025-03", "2025-04", "2025-05"]);
+    let fewer = spring;
 
     // A schema change (an old definition without a column) is updated in place, partitions kept.
     let table = glue.get_table().database_name("dbcrypto").name("processed").send().await.unwrap().table.unwrap();
@@ -350,7 +361,7 @@ async fn glue_partition_semantics_on_moto() {
     glue.update_table().database_name("dbcrypto").table_input(old).send().await.unwrap();
     let fixed = catalog.sync(&manifest_with(fewer.clone())).await.unwrap();
     assert_eq!(fixed.tables_updated, ["processed"], "{fixed:?}");
-    assert_eq!(glue_partitions(&glue, None).await, 121, "partitions survive the update");
+    assert_eq!(glue_partitions(&glue, None).await, 120, "partitions survive the update");
     let cols: Vec<String> = glue
         .get_table()
         .database_name("dbcrypto")
@@ -382,7 +393,15 @@ async fn glue_partition_semantics_on_moto() {
     let params =
         glue.get_table().database_name("dbcrypto").name("processed").send().await.unwrap().table.unwrap().parameters().cloned().unwrap();
     assert_eq!(params.get("projection.enabled").map(String::as_str), Some("true"));
-    assert_eq!(params.get("projection.date.range").map(String::as_str), Some("2025-01-31,NOW"));
+    assert_eq!(params.get("projection.date.range").map(String::as_str), Some("2025-02-01,NOW"));
     assert_eq!(params.get("storage.location.template").map(String::as_str), Some("s3://bucket/lake/processed/date=${date}/"));
-    assert!(projection.sync(&manifest_with(days("2025-01-31", 121))).await.unwrap().is_noop());
+    let daily =
+        glue.get_table().database_name("dbcrypto").name("daily").send().await.unwrap().table.unwrap().parameters().cloned().unwrap();
+    assert_eq!(
+        ["projection.month.type", "projection.month.format", "projection.month.range", "projection.month.interval.unit"]
+            .map(|k| daily.get(k).map(String::as_str)),
+        [Some("date"), Some("yyyy-MM"), Some("2025-02,NOW"), Some("MONTHS")]
+    );
+    assert_eq!(daily.get("storage.location.template").map(String::as_str), Some("s3://bucket/lake/rollups/by_month/daily/month=${month}/"));
+    assert!(projection.sync(&manifest_with(days("2025-02-01", 120))).await.unwrap().is_noop());
 }

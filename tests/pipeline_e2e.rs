@@ -329,7 +329,9 @@ async fn rerun_with_nothing_new_changes_nothing_and_late_data_matches_full() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn crash_at_any_point_then_rerun_equals_uninterrupted_run() {
     common::require_fault_injection();
-    for (failpoint, committed) in [("mid-stage", false), ("before-commit", false), ("after-commit", true), ("mid-publish", true)] {
+    for (failpoint, committed) in
+        [("mid-stage", false), ("before-commit", false), ("after-commit", true), ("mid-publish", true), ("before-month-publish", true)]
+    {
         let (_tmp, lake) = lake_dir();
         let dir = std::path::Path::new(&lake);
         tickerlake(&lake, &["simulate-history", "--hours", "30", "--symbols", "12", "--until", "2025-05-09T05:00:00Z"], &[]).await.ok();
@@ -353,6 +355,8 @@ async fn crash_at_any_point_then_rerun_equals_uninterrupted_run() {
         let rerun = tickerlake(&lake, &["process"], &[]).await;
         rerun.ok();
         assert_eq!(processed_rows(dir), processed_rows(std::path::Path::new(&reference)), "after a crash at {failpoint}");
+        let (differ, rows) = common::month_files_mismatch(dir);
+        assert!(differ == 0 && rows > 0, "the month files hold the rollups after a crash at {failpoint}: {differ} of {rows} differ");
         // And the re-run's state is final: one more run finds nothing new.
         assert!(tickerlake(&lake, &["process"], &[]).await.stdout.contains("nothing new"));
     }
@@ -927,10 +931,18 @@ async fn rollups_summarise_the_hourly_rows_through_incremental_runs() {
     .await
     .ok();
     tickerlake(&lake, &["process"], &[]).await.ok();
+    let (differ, rows) = common::month_files_mismatch(dir);
+    assert!(differ == 0 && rows > 0, "the month files hold the per-date rollups: {differ} of {rows} differ");
     tickerlake(&lake, &["simulate-history", "--hours", "20", "--symbols", "12", "--until", "2025-05-10T11:00:00Z"], &[]).await.ok();
-    // A late snapshot in the middle of a processed day.
+    // A late snapshot in the middle of a processed day, and one of a new date in the month before.
     write_raw(dir, "raw_crypto_prices_20250508T1030.csv", &csv(&[("BTCUSDT", "1.5", "2025-05-08 10:30:00+00:00")]));
-    tickerlake(&lake, &["process"], &[]).await.ok();
+    write_raw(dir, "raw_crypto_prices_20250430T2300.csv", &csv(&[("BTCUSDT", "1.4", "2025-04-30 23:00:00+00:00")]));
+    let out = tickerlake(&lake, &["process"], &[]).await;
+    assert!(out.ok().stdout.contains("month files of 2 month(s)"), "{}", out.stdout);
+    let (differ, rows) = common::month_files_mismatch(dir);
+    assert!(differ == 0 && rows > 0, "after late data in two months: {differ} of {rows} differ");
+    let months = common::glob_parquet(&dir.join("rollups/by_month"));
+    assert_eq!(months.len(), 4, "April and May, daily and snapshots: {months:?}");
     let check = |out: &common::Out| out.stdout.lines().nth(1).unwrap().to_owned();
     let daily = tickerlake(&lake, &["query", "--format", "csv", DAILY_CHECK], &[]).await;
     let row = check(daily.ok());
@@ -948,6 +960,14 @@ async fn rollups_summarise_the_hourly_rows_through_incremental_runs() {
     tickerlake(&lake, &["process", "--full"], &[]).await.ok();
     let full = tickerlake(&lake, &["query", "--format", "csv", rollups], &[]).await.ok().stdout.clone();
     assert!(incremental.lines().count() > 50 && incremental == full, "incremental and full rollups differ");
+    assert_eq!(common::month_files_mismatch(dir).0, 0, "the full rebuild's month files hold its rollups");
+    assert_eq!(common::glob_parquet(&dir.join("rollups/by_month")), months, "the same month files");
+
+    // The April snapshot removed, then a rebuild: April has no dates left, and no month files.
+    std::fs::remove_file(dir.join("raw/raw_crypto_prices_20250430T2300.csv")).unwrap();
+    tickerlake(&lake, &["process", "--full"], &[]).await.ok();
+    assert_eq!(common::glob_parquet(&dir.join("rollups/by_month")).len(), 2, "May's only");
+    assert_eq!(common::month_files_mismatch(dir).0, 0);
 }
 
 /// A lake processed before rollups existed (a format-1 manifest, no rollup files) gets them
@@ -974,8 +994,31 @@ async fn a_lake_from_before_rollups_gets_them_from_its_partitions() {
     assert_eq!(before.ok().stdout, "n\n0\n", "no rollups yet");
 
     let out = tickerlake(&lake, &["process"], &[]).await;
-    assert!(out.ok().stdout.contains("rollups added to 3 earlier date(s)"), "{}", out.stdout);
+    assert!(out.ok().stdout.contains("rollups added to 3 earlier date(s), month files of 1 month(s)"), "{}", out.stdout);
     let row = tickerlake(&lake, &["query", "--format", "csv", DAILY_CHECK], &[]).await.ok().stdout.lines().nth(1).unwrap().to_owned();
     assert!(row.starts_with("0,0,0,") && !row.ends_with(",0"), "{row}");
+    let (differ, rows) = common::month_files_mismatch(dir);
+    assert!(differ == 0 && rows > 0, "and month files: {differ} of {rows} differ");
+    assert!(tickerlake(&lake, &["process"], &[]).await.ok().stdout.contains("nothing new"));
+}
+
+/// A lake from before month files (a format-2 manifest, per-date rollups only) gets them on the
+/// next run, even with nothing new to process, and then nothing is left to do.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lake_from_before_month_files_gets_them_on_the_next_run() {
+    let (_a, lake) = lake_dir();
+    let dir = std::path::Path::new(&lake);
+    tickerlake(&lake, &["simulate-history", "--hours", "50", "--symbols", "10", "--until", "2025-06-01T12:00:00Z"], &[]).await.ok();
+    tickerlake(&lake, &["process"], &[]).await.ok();
+    let head = dir.join("_tickerlake/manifest.json");
+    let mut two: serde_json::Value = serde_json::from_slice(&std::fs::read(&head).unwrap()).unwrap();
+    two["format"] = 2.into();
+    std::fs::write(&head, serde_json::to_vec(&two).unwrap()).unwrap();
+    std::fs::remove_dir_all(dir.join("rollups/by_month")).unwrap();
+
+    let out = tickerlake(&lake, &["process"], &[]).await;
+    assert!(out.ok().stdout.contains("month files of 2 month(s)"), "May and June: {}", out.stdout);
+    let (differ, rows) = common::month_files_mismatch(dir);
+    assert!(differ == 0 && rows > 0, "{differ} of {rows} differ");
     assert!(tickerlake(&lake, &["process"], &[]).await.ok().stdout.contains("nothing new"));
 }

@@ -20,13 +20,18 @@ const CREATE_CHUNK: usize = 100;
 /// Partitions per BatchDeletePartition call (Glue's limit).
 const DELETE_CHUNK: usize = 25;
 /// Table parameters tickerlake owns; on update every other parameter is kept as Glue has it.
-const PROJECTION_KEYS: [&str; 7] = [
+const PROJECTION_KEYS: [&str; 12] = [
     "projection.enabled",
     "projection.date.type",
     "projection.date.format",
     "projection.date.range",
     "projection.date.interval",
     "projection.date.interval.unit",
+    "projection.month.type",
+    "projection.month.format",
+    "projection.month.range",
+    "projection.month.interval",
+    "projection.month.interval.unit",
     "storage.location.template",
 ];
 
@@ -52,52 +57,86 @@ fn column(name: &str, hive_type: &str) -> Column {
     Column::builder().name(name).r#type(hive_type).build().expect("name is set")
 }
 
-/// A table of date partitions, one Parquet file each: `processed` and the rollups.
+/// What a table's partitions are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PartitionKey {
+    /// `date=YYYY-MM-DD` (Hive type `date`): one file per committed date.
+    Date,
+    /// `month=YYYY-MM` (Hive type `string`): one file per month with committed dates, which
+    /// holds `date` as a column (`lake::MonthFile`).
+    Month,
+}
+
+impl PartitionKey {
+    /// The partition column's name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Date => "date",
+            Self::Month => "month",
+        }
+    }
+
+    /// The partition value of a committed date.
+    pub fn value_of(self, date: &str) -> String {
+        match self {
+            Self::Date => date.to_owned(),
+            Self::Month => crate::lake::manifest::month_of_date(date),
+        }
+    }
+}
+
+/// A partitioned table of Parquet files, one per partition: `processed` and the rollups.
 #[derive(Debug, Clone, Copy)]
-pub struct DateTable {
+pub struct PartitionedTable {
     /// The table's name (the query view's too).
     pub name: &'static str,
-    /// Where its partitions live under the lake (`processed`, `rollups/daily`…).
+    /// Where its partitions live under the lake (`processed`, `rollups/by_month/daily`…).
     pub location: &'static str,
-    /// Its data columns (`date` is the partition key).
+    /// Its partitions.
+    pub key: PartitionKey,
+    /// Its data columns (`date` is the partition key, or with month partitions the first column).
     pub columns: &'static [crate::indicators::Column],
     /// The table's description in Glue.
     pub description: &'static str,
 }
 
-/// `processed`, then the rollups (their partitions are the dates that have rollups).
-pub const DATE_TABLES: [DateTable; 3] = [
-    DateTable {
+/// `processed` (by date), then the rollups: their month files, so a year is 12 files to read.
+pub const TABLES: [PartitionedTable; 3] = [
+    PartitionedTable {
         name: PROCESSED,
         location: "processed",
+        key: PartitionKey::Date,
         columns: &crate::indicators::PROCESSED_COLUMNS,
         description: "tickerlake indicators per symbol and hour, partitioned by UTC date",
     },
-    DateTable {
+    PartitionedTable {
         name: "daily",
-        location: "rollups/daily",
+        location: "rollups/by_month/daily",
+        key: PartitionKey::Month,
         columns: &crate::indicators::DAILY_COLUMNS,
-        description: "tickerlake rollup per symbol and UTC date: counts, first/last/min/max price, % change moments",
+        description: "tickerlake rollup per symbol and UTC date: counts, first/last/min/max price, % change moments; one file per month",
     },
-    DateTable {
+    PartitionedTable {
         name: "snapshots",
-        location: "rollups/snapshots",
+        location: "rollups/by_month/snapshots",
+        key: PartitionKey::Month,
         columns: &crate::indicators::SNAPSHOTS_COLUMNS,
-        description: "tickerlake rollup per snapshot: its time and the symbols it kept",
+        description: "tickerlake rollup per snapshot: its time and the symbols it kept; one file per month",
     },
 ];
 
 /// The `processed` table: Parquet, Hive types, partitioned by `date`.
 pub fn processed_table(opts: &CatalogOptions, first_date: Option<&str>) -> TableInput {
-    date_table(opts, DATE_TABLES[0], first_date)
+    partitioned_table(opts, TABLES[0], first_date)
 }
 
-/// A date table: Parquet, Hive types, partitioned by `date` (projected from `first_date` on
-/// with `--partitions projection`).
-pub fn date_table(opts: &CatalogOptions, table: DateTable, first_date: Option<&str>) -> TableInput {
+/// A partitioned table: Parquet, Hive types, partitioned by `date` or `month` (projected from
+/// `first_date`'s on with `--partitions projection`).
+pub fn partitioned_table(opts: &CatalogOptions, table: PartitionedTable, first_date: Option<&str>) -> TableInput {
     let location = opts.location(table.location);
+    let date_column = (table.key == PartitionKey::Month).then_some(&crate::indicators::DATE_COLUMN);
     let sd = StorageDescriptor::builder()
-        .set_columns(Some(table.columns.iter().map(|c| column(c.name, c.hive)).collect()))
+        .set_columns(Some(date_column.into_iter().chain(table.columns).map(|c| column(c.name, c.hive)).collect()))
         .location(&location)
         .input_format("org.apache.hadoop.hive.ql.io.parquet.MapredParquetInputFormat")
         .output_format("org.apache.hadoop.hive.ql.io.parquet.MapredParquetOutputFormat")
@@ -110,27 +149,37 @@ pub fn date_table(opts: &CatalogOptions, table: DateTable, first_date: Option<&s
         .build();
     let mut params: HashMap<String, String> =
         [("classification", "parquet"), ("EXTERNAL", "TRUE")].into_iter().map(|(k, v)| (k.to_owned(), v.to_owned())).collect();
+    let key = table.key.name();
     if opts.partitions == PartitionMode::Projection {
-        let first = first_date.unwrap_or("2017-01-01");
+        let first = table.key.value_of(first_date.unwrap_or("2017-01-01"));
+        let (format, unit) = match table.key {
+            PartitionKey::Date => ("yyyy-MM-dd", "DAYS"),
+            PartitionKey::Month => ("yyyy-MM", "MONTHS"),
+        };
         for (k, v) in [
-            ("projection.enabled", "true".to_owned()),
-            ("projection.date.type", "date".to_owned()),
-            ("projection.date.format", "yyyy-MM-dd".to_owned()),
-            ("projection.date.range", format!("{first},NOW")),
-            ("projection.date.interval", "1".to_owned()),
-            ("projection.date.interval.unit", "DAYS".to_owned()),
-            ("storage.location.template", format!("{location}date=${{date}}/")),
+            ("enabled", "true".to_owned()),
+            ("type", "date".to_owned()),
+            ("format", format.to_owned()),
+            ("range", format!("{first},NOW")),
+            ("interval", "1".to_owned()),
+            ("interval.unit", unit.to_owned()),
         ] {
-            params.insert(k.to_owned(), v);
+            let name = if k == "enabled" { "projection.enabled".to_owned() } else { format!("projection.{key}.{k}") };
+            params.insert(name, v);
         }
+        params.insert("storage.location.template".to_owned(), format!("{location}{key}=${{{key}}}/"));
     }
+    let key_type = match table.key {
+        PartitionKey::Date => "date",
+        PartitionKey::Month => "string",
+    };
     TableInput::builder()
         .name(table.name)
         .description(table.description)
         .table_type("EXTERNAL_TABLE")
         .set_parameters(Some(params))
         .storage_descriptor(sd)
-        .partition_keys(column("date", "date"))
+        .partition_keys(column(key, key_type))
         .build()
         .expect("name is set")
 }
@@ -297,8 +346,8 @@ impl Glue {
         }
     }
 
-    /// The dates registered as partitions of `table` (all pages).
-    pub async fn partition_dates(&self, db: &str, table: &str) -> Result<BTreeSet<String>, CatalogError> {
+    /// The values (dates or months) registered as partitions of `table` (all pages).
+    pub async fn partition_values(&self, db: &str, table: &str) -> Result<BTreeSet<String>, CatalogError> {
         let mut out = BTreeSet::new();
         let mut token: Option<String> = None;
         loop {
@@ -320,20 +369,22 @@ impl Glue {
         }
     }
 
-    /// Register `dates` as partitions of `table` (chunks of 100); returns how many were new.
-    /// A date already registered is success; any other per-partition error fails with its message.
-    pub async fn add_partitions(&self, opts: &CatalogOptions, table: DateTable, dates: &[String]) -> Result<usize, CatalogError> {
+    /// Register `values` (dates or months) as partitions of `table` (chunks of 100); returns how
+    /// many were new. One already registered is success; any other per-partition error fails
+    /// with its message.
+    pub async fn add_partitions(&self, opts: &CatalogOptions, table: PartitionedTable, values: &[String]) -> Result<usize, CatalogError> {
         let name = table.name;
-        let input = date_table(opts, table, None);
-        let sd = input.storage_descriptor().cloned().expect("date_table has a storage descriptor");
+        let input = partitioned_table(opts, table, None);
+        let sd = input.storage_descriptor().cloned().expect("partitioned_table has a storage descriptor");
+        let key = table.key.name();
         let mut added = 0;
-        for chunk in dates.chunks(CREATE_CHUNK) {
+        for chunk in values.chunks(CREATE_CHUNK) {
             let inputs: Vec<PartitionInput> = chunk
                 .iter()
-                .map(|date| {
+                .map(|value| {
                     let mut psd = sd.clone();
-                    psd.location = Some(format!("{}date={date}/", opts.location(table.location)));
-                    PartitionInput::builder().values(date).storage_descriptor(psd).build()
+                    psd.location = Some(format!("{}{key}={value}/", opts.location(table.location)));
+                    PartitionInput::builder().values(value).storage_descriptor(psd).build()
                 })
                 .collect();
             self.count();
@@ -355,7 +406,7 @@ impl Glue {
                 }
                 return Err(CatalogError::Glue {
                     action: "glue:BatchCreatePartition",
-                    on: Some(format!("{}.{name} partition date={}", opts.database, err.partition_values().join(","))),
+                    on: Some(format!("{}.{name} partition {key}={}", opts.database, err.partition_values().join(","))),
                     message: format!("{code}: {}", err.error_detail().and_then(|d| d.error_message()).unwrap_or("no message")),
                     permanent: code.contains("AccessDenied"),
                 });
@@ -365,11 +416,11 @@ impl Glue {
         Ok(added)
     }
 
-    /// Deregister partitions of `table` whose dates the lake no longer has (chunks of 25);
+    /// Deregister partitions of `table` (dates or months) the lake no longer has (chunks of 25);
     /// returns how many were registered.
-    pub async fn remove_partitions(&self, db: &str, table: &str, dates: &[String]) -> Result<usize, CatalogError> {
+    pub async fn remove_partitions(&self, db: &str, table: &str, values: &[String]) -> Result<usize, CatalogError> {
         let mut removed = 0;
-        for chunk in dates.chunks(DELETE_CHUNK) {
+        for chunk in values.chunks(DELETE_CHUNK) {
             let values: Vec<PartitionValueList> =
                 chunk.iter().map(|d| PartitionValueList::builder().values(d).build().expect("values are set")).collect();
             self.count();
@@ -393,7 +444,7 @@ impl Glue {
             {
                 return Err(CatalogError::Glue {
                     action: "glue:BatchDeletePartition",
-                    on: Some(format!("{db}.{table} partition date={}", err.partition_values().join(","))),
+                    on: Some(format!("{db}.{table} partition {}", err.partition_values().join(","))),
                     message: err.error_detail().and_then(|d| d.error_message()).unwrap_or("no message").to_owned(),
                     permanent: false,
                 });

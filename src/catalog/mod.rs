@@ -4,11 +4,13 @@
 //!
 //! - `processed`: Parquet, partitioned by `date` (Hive type `date`, so `WHERE date = DATE '…'`
 //!   and range filters mean the same on Athena and on the local engine).
+//! - `daily`, `snapshots`: the rollups' month files, partitioned by `month` (`YYYY-MM`), with
+//!   `date` a column: the same columns and SQL as the local engine's views, 12 files a year.
 //! - `raw`: the CSV snapshots (header skipped); `price` is a `double`, `timestamp` the raw text
 //!   (`2025-05-08 03:16:32.801588+00:00`), because Athena's CSV SerDes cannot parse a timestamp with
 //!   an offset; the local engine's `raw` view exposes the same types.
-//! - partitions: `register` (BatchCreatePartition of committed dates, ≤ 100 a call; works for
-//!   every Hive reader) or `projection` (Athena partition projection; nothing registered).
+//! - partitions: `register` (BatchCreatePartition of committed dates and months, ≤ 100 a call;
+//!   works for every Hive reader) or `projection` (Athena partition projection; nothing registered).
 //!
 //! It runs after a committed `process` (only the dates that run wrote or removed) and as
 //! `tickerlake catalog` (a full reconciliation); never before a commit, so Athena never lists an
@@ -18,6 +20,7 @@
 
 pub mod glue;
 
+use std::collections::BTreeSet;
 use std::fmt;
 
 use bytes::Bytes;
@@ -199,17 +202,20 @@ impl Catalog {
     }
 
     /// Reconcile everything with the committed manifest: database, tables, every partition
-    /// (`processed`'s: the committed dates; the rollups': the dates that have them).
+    /// (`processed`'s: the committed dates; the rollups': the months with committed dates).
     pub async fn sync(&self, manifest: &Manifest) -> Result<CatalogReport, CatalogError> {
         let before = self.glue.requests();
         let mut report = CatalogReport::default();
         let dates = manifest.partition_dates();
         self.ensure_schema(dates.first().map(String::as_str), &mut report).await?;
         if self.options.partitions == PartitionMode::Register {
-            let with_rollups = manifest.rollup_dates();
-            for table in glue::DATE_TABLES {
-                let wanted = if table.name == glue::PROCESSED { &dates } else { &with_rollups };
-                let registered = self.glue.partition_dates(&self.options.database, table.name).await?;
+            let months = manifest.months_with_partitions();
+            for table in glue::TABLES {
+                let wanted = match table.key {
+                    glue::PartitionKey::Date => &dates,
+                    glue::PartitionKey::Month => &months,
+                };
+                let registered = self.glue.partition_values(&self.options.database, table.name).await?;
                 let missing: Vec<String> = wanted.difference(&registered).cloned().collect();
                 let stale: Vec<String> = registered.difference(wanted).cloned().collect();
                 report.partitions_unchanged += registered.intersection(wanted).count();
@@ -254,8 +260,9 @@ impl Catalog {
         self.update(lake, true, &[], &[]).await
     }
 
-    /// After a committed run: register the dates it wrote (a no-op for dates already there) and
-    /// deregister the dates it removed, creating the database and tables first if they are missing.
+    /// After a committed run: register the dates it wrote and their months (a no-op for those
+    /// already there) and deregister the dates it removed (and their months, if left with no
+    /// dates), creating the database and tables first if they are missing.
     pub async fn after_commit(
         &self,
         manifest: &Manifest,
@@ -269,12 +276,15 @@ impl Catalog {
             self.ensure_schema(manifest.first_partition_month_start().as_deref(), &mut report).await?;
         }
         if self.options.partitions == PartitionMode::Register {
-            // A date a run writes has its rollups: the same dates in every date table.
-            for table in glue::DATE_TABLES {
-                let added = self.glue.add_partitions(&self.options, table, dates_written).await?;
+            let with_dates = manifest.months_with_partitions();
+            for table in glue::TABLES {
+                let values = |dates: &[String]| dates.iter().map(|d| table.key.value_of(d)).collect::<BTreeSet<String>>();
+                let written: Vec<String> = values(dates_written).into_iter().collect();
+                let removed: Vec<String> = values(dates_removed).into_iter().filter(|v| !with_dates.contains(v)).collect();
+                let added = self.glue.add_partitions(&self.options, table, &written).await?;
                 report.partitions_added += added;
-                report.partitions_unchanged += dates_written.len() - added;
-                report.partitions_removed += self.glue.remove_partitions(&self.options.database, table.name, dates_removed).await?;
+                report.partitions_unchanged += written.len() - added;
+                report.partitions_removed += self.glue.remove_partitions(&self.options.database, table.name, &removed).await?;
             }
         }
         report.requests = self.glue.requests() - before;
@@ -285,7 +295,7 @@ impl Catalog {
     async fn ensure_schema(&self, first_date: Option<&str>, report: &mut CatalogReport) -> Result<(), CatalogError> {
         report.database_created = self.glue.ensure_database(&self.options.database).await?;
         let tables =
-            glue::DATE_TABLES.map(|t| glue::date_table(&self.options, t, first_date)).into_iter().chain([glue::raw_table(&self.options)]);
+            glue::TABLES.map(|t| glue::partitioned_table(&self.options, t, first_date)).into_iter().chain([glue::raw_table(&self.options)]);
         for table in tables {
             let name = table.name().to_owned();
             match self.glue.ensure_table(&self.options.database, table).await? {

@@ -1,7 +1,8 @@
 //! Indicators: the original job's per-symbol window metrics (5-row moving average, previous
 //! price, % change), computed by DuckDB from `indicators.sql`, the single definition; and the
 //! rollups summarising each date's rows (`rollups.sql`) and each month's (`monthly.sql`, a view
-//! over the daily rollup). The tables' columns are defined here, once, for the Parquet writers,
+//! over the daily rollup), and the month files that hold a month's per-date rollups for Hive
+//! readers (`month_files.sql`). The tables' columns are defined here, once, for the Parquet writers,
 //! the query views and the Glue tables.
 
 /// Creates `ind_output` from `ind_input`; see the file for the contract.
@@ -10,6 +11,8 @@ pub const SQL: &str = include_str!("indicators.sql");
 pub const ROLLUPS_SQL: &str = include_str!("rollups.sql");
 /// The `monthly` rollup: the daily rollup combined per symbol and month (a view's body).
 pub const MONTHLY_SQL: &str = include_str!("monthly.sql");
+/// Writes a month's files from its per-date rollups; see the file for the contract.
+pub const MONTH_FILES_SQL: &str = include_str!("month_files.sql");
 
 /// A column of the `processed` table: its name, DuckDB type and Hive (Glue/Athena) type.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -32,6 +35,9 @@ pub const PROCESSED_COLUMNS: [Column; 6] = [
     Column { name: "previous_price", duckdb: "DOUBLE", hive: "double" },
     Column { name: "price_change_pct", duckdb: "DOUBLE", hive: "double" },
 ];
+
+/// The `date` column: the partition key of the per-date files, a column of the month files.
+pub const DATE_COLUMN: Column = Column { name: "date", duckdb: "DATE", hive: "date" };
 
 /// The `daily` rollup's columns (per symbol and date; `date` is the partition key).
 pub const DAILY_COLUMNS: [Column; 13] = [

@@ -15,7 +15,9 @@
 //!    naming the date and the command that repairs it.
 //! 2. **Staged** ([`Transaction::stage`]). `R` uploads its partitions and carry files under
 //!    `_tickerlake/runs/R/` (never over committed files) and the quarantine CSVs of its new raw
-//!    files (deterministic per raw file).
+//!    files (deterministic per raw file). Last, for each month whose dates it changed (or that
+//!    the manifest says needs them), it stages the month files (`lake::MonthFile`) built from the
+//!    month's rollups as it will commit them ([`Transaction::months_to_build`]).
 //! 3. **Committed** ([`Transaction::commit`] → [`Committed`]). `R` writes the manifest
 //!    conditionally on the version it read at start (`If-Match`, or `If-None-Match: *` for the
 //!    first commit), with its id in `commit` and its entries `published: false`: readers read the
@@ -26,8 +28,9 @@
 //! 4. **Published** ([`Committed::finish`]). `R` moves aside files under each date it publishes
 //!    that no manifest names (a migrated bucket's Spark output), copies each staged file of the
 //!    date to its published key (`processed/date=…/part-00000.parquet`, the carry state, the
-//!    rollups: what Hive-style readers such as Athena list), then commits the manifest again with
-//!    `published: true`.
+//!    rollups: what Hive-style readers such as Athena list), then each staged month file, then
+//!    commits the manifest again with `published: true`. A staged month file found gone marks
+//!    its month stale: the next run builds it again.
 //! 5. **Cleaned up** (the rest of [`Committed::finish`]). After a rebuild that dropped dates, `R`
 //!    removes published files the manifest no longer names; it deletes its staging area, and the
 //!    staging areas no manifest names that are older than [`STAGING_GRACE`] by the store's clock.
@@ -47,6 +50,7 @@
 //! | after staging, before the commit (`before-commit`) | the same, plus quarantine CSVs of uncommitted raw files (readers skip them) | the same; rewrites those quarantine CSVs |
 //! | after the commit, before publishing (`after-commit`) | a committed manifest naming staged files | readers read the staged files; the run publishes them first ("roll forward") |
 //! | while publishing (`mid-publish`) | some published keys hold `R`'s files, the manifest still names the staged ones | rolls forward: copies again (idempotent), commits `published: true` |
+//! | before the month files are published (`before-month-publish`) | published dates, month files still staged (Athena's rollup tables behind the dates) | rolls forward: copies the month files |
 //! | after publishing, before cleanup (`after-publish`) | staged copies no manifest names | deletes them once older than [`STAGING_GRACE`] |
 //! | any, then the staging area is deleted by something else | a committed manifest naming staged files that are gone | readers fail naming the date; the run rebuilds the date from raw |
 
@@ -59,8 +63,8 @@ use futures::{StreamExt, TryStreamExt};
 
 use super::manifest::{Manifest, PartitionEntry, RawEntry, SEGMENTS_PREFIX, month_of_date};
 use super::{
-    self as lake, CommitError, CommitResult, DateFile, Fence, Lake, LakeError, LakeResult, MANIFEST_KEY, PART_FILE, PROCESSED_PREFIX,
-    QUARANTINE_PREFIX, RUNS_PREFIX,
+    self as lake, BY_MONTH_PREFIX, CommitError, CommitResult, DateFile, Fence, Lake, LakeError, LakeResult, MANIFEST_KEY, MonthFile,
+    PART_FILE, PROCESSED_PREFIX, QUARANTINE_PREFIX, RUNS_PREFIX,
 };
 use crate::faults;
 
@@ -86,6 +90,20 @@ pub struct Transaction {
     dropped: BTreeSet<String>,
     /// Committed dates whose staged partition file was gone at the roll forward.
     lost: BTreeSet<String>,
+    /// Months with a date this run changed (written, dropped, given rollups): their month files
+    /// are rebuilt.
+    touched_months: BTreeSet<String>,
+}
+
+/// What a run did about a month whose month files it had to build.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MonthFiles {
+    /// Staged, built from the month's rollups in [`Transaction::state`].
+    Staged,
+    /// The month has no dates left: its published month files are deleted after the commit.
+    NoDates,
+    /// Not built (a date has no rollups yet): the next run builds them.
+    Later,
 }
 
 /// A run whose commit landed: what is left is publishing and cleaning up.
@@ -139,7 +157,16 @@ impl Transaction {
             true => (Manifest::empty_on(&base), Some(base.partition_dates())),
             false => (base, None),
         };
-        Ok(Self { lake: lake.clone(), run_id: run_id.to_owned(), fence, next, base_dates, dropped: BTreeSet::new(), lost })
+        Ok(Self {
+            lake: lake.clone(),
+            run_id: run_id.to_owned(),
+            fence,
+            next,
+            base_dates,
+            dropped: BTreeSet::new(),
+            lost,
+            touched_months: BTreeSet::new(),
+        })
     }
 
     /// The id of this run (the commit's id, the staging area's name).
@@ -216,6 +243,7 @@ impl Transaction {
     /// Record that this run's staged partition (and carry file) of `date` replaces the committed one.
     pub fn record_partition(&mut self, date: String, rows: u64) {
         self.lost.remove(&date);
+        self.touched_months.insert(month_of_date(&date));
         self.next.insert_partition(date, PartitionEntry { run_id: self.run_id.clone(), rows, published: false, rollups: true });
     }
 
@@ -223,12 +251,29 @@ impl Transaction {
     /// their published keys: they are a function of the committed partition, so writing them
     /// before the commit changes nothing a reader of the manifest sees.
     pub fn record_rollups(&mut self, date: &str) {
+        self.touched_months.insert(month_of_date(date));
         self.next.set_rollups(date);
+    }
+
+    /// The months whose month files the run must build before it commits: those it changed a
+    /// date of, and those the committed state says need them.
+    pub fn months_to_build(&self) -> BTreeSet<String> {
+        self.touched_months.union(self.next.stale_months()).cloned().collect()
+    }
+
+    /// Record what became of a month [`Transaction::months_to_build`] named.
+    pub fn record_month_files(&mut self, month: &str, outcome: MonthFiles) {
+        match outcome {
+            MonthFiles::Staged => self.next.insert_month_files(month, &self.run_id),
+            MonthFiles::NoDates => self.next.remove_month_files(month),
+            MonthFiles::Later => self.next.set_month_stale(month),
+        }
     }
 
     /// Record that `date` has no partition any more (rebuilt from raw, nothing left); whether it had one.
     pub fn drop_partition(&mut self, date: &str) -> bool {
         self.lost.remove(date);
+        self.touched_months.insert(month_of_date(date));
         let had = self.next.remove_partition(date);
         if had {
             self.dropped.insert(date.to_owned());
@@ -328,7 +373,7 @@ impl Committed {
             }
             let removal = match self.full {
                 true => remove_stale(&self.lake, &self.manifest).await,
-                false => remove_dates(&self.lake, &self.removed).await,
+                false => remove_dates(&self.lake, &self.manifest, &self.removed).await,
             };
             match removal {
                 Ok((removed, moved)) => {
@@ -394,7 +439,8 @@ struct Published {
 /// its date that no manifest names) and record that in the manifest.
 async fn publish_pending(lake: &Lake, manifest: &mut Manifest) -> CommitResult<Published> {
     let pending: Vec<(String, String)> = manifest.pending().iter().map(|(d, r)| (d.clone(), r.clone())).collect();
-    if pending.is_empty() {
+    let pending_months: Vec<(String, String)> = manifest.pending_months().iter().map(|(m, r)| (m.clone(), r.clone())).collect();
+    if pending.is_empty() && pending_months.is_empty() {
         return Ok(Published::default());
     }
     let dates: Vec<&str> = pending.iter().map(|(d, _)| d.as_str()).collect();
@@ -434,10 +480,35 @@ async fn publish_pending(lake: &Lake, manifest: &mut Manifest) -> CommitResult<P
             }
         }
     }
-    if lost.len() < pending.len() {
+    faults::point("before-month-publish");
+    let month_outcomes: Vec<(String, bool)> = futures::stream::iter(pending_months.iter().map(|(month, run)| async move {
+        for kind in MonthFile::ALL {
+            let published = kind.key(month);
+            match lake.copy(&lake::staged_key(run, &published), &published).await {
+                Ok(()) => {}
+                Err(LakeError::NotFound { .. }) => return Ok((month.clone(), false)),
+                Err(e) => return Err(e),
+            }
+        }
+        Ok((month.clone(), true))
+    }))
+    .buffer_unordered(lake::IO_CONCURRENCY)
+    .try_collect()
+    .await?;
+    for (month, copied) in month_outcomes {
+        match copied {
+            true => manifest.set_month_published(&month),
+            false => {
+                tracing::warn!(%month, "the committed month files of this month are gone from their run's staging area; the next run builds them again");
+                manifest.set_month_stale(&month);
+            }
+        }
+    }
+    // Lost month files are recorded as stale, so only lost dates leave the manifest as it was.
+    if lost.len() < pending.len() || !pending_months.is_empty() {
         manifest.write(lake, None).await?;
     }
-    let runs = pending.into_iter().map(|(_, run)| run).filter(|run| !manifest.references_staging_of(run)).collect();
+    let runs = pending.into_iter().chain(pending_months).map(|(_, run)| run).filter(|run| !manifest.references_staging_of(run)).collect();
     Ok(Published { runs, lost, foreign_moved })
 }
 
@@ -517,12 +588,18 @@ async fn sweep_abandoned(lake: &Lake, manifest: &Manifest, own: &str, reference:
 /// rebuild); other files under `processed/` are moved aside, never deleted. Returns the partition
 /// keys removed and how many files were moved.
 async fn remove_stale(lake: &Lake, committed: &Manifest) -> LakeResult<(Vec<String>, usize)> {
-    let keep: BTreeSet<String> =
-        committed.partition_dates().iter().flat_map(|d| DateFile::ALL.map(|kind| kind.key(d))).chain(committed.quarantine_keys()).collect();
+    let months = committed.months_with_partitions();
+    let keep: BTreeSet<String> = committed
+        .partition_dates()
+        .iter()
+        .flat_map(|d| DateFile::ALL.map(|kind| kind.key(d)))
+        .chain(months.iter().flat_map(|m| MonthFile::ALL.map(|kind| kind.key(m))))
+        .chain(committed.quarantine_keys())
+        .collect();
     let mut removed = Vec::new();
     let mut foreign = Vec::new();
     let prefixes = DateFile::ALL.map(DateFile::prefix);
-    for prefix in prefixes.into_iter().chain([QUARANTINE_PREFIX]) {
+    for prefix in prefixes.into_iter().chain([BY_MONTH_PREFIX, QUARANTINE_PREFIX]) {
         for obj in lake.list(prefix).await? {
             if keep.contains(&obj.key) {
                 continue;
@@ -546,15 +623,21 @@ fn injected(what: &str) -> CommitError {
     LakeError::Timeout { endpoint: format!("(fault injection: {what})") }.into()
 }
 
-/// Delete the published partition and carry files of dates an incremental run emptied (rebuilt
-/// from raw, no rows left). Returns the partition keys removed.
-async fn remove_dates(lake: &Lake, dates: &[String]) -> LakeResult<(Vec<String>, usize)> {
+/// Delete the published files of dates an incremental run emptied (rebuilt from raw, no rows
+/// left), and the month files of months left with no dates. Returns the partition keys removed.
+async fn remove_dates(lake: &Lake, committed: &Manifest, dates: &[String]) -> LakeResult<(Vec<String>, usize)> {
     let mut removed = Vec::new();
     for date in dates {
         for kind in DateFile::ALL {
             lake.delete(&kind.key(date)).await?;
         }
         removed.push(lake::processed_key(date));
+    }
+    let months: BTreeSet<String> = dates.iter().map(|d| month_of_date(d)).collect();
+    for month in months.difference(&committed.months_with_partitions()) {
+        for kind in MonthFile::ALL {
+            lake.delete(&kind.key(month)).await?;
+        }
     }
     Ok((removed, 0))
 }

@@ -9,7 +9,9 @@
 //! rewrites only those, so an hourly run's reads, writes and time do not grow with the history
 //! (a year adds twelve lines to the head). Readers that need everything load every segment
 //! ([`Manifest::load_all`]); a segment never changes once written, so it can be cached by key.
-//! Which partitions are still in a run's staging area (`published: false`) is in the head.
+//! Which partitions are still in a run's staging area (`published: false`) is in the head, and
+//! so is the state of the month files (`lake::MonthFile`): which months' files are still in a
+//! run's staging area, and which months' files the next run must rebuild.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -20,9 +22,10 @@ use serde::{Deserialize, Serialize};
 
 use super::{CommitError, CommitResult, DateFile, Lake, LakeError, MANIFEST_KEY, PutMode};
 
-/// The format this build writes (and the newest it reads); format 1 (one file with every entry)
-/// is read and rewritten as format 2 by the next commit.
-const FORMAT: u32 = 2;
+/// The format this build writes (and the newest it reads); older formats are read and rewritten
+/// by the next commit: format 1 (one file with every entry), format 2 (no month files: every
+/// month with partitions is read as needing them built).
+const FORMAT: u32 = 3;
 /// Where the segments live.
 pub const SEGMENTS_PREFIX: &str = "_tickerlake/manifest/";
 /// How many commit ids the head remembers (a run whose commit answer was lost finds its own id
@@ -43,6 +46,10 @@ struct Head {
     segments: BTreeMap<String, SegmentRef>,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pending: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pending_months: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    stale_months: BTreeSet<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     raw_watermark: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -107,6 +114,11 @@ pub struct Manifest {
     partitions: BTreeMap<String, PartitionEntry>,
     /// Unpublished partitions, date → run: known for every month, loaded or not.
     pending: BTreeMap<String, String>,
+    /// Committed month files still in a run's staging area: month → run.
+    pending_months: BTreeMap<String, String>,
+    /// Months whose month files no run has built for their committed rollups yet (a lake from
+    /// before month files, a staged month file that went missing): the next run builds them.
+    stale_months: BTreeSet<String>,
     loaded: BTreeSet<String>,
     /// Months whose segment must be written by the next [`Manifest::write`].
     changed: BTreeSet<String>,
@@ -263,18 +275,24 @@ impl Manifest {
         }
         let mut manifest = match serde_json::from_slice::<Probe>(&found.data).map_err(corrupt)?.format {
             1 => Self::from_format_one(serde_json::from_slice(&found.data).map_err(corrupt)?),
-            FORMAT => {
+            format @ (2 | FORMAT) => {
                 let head: Head = serde_json::from_slice(&found.data).map_err(corrupt)?;
-                Self {
+                let mut m = Self {
                     commit: head.commit,
                     recent_commits: head.recent_commits,
                     segments: head.segments,
                     pending: head.pending,
+                    pending_months: head.pending_months,
+                    stale_months: head.stale_months,
                     raw_watermark: head.raw_watermark,
                     full_listing_at: head.full_listing_at,
                     late_raw_listed: head.late_raw_listed,
                     ..Self::default()
+                };
+                if format == 2 {
+                    m.stale_months = m.months_with_partitions();
                 }
+                m
             }
             found => return Err(CommitError::ManifestFormat { found, expected: FORMAT }),
         };
@@ -290,14 +308,15 @@ impl Manifest {
         Ok(manifest)
     }
 
-    /// A format-1 manifest, every month loaded and marked changed: the next commit writes it
-    /// as format 2.
+    /// A format-1 manifest, every month loaded and marked changed (and needing month files):
+    /// the next commit writes it in the current format.
     fn from_format_one(one: FormatOne) -> Self {
         let mut m = Self { commit: one.commit, ..Self::default() };
         for (key, entry) in one.raw {
             m.insert_raw(key, entry);
         }
         for (date, entry) in one.partitions {
+            m.stale_months.insert(month_of_date(&date));
             m.insert_partition(date, entry);
         }
         m
@@ -337,6 +356,15 @@ impl Manifest {
     /// The months the head names.
     pub fn months(&self) -> impl Iterator<Item = &str> {
         self.segments.keys().map(String::as_str)
+    }
+
+    /// The months that have committed partitions: from the partitions when every month is
+    /// loaded, else as of the head read or last written.
+    pub fn months_with_partitions(&self) -> BTreeSet<String> {
+        if self.is_complete() {
+            return self.partitions.keys().map(|d| month_of_date(d)).collect();
+        }
+        self.segments.iter().filter(|(m, r)| r.partitions > 0 && m.as_str() != UNDATED).map(|(m, _)| m.clone()).collect()
     }
 
     /// Months whose raw files' kept rows may touch `date` (to load before a re-read of it).
@@ -383,12 +411,6 @@ impl Manifest {
     pub fn partition_dates(&self) -> BTreeSet<String> {
         self.assert_complete();
         self.partitions.keys().cloned().collect()
-    }
-
-    /// The committed dates that have rollup files (needs every month loaded).
-    pub fn rollup_dates(&self) -> BTreeSet<String> {
-        self.assert_complete();
-        self.partitions.iter().filter(|(_, e)| e.rollups).map(|(d, _)| d.clone()).collect()
     }
 
     /// The earliest committed date if every month is loaded, else (from the head alone) the
@@ -465,7 +487,41 @@ impl Manifest {
 
     /// Whether any entry still needs files from run `run_id`'s staging area.
     pub fn references_staging_of(&self, run_id: &str) -> bool {
-        self.pending.values().any(|r| r == run_id)
+        self.pending.values().chain(self.pending_months.values()).any(|r| r == run_id)
+    }
+
+    /// Committed month files still in a run's staging area: month → run.
+    pub fn pending_months(&self) -> &BTreeMap<String, String> {
+        &self.pending_months
+    }
+
+    /// Months whose month files must be built by the next run.
+    pub fn stale_months(&self) -> &BTreeSet<String> {
+        &self.stale_months
+    }
+
+    /// Record that run `run_id` staged the month files of `month`, built from the month's
+    /// rollups as this manifest has them.
+    pub fn insert_month_files(&mut self, month: &str, run_id: &str) {
+        self.stale_months.remove(month);
+        self.pending_months.insert(month.to_owned(), run_id.to_owned());
+    }
+
+    /// Record that a month has no month files to publish (it has no partitions left).
+    pub fn remove_month_files(&mut self, month: &str) {
+        self.stale_months.remove(month);
+        self.pending_months.remove(month);
+    }
+
+    /// Record that a month's staged month files were copied to their published keys.
+    pub fn set_month_published(&mut self, month: &str) {
+        self.pending_months.remove(month);
+    }
+
+    /// Record that a month's files must be built again by the next run.
+    pub fn set_month_stale(&mut self, month: &str) {
+        self.pending_months.remove(month);
+        self.stale_months.insert(month.to_owned());
     }
 
     /// Whether a commit with this id is this version's or one of the few before it.
@@ -567,6 +623,8 @@ impl Manifest {
             recent_commits: recent.clone(),
             segments: segments.clone(),
             pending: self.pending.clone(),
+            pending_months: self.pending_months.clone(),
+            stale_months: self.stale_months.clone(),
             raw_watermark: self.raw_watermark.clone(),
             full_listing_at: self.full_listing_at,
             late_raw_listed: self.late_raw_listed.clone(),
@@ -667,6 +725,8 @@ mod tests {
         back.write(&lake, Some("r2")).await.unwrap();
         let all = Manifest::load_all(&lake).await.unwrap();
         assert_eq!(all.segments["2025-01"].key, january);
+        assert!(all.stale_months().is_empty() && all.pending_months().is_empty(), "a new lake in this format has no stale months");
+        assert_eq!(all.months_with_partitions(), BTreeSet::from(["2025-01".to_owned(), "2025-02".to_owned()]));
         assert_eq!(all.raw().len(), 3);
         assert_eq!(all.partition_dates().len(), 2);
         assert!(all.has_commit("r1") && all.has_commit("r2") && !all.has_commit("r3"));
@@ -677,7 +737,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_format_one_manifest_is_read_and_rewritten_as_format_two() {
+    async fn a_format_one_manifest_is_read_and_rewritten_in_the_current_format() {
         let dir = tempfile::tempdir().unwrap();
         let lake: Lake = std::sync::Arc::new(super::super::local::LocalStore::open(dir.path()).unwrap());
         let one = r#"{"format":1,"raw":{"raw/raw_crypto_prices_20250508T0300.csv":{"version":"v","rows":2,"kept":1,"quarantined":0,
@@ -687,9 +747,36 @@ mod tests {
         assert!(m.is_complete() && m.partitions()["2025-05-08"].published);
         m.write(&lake, Some("new")).await.unwrap();
         let text = String::from_utf8(lake.get(MANIFEST_KEY).await.unwrap().unwrap().to_vec()).unwrap();
-        assert!(text.starts_with("{\"format\":2"), "{text}");
+        assert!(text.starts_with(&format!("{{\"format\":{FORMAT}")), "{text}");
         let back = Manifest::load_all(&lake).await.unwrap();
+        assert_eq!(back.stale_months().iter().collect::<Vec<_>>(), ["2025-05"], "a lake from before month files needs them built");
         assert_eq!(back.committed_partitions()[0].run_id, "old");
         assert!(back.contains_raw("raw/raw_crypto_prices_20250508T0300.csv"));
+    }
+
+    #[tokio::test]
+    async fn month_files_are_pending_then_published_and_a_format_two_head_needs_them_built() {
+        let dir = tempfile::tempdir().unwrap();
+        let lake: Lake = std::sync::Arc::new(super::super::local::LocalStore::open(dir.path()).unwrap());
+        let mut m = Manifest::load(&lake).await.unwrap();
+        m.insert_partition("2025-03-02".into(), PartitionEntry { run_id: "r1".into(), rows: 1, published: false, rollups: true });
+        m.insert_month_files("2025-03", "r1");
+        m.write(&lake, Some("r1")).await.unwrap();
+        let mut back = Manifest::load(&lake).await.unwrap();
+        assert_eq!(back.pending_months().get("2025-03").map(String::as_str), Some("r1"));
+        back.set_published("2025-03-02");
+        assert!(back.references_staging_of("r1"), "the month files still are in r1's staging area");
+        back.set_month_published("2025-03");
+        assert!(!back.references_staging_of("r1"));
+        back.set_month_stale("2025-03");
+        back.write(&lake, None).await.unwrap();
+        assert_eq!(Manifest::load(&lake).await.unwrap().stale_months().iter().collect::<Vec<_>>(), ["2025-03"]);
+
+        // The same head in format 2 (no month state): every month with partitions is stale.
+        let text = String::from_utf8(lake.get(MANIFEST_KEY).await.unwrap().unwrap().to_vec()).unwrap();
+        let two = text.replacen(&format!("\"format\":{FORMAT}"), "\"format\":2", 1).replace(",\"stale_months\":[\"2025-03\"]", "");
+        assert!(!two.contains("stale_months"), "{two}");
+        lake.put(MANIFEST_KEY, Bytes::from(two)).await.unwrap();
+        assert_eq!(Manifest::load(&lake).await.unwrap().stale_months().iter().collect::<Vec<_>>(), ["2025-03"]);
     }
 }

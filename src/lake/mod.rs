@@ -10,6 +10,7 @@
 //! processed/date=YYYY-MM-DD/part-00000.parquet  exactly one file per date partition, replaced atomically
 //! rollups/daily/date=…/part-00000.parquet       per symbol and date: first/last/min/max price, counts, % change moments
 //! rollups/snapshots/date=…/part-00000.parquet   per snapshot: its time and the symbols kept
+//! rollups/by_month/{daily,snapshots}/month=YYYY-MM/part-00000.parquet  a month's rollups in one file (Athena's tables)
 //! quarantine/<path under raw/>                 rows rejected from that raw file, with the reason
 //! _tickerlake/manifest.json                     what has been processed (the commit point of a run)
 //! _tickerlake/carry/date=YYYY-MM-DD/part-00000.parquet  window state carried into the next date
@@ -102,6 +103,40 @@ impl DateFile {
     /// The published key of this kind's file of `date`.
     pub fn key(self, date: &str) -> String {
         format!("{}date={date}/{PART_FILE}", self.prefix())
+    }
+}
+
+/// Prefix of the month files.
+pub const BY_MONTH_PREFIX: &str = "rollups/by_month/";
+
+/// The files of a month, each `rollups/by_month/<kind>/month=YYYY-MM/part-00000.parquet`: the
+/// month's per-date rollup files in one file (its `date` a column), sorted by symbol. Hive
+/// readers (the Glue tables Athena queries) read these: a year of a panel is 12 small reads
+/// instead of 365. They are a function of the month's committed rollups; a run that changes a
+/// date rebuilds its month's files, stages them, and publishes them after the dates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MonthFile {
+    /// The month's per-symbol daily rollups.
+    Daily,
+    /// The month's per-snapshot rollups.
+    Snapshots,
+}
+
+impl MonthFile {
+    /// Every kind.
+    pub const ALL: [MonthFile; 2] = [Self::Daily, Self::Snapshots];
+
+    /// Where the published files of this kind live.
+    pub fn prefix(self) -> &'static str {
+        match self {
+            Self::Daily => "rollups/by_month/daily/",
+            Self::Snapshots => "rollups/by_month/snapshots/",
+        }
+    }
+
+    /// The published key of this kind's file of `month` (`YYYY-MM`).
+    pub fn key(self, month: &str) -> String {
+        format!("{}month={month}/{PART_FILE}", self.prefix())
     }
 }
 

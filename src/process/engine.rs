@@ -370,6 +370,47 @@ impl Engine {
         self.write_rollups(run_id, dir)
     }
 
+    /// Write a month's files (see `indicators/month_files.sql`) as `dir/daily.parquet` and
+    /// `dir/snapshots.parquet`, from its per-date rollup files (`(date, local path)`, every
+    /// committed date of the month).
+    pub fn month_files_of(
+        &self,
+        daily: &[(String, PathBuf)],
+        snapshots: &[(String, PathBuf)],
+        run_id: &str,
+        dir: &Path,
+    ) -> Result<(PathBuf, PathBuf)> {
+        std::fs::create_dir_all(dir)?;
+        for (view, files, columns) in [
+            ("month_daily_input", daily, &indicators::DAILY_COLUMNS[..]),
+            ("month_snapshots_input", snapshots, &indicators::SNAPSHOTS_COLUMNS[..]),
+        ] {
+            let list = crate::sql::list(files.iter().map(|(_, p)| p.to_str().expect("stage paths are UTF-8")));
+            // The date from the manifest, not the path: a downloaded file's path is the stage's.
+            let dates =
+                files.iter().map(|(d, p)| format!("({}, DATE {})", lit(&p.to_string_lossy()), lit(d))).collect::<Vec<_>>().join(", ");
+            let select = columns.iter().map(|c| format!("p.\"{}\"", c.name)).collect::<Vec<_>>().join(", ");
+            self.conn.execute_batch(&format!(
+                "CREATE OR REPLACE TEMP VIEW {view} AS
+                 SELECT d.date, {select} FROM read_parquet({list}, filename = true, hive_partitioning = false) p
+                 JOIN (VALUES {dates}) d(file, date) ON p.filename = d.file"
+            ))?;
+        }
+        let (daily_file, snapshots_file) = (dir.join("daily.parquet"), dir.join("snapshots.parquet"));
+        let sql = crate::sql::render(
+            indicators::MONTH_FILES_SQL,
+            &[
+                ("daily_file", &lit(&daily_file.to_string_lossy())),
+                ("snapshots_file", &lit(&snapshots_file.to_string_lossy())),
+                ("run_id_key", RUN_ID_KEY),
+                ("run_id", &lit(run_id)),
+            ],
+        )
+        .expect("month_files.sql's holes are exactly these");
+        self.conn.execute_batch(&sql).doing("writing the month files")?;
+        Ok((daily_file, snapshots_file))
+    }
+
     /// Write the rollups of `rollup_input` under `dir` (see `indicators/rollups.sql`).
     fn write_rollups(&self, run_id: &str, dir: &Path) -> Result<BTreeMap<String, Rollups>> {
         std::fs::create_dir_all(dir)?;

@@ -21,9 +21,9 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::blocking::in_place as blocking;
 use crate::faults;
-use crate::lake::commit::{self, Transaction};
+use crate::lake::commit::{self, MonthFiles, Transaction};
 use crate::lake::manifest::{Manifest, PartitionEntry, RawEntry, month_of_raw};
-use crate::lake::{self, DateFile, LATE_RAW_NOTE, Lake, ObjectMeta, RAW_PREFIX};
+use crate::lake::{self, DateFile, LATE_RAW_NOTE, Lake, MonthFile, ObjectMeta, RAW_PREFIX};
 use engine::{Engine, LoadStats, StagedOutputs};
 pub use error::{ProcessError, ProcessResult};
 
@@ -85,6 +85,8 @@ pub struct Summary {
     pub foreign_moved: usize,
     /// Committed dates that got their rollups (committed before rollups existed).
     pub rollups_added: usize,
+    /// Months whose month files this run built (see `lake::MonthFile`).
+    pub months_built: usize,
     /// Wall time of the run.
     pub elapsed: Duration,
     /// Requests sent to a remote lake during the run (None for the local lake).
@@ -102,7 +104,12 @@ impl fmt::Display for Summary {
             }
         }
         let requests = self.requests.map(|n| format!(", {n} S3 requests")).unwrap_or_default();
-        if self.snapshots_read == 0 && self.partitions_written.is_empty() && self.dates_removed.is_empty() && self.rollups_added == 0 {
+        if self.snapshots_read == 0
+            && self.partitions_written.is_empty()
+            && self.dates_removed.is_empty()
+            && self.rollups_added == 0
+            && self.months_built == 0
+        {
             return write!(f, "nothing new to process ({:.2} s{requests})", self.elapsed.as_secs_f64());
         }
         let parts = match self.partitions_written.as_slice() {
@@ -112,7 +119,7 @@ impl fmt::Display for Summary {
         };
         write!(
             f,
-            "{} snapshot(s) read, {} rows: {} kept, {}, {}; {parts}{}{}{} in {:.2} s{requests}",
+            "{} snapshot(s) read, {} rows: {} kept, {}, {}; {parts}{}{}{}{} in {:.2} s{requests}",
             self.snapshots_read,
             self.rows_read,
             self.rows_kept,
@@ -121,6 +128,7 @@ impl fmt::Display for Summary {
             if self.partitions_deleted.is_empty() { String::new() } else { format!(", {} stale removed", self.partitions_deleted.len()) },
             if self.foreign_moved == 0 { String::new() } else { format!(", {} foreign file(s) moved aside", self.foreign_moved) },
             if self.rollups_added == 0 { String::new() } else { format!(", rollups added to {} earlier date(s)", self.rollups_added) },
+            if self.months_built == 0 { String::new() } else { format!(", month files of {} month(s)", self.months_built) },
             self.elapsed.as_secs_f64()
         )
     }
@@ -220,7 +228,8 @@ async fn compute(lake: &Lake, opts: &ProcessOptions, tx: &mut Transaction, summa
     if new.is_empty() && tx.lost_dates().is_empty() {
         tracing::info!("no new raw snapshots in {}", lake.describe());
         summary.rollups_added = add_missing_rollups(lake, opts, tx).await?;
-        return Ok(summary.rollups_added > 0);
+        summary.months_built = build_month_files(lake, opts, tx).await?;
+        return Ok(summary.rollups_added > 0 || summary.months_built > 0);
     }
     let mut chunks = chunks(&new, opts.chunk_bytes.unwrap_or_else(|| chunk_budget(&opts.memory_limit)));
     if chunks.is_empty() {
@@ -257,6 +266,7 @@ async fn compute(lake: &Lake, opts: &ProcessOptions, tx: &mut Transaction, summa
     progress.finish_and_clear();
     summary.partitions_written = written.into_iter().collect();
     summary.rollups_added = add_missing_rollups(lake, opts, tx).await?;
+    summary.months_built = build_month_files(lake, opts, tx).await?;
     Ok(true)
 }
 
@@ -268,6 +278,8 @@ const ROLLUP_BATCH: usize = 31;
 /// files go straight to their published keys: they are functions of the committed partitions,
 /// and readers look for them only once the commit records them. Returns how many dates got them.
 async fn add_missing_rollups(lake: &Lake, opts: &ProcessOptions, tx: &mut Transaction) -> ProcessResult<usize> {
+    // A month whose month files are to be built needs every date's rollups.
+    tx.ensure(tx.state().stale_months().clone()).await?;
     let missing: Vec<(String, String)> =
         tx.state().partitions().iter().filter(|(_, e)| !e.rollups && e.published).map(|(d, e)| (d.clone(), e.processed_key(d))).collect();
     if missing.is_empty() {
@@ -295,6 +307,52 @@ async fn add_missing_rollups(lake: &Lake, opts: &ProcessOptions, tx: &mut Transa
         }
     }
     Ok(missing.len())
+}
+
+/// Build and stage the month files of every month [`Transaction::months_to_build`] names, from
+/// the month's per-date rollups as the run will commit them (its own staged ones, the committed
+/// ones of the dates it did not touch), one month at a time. Returns how many months got files.
+async fn build_month_files(lake: &Lake, opts: &ProcessOptions, tx: &mut Transaction) -> ProcessResult<usize> {
+    let months = tx.months_to_build();
+    if months.is_empty() {
+        return Ok(0);
+    }
+    tx.ensure(months.iter().cloned()).await?;
+    let started = Instant::now();
+    let stage = tempfile::Builder::new()
+        .prefix("tickerlake-months-")
+        .tempdir()
+        .map_err(|source| ProcessError::Io { context: "cannot create a stage directory".into(), source })?;
+    let engine = Engine::new(stage.path(), &opts.memory_limit)?;
+    let mut built = 0;
+    for month in &months {
+        let dates: Vec<(String, PartitionEntry)> =
+            tx.state().partitions().range(format!("{month}-01")..=format!("{month}-31")).map(|(d, e)| (d.clone(), e.clone())).collect();
+        if dates.is_empty() {
+            tx.record_month_files(month, MonthFiles::NoDates);
+            continue;
+        }
+        if let Some((date, _)) = dates.iter().find(|(_, e)| !e.rollups) {
+            // Only a date committed before rollups existed and not published yet: the next run
+            // publishes it, gives it rollups, and builds the month.
+            tracing::warn!(%month, %date, "a date of this month has no rollups yet; its month files are left to the next run");
+            tx.record_month_files(month, MonthFiles::Later);
+            continue;
+        }
+        let dir = stage.path().join(month);
+        let mut inputs = Vec::new();
+        for kind in DateFile::ROLLUPS {
+            let keys: Vec<String> = dates.iter().map(|(d, e)| e.key(kind, d)).collect();
+            let files = lake::materialize(lake, &keys, &dir.join("in"), "month files").await?;
+            inputs.push(dates.iter().zip(files).map(|((d, _), (path, _))| (d.clone(), path)).collect::<Vec<_>>());
+        }
+        let (daily, snapshots) = blocking(|| engine.month_files_of(&inputs[0], &inputs[1], tx.run_id(), &dir.join("out")))?;
+        tx.stage(&[(MonthFile::Daily.key(month), daily.as_path()), (MonthFile::Snapshots.key(month), snapshots.as_path())]).await?;
+        tx.record_month_files(month, MonthFiles::Staged);
+        built += 1;
+    }
+    phase_done("building month files", started);
+    Ok(built)
 }
 
 /// The raw files a run sees.

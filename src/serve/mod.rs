@@ -43,6 +43,8 @@ pub const DEFAULT_MEMORY_LIMIT: &str = "1GB";
 pub const DEFAULT_MAX_CONNECTIONS: usize = 100;
 /// Default size of a remote lake's local cache.
 pub const DEFAULT_CACHE_SIZE: &str = "4GB";
+/// Default DuckDB threads per query (`--query-threads`; 0: one per core).
+pub const DEFAULT_QUERY_THREADS: usize = 0;
 
 /// Why `serve` could not start or build a snapshot.
 #[derive(Debug, thiserror::Error)]

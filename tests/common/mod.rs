@@ -93,6 +93,45 @@ pub fn processed_rows(lake: &Path) -> Vec<Row> {
     .collect()
 }
 
+/// How a local lake's published month files (`rollups/by_month/`) differ from its published
+/// per-date rollup files: `(rows in only one of them, rows in the per-date files)`, both kinds
+/// together. `(0, n)`: they hold the same rows.
+pub fn month_files_mismatch(lake: &Path) -> (u64, u64) {
+    let conn = duckdb::Connection::open_in_memory().unwrap();
+    let (mut differ, mut rows) = (0, 0);
+    for (kind, columns) in [
+        (
+            "daily",
+            "date, symbol, observations, first_time, first_price, last_time, last_price, min_price, max_price, mean_price, last_moving_avg, change_count, change_mean, change_m2",
+        ),
+        ("snapshots", "date, time, symbols"),
+    ] {
+        // The per-date files' date is in their path, the month files' in the file.
+        let read = |files: Vec<String>, hive: &str| match files.is_empty() {
+            true => format!("(SELECT {} WHERE false)", columns.split(", ").map(|c| format!("NULL AS {c}")).collect::<Vec<_>>().join(", ")),
+            false => format!(
+                "(SELECT {columns} FROM read_parquet([{}], {hive}))",
+                files.iter().map(|f| format!("'{f}'")).collect::<Vec<_>>().join(",")
+            ),
+        };
+        let per_date = read(glob_parquet(&lake.join("rollups").join(kind)), "hive_partitioning = true, hive_types = {'date': DATE}");
+        let by_month = read(glob_parquet(&lake.join("rollups/by_month").join(kind)), "hive_partitioning = false");
+        let (d, n): (u64, u64) = conn
+            .query_row(
+                &format!(
+                    "SELECT (SELECT count(*) FROM ({per_date} EXCEPT ALL {by_month})) + (SELECT count(*) FROM ({by_month} EXCEPT ALL {per_date})),
+                            (SELECT count(*) FROM {per_date})"
+                ),
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .unwrap();
+        differ += d;
+        rows += n;
+    }
+    (differ, rows)
+}
+
 pub fn glob_parquet(dir: &Path) -> Vec<String> {
     let mut out = Vec::new();
     if let Ok(entries) = std::fs::read_dir(dir) {
