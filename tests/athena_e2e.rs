@@ -382,6 +382,30 @@ async fn glue_partition_semantics_on_moto() {
         ["symbol:string", "price:double", "timestamp:timestamp", "moving_avg:double", "previous_price:double", "price_change_pct:double"]
     );
 
+    // A rollup table from an older tickerlake (partitioned by date over per-date files, a date
+    // registered): redefined by month, the date partition replaced by the months.
+    let daily = glue.get_table().database_name("dbcrypto").name("daily").send().await.unwrap().table.unwrap();
+    let mut sd = daily.storage_descriptor().unwrap().clone();
+    sd.location = Some("s3://bucket/lake/rollups/daily/".into());
+    let date_key = aws_sdk_glue::types::Column::builder().name("date").r#type("date").build().unwrap();
+    let old = aws_sdk_glue::types::TableInput::builder()
+        .name("daily")
+        .table_type("EXTERNAL_TABLE")
+        .set_parameters(daily.parameters().cloned())
+        .storage_descriptor(sd.clone())
+        .partition_keys(date_key)
+        .build()
+        .unwrap();
+    glue.update_table().database_name("dbcrypto").table_input(old).send().await.unwrap();
+    let old_partition = aws_sdk_glue::types::PartitionInput::builder().values("2025-03-07").storage_descriptor(sd).build();
+    glue.create_partition().database_name("dbcrypto").table_name("daily").partition_input(old_partition).send().await.unwrap();
+    let migrated = catalog.sync(&manifest_with(fewer.clone())).await.unwrap();
+    assert_eq!((migrated.tables_updated.clone(), migrated.partitions_removed), (vec!["daily".to_owned()], 1), "{migrated:?}");
+    let daily = glue.get_table().database_name("dbcrypto").name("daily").send().await.unwrap().table.unwrap();
+    assert_eq!(daily.partition_keys().iter().map(|k| k.name()).collect::<Vec<_>>(), ["month"]);
+    let months = glue.get_partitions().database_name("dbcrypto").table_name("daily").send().await.unwrap();
+    assert_eq!(months.partitions().len(), 4, "February to May, and no date: {months:?}");
+
     // Projection: table properties only, the range starting at the first date.
     let projection = Catalog::connect(&aws, CatalogOptions { partitions: PartitionMode::Projection, ..options }).await;
     let report = projection.sync(&manifest_with(fewer)).await.unwrap();

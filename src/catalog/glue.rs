@@ -318,6 +318,11 @@ impl Glue {
         }
     }
 
+    /// The name of a table's first partition key (None: no such table).
+    pub async fn partition_key(&self, db: &str, name: &str) -> Result<Option<String>, CatalogError> {
+        Ok(self.get_table(db, name).await?.map(|t| t.partition_keys().first().map(|k| k.name().to_owned()).unwrap_or_default()))
+    }
+
     /// Whether the table exists.
     pub async fn table_exists(&self, db: &str, name: &str) -> Result<bool, CatalogError> {
         Ok(self.get_table(db, name).await?.is_some())

@@ -246,7 +246,11 @@ impl Catalog {
     /// and removed; everything when it was `behind`), then forget the note. On failure the note
     /// stays, and the next run reconciles everything.
     pub async fn update(&self, lake: &Lake, behind: bool, written: &[String], removed: &[String]) -> Result<CatalogReport, CatalogError> {
-        let report = match behind {
+        // Tables from an older tickerlake (the rollups partitioned by date) are redefined, and
+        // their partitions replaced, by a full reconciliation.
+        let rollups = glue::TABLES[1];
+        let outdated = self.glue.partition_key(&self.options.database, rollups.name).await?.is_some_and(|k| k != rollups.key.name());
+        let report = match behind || outdated {
             true => self.sync(&Manifest::load_all(lake).await?).await?,
             false => self.after_commit(&Manifest::load(lake).await?, written, removed).await?,
         };
