@@ -943,6 +943,12 @@ async fn rollups_summarise_the_hourly_rows_through_incremental_runs() {
     assert!(differ == 0 && rows > 0, "after late data in two months: {differ} of {rows} differ");
     let months = common::glob_parquet(&dir.join("rollups/by_month"));
     assert_eq!(months.len(), 4, "April and May, daily and snapshots: {months:?}");
+    // The next hour changes one date: May's files are built from the published ones and that date's rollups.
+    tickerlake(&lake, &["simulate-history", "--hours", "1", "--symbols", "12", "--until", "2025-05-10T12:00:00Z"], &[]).await.ok();
+    let out = tickerlake(&lake, &["process"], &[]).await;
+    assert!(out.ok().stdout.contains("1 partition written (2025-05-10), month files of 1 month(s)"), "{}", out.stdout);
+    let (differ, rows) = common::month_files_mismatch(dir);
+    assert!(differ == 0 && rows > 0, "after an hour: {differ} of {rows} differ");
     let check = |out: &common::Out| out.stdout.lines().nth(1).unwrap().to_owned();
     let daily = tickerlake(&lake, &["query", "--format", "csv", DAILY_CHECK], &[]).await;
     let row = check(daily.ok());

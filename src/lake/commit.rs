@@ -90,9 +90,8 @@ pub struct Transaction {
     dropped: BTreeSet<String>,
     /// Committed dates whose staged partition file was gone at the roll forward.
     lost: BTreeSet<String>,
-    /// Months with a date this run changed (written, dropped, given rollups): their month files
-    /// are rebuilt.
-    touched_months: BTreeSet<String>,
+    /// Dates this run changed (written, dropped, given rollups): their months' files are rebuilt.
+    changed_dates: BTreeSet<String>,
 }
 
 /// What a run did about a month whose month files it had to build.
@@ -165,7 +164,7 @@ impl Transaction {
             base_dates,
             dropped: BTreeSet::new(),
             lost,
-            touched_months: BTreeSet::new(),
+            changed_dates: BTreeSet::new(),
         })
     }
 
@@ -243,7 +242,7 @@ impl Transaction {
     /// Record that this run's staged partition (and carry file) of `date` replaces the committed one.
     pub fn record_partition(&mut self, date: String, rows: u64) {
         self.lost.remove(&date);
-        self.touched_months.insert(month_of_date(&date));
+        self.changed_dates.insert(date.clone());
         self.next.insert_partition(date, PartitionEntry { run_id: self.run_id.clone(), rows, published: false, rollups: true });
     }
 
@@ -251,14 +250,26 @@ impl Transaction {
     /// their published keys: they are a function of the committed partition, so writing them
     /// before the commit changes nothing a reader of the manifest sees.
     pub fn record_rollups(&mut self, date: &str) {
-        self.touched_months.insert(month_of_date(date));
+        self.changed_dates.insert(date.to_owned());
         self.next.set_rollups(date);
     }
 
     /// The months whose month files the run must build before it commits: those it changed a
     /// date of, and those the committed state says need them.
     pub fn months_to_build(&self) -> BTreeSet<String> {
-        self.touched_months.union(self.next.stale_months()).cloned().collect()
+        self.changed_dates.iter().map(|d| month_of_date(d)).chain(self.next.stale_months().iter().cloned()).collect()
+    }
+
+    /// The dates this run changed (written, dropped, given rollups).
+    pub fn changed_dates(&self) -> &BTreeSet<String> {
+        &self.changed_dates
+    }
+
+    /// Whether the published month files of `month` hold the month's committed rollups as this
+    /// run found them (the month is not stale, and the run is not a rebuild from nothing): a
+    /// run may then build the month's new files from them and the dates it changed.
+    pub fn month_files_current(&self, month: &str) -> bool {
+        !self.is_full() && !self.next.stale_months().contains(month)
     }
 
     /// Record what became of a month [`Transaction::months_to_build`] named.
@@ -273,7 +284,7 @@ impl Transaction {
     /// Record that `date` has no partition any more (rebuilt from raw, nothing left); whether it had one.
     pub fn drop_partition(&mut self, date: &str) -> bool {
         self.lost.remove(date);
-        self.touched_months.insert(month_of_date(date));
+        self.changed_dates.insert(date.to_owned());
         let had = self.next.remove_partition(date);
         if had {
             self.dropped.insert(date.to_owned());

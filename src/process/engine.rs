@@ -82,6 +82,26 @@ pub struct Rollups {
     pub snapshots: PathBuf,
 }
 
+/// A month's committed files, read back to build its new ones from.
+#[derive(Debug, Clone)]
+pub struct MonthBase {
+    /// The month's daily file.
+    pub daily: PathBuf,
+    /// The month's snapshots file.
+    pub snapshots: PathBuf,
+}
+
+/// A month's files as [`Engine::month_files_of`] wrote them.
+#[derive(Debug)]
+pub struct MonthBuilt {
+    /// The daily file.
+    pub daily: PathBuf,
+    /// The snapshots file.
+    pub snapshots: PathBuf,
+    /// The dates the daily file holds.
+    pub dates: BTreeSet<String>,
+}
+
 /// One run's DuckDB connection and stage directory.
 pub struct Engine {
     conn: Connection,
@@ -371,44 +391,66 @@ impl Engine {
     }
 
     /// Write a month's files (see `indicators/month_files.sql`) as `dir/daily.parquet` and
-    /// `dir/snapshots.parquet`, from its per-date rollup files (`(date, local path)`, every
-    /// committed date of the month).
+    /// `dir/snapshots.parquet`: the rows of `base` (the month's committed files, if given) of the
+    /// dates in `keep`, and the per-date rollup files (`(date, local path)`) of the others.
+    /// Returns the files and the dates the daily file holds.
     pub fn month_files_of(
         &self,
-        daily: &[(String, PathBuf)],
-        snapshots: &[(String, PathBuf)],
+        base: Option<&MonthBase>,
+        keep: &[String],
+        rollups: &[(String, Rollups)],
         run_id: &str,
         dir: &Path,
-    ) -> Result<(PathBuf, PathBuf)> {
+    ) -> Result<MonthBuilt> {
         std::fs::create_dir_all(dir)?;
-        for (view, files, columns) in [
-            ("month_daily_input", daily, &indicators::DAILY_COLUMNS[..]),
-            ("month_snapshots_input", snapshots, &indicators::SNAPSHOTS_COLUMNS[..]),
+        for (view, columns, base_file) in [
+            ("month_daily_input", &indicators::DAILY_COLUMNS[..], base.map(|b| &b.daily)),
+            ("month_snapshots_input", &indicators::SNAPSHOTS_COLUMNS[..], base.map(|b| &b.snapshots)),
         ] {
-            let list = crate::sql::list(files.iter().map(|(_, p)| p.to_str().expect("stage paths are UTF-8")));
-            // The date from the manifest, not the path: a downloaded file's path is the stage's.
-            let dates =
-                files.iter().map(|(d, p)| format!("({}, DATE {})", lit(&p.to_string_lossy()), lit(d))).collect::<Vec<_>>().join(", ");
-            let select = columns.iter().map(|c| format!("p.\"{}\"", c.name)).collect::<Vec<_>>().join(", ");
-            self.conn.execute_batch(&format!(
-                "CREATE OR REPLACE TEMP VIEW {view} AS
-                 SELECT d.date, {select} FROM read_parquet({list}, filename = true, hive_partitioning = false) p
-                 JOIN (VALUES {dates}) d(file, date) ON p.filename = d.file"
-            ))?;
+            let names = columns.iter().map(|c| format!("\"{}\"", c.name)).collect::<Vec<_>>().join(", ");
+            let mut parts = vec![format!(
+                "SELECT CAST(NULL AS DATE) AS date, {names} FROM (SELECT {}) WHERE false",
+                columns.iter().map(|c| format!("CAST(NULL AS {}) AS \"{}\"", c.duckdb, c.name)).collect::<Vec<_>>().join(", ")
+            )];
+            if let Some(file) = base_file.filter(|_| !keep.is_empty()) {
+                let dates = keep.iter().map(|d| format!("DATE {}", lit(d))).collect::<Vec<_>>().join(", ");
+                parts.push(format!("SELECT date, {names} FROM read_parquet({}) WHERE date IN ({dates})", lit(&file.to_string_lossy())));
+            }
+            if !rollups.is_empty() {
+                let path = |r: &Rollups| if view == "month_daily_input" { r.daily.clone() } else { r.snapshots.clone() };
+                let list = crate::sql::list(
+                    rollups.iter().map(|(_, r)| path(r).to_string_lossy().into_owned()).collect::<Vec<_>>().iter().map(String::as_str),
+                );
+                // The date from the manifest, not the path: a downloaded file's path is the stage's.
+                let dates = rollups
+                    .iter()
+                    .map(|(d, r)| format!("({}, DATE {})", lit(&path(r).to_string_lossy()), lit(d)))
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                parts.push(format!(
+                    "SELECT d.date, {} FROM read_parquet({list}, filename = true, hive_partitioning = false) p JOIN (VALUES {dates}) d(file, date) ON p.filename = d.file",
+                    columns.iter().map(|c| format!("p.\"{}\"", c.name)).collect::<Vec<_>>().join(", ")
+                ));
+            }
+            self.conn.execute_batch(&format!("CREATE OR REPLACE TEMP VIEW {view} AS {}", parts.join(" UNION ALL ")))?;
         }
-        let (daily_file, snapshots_file) = (dir.join("daily.parquet"), dir.join("snapshots.parquet"));
+        let (daily, snapshots) = (dir.join("daily.parquet"), dir.join("snapshots.parquet"));
         let sql = crate::sql::render(
             indicators::MONTH_FILES_SQL,
             &[
-                ("daily_file", &lit(&daily_file.to_string_lossy())),
-                ("snapshots_file", &lit(&snapshots_file.to_string_lossy())),
+                ("daily_file", &lit(&daily.to_string_lossy())),
+                ("snapshots_file", &lit(&snapshots.to_string_lossy())),
                 ("run_id_key", RUN_ID_KEY),
                 ("run_id", &lit(run_id)),
             ],
         )
         .expect("month_files.sql's holes are exactly these");
         self.conn.execute_batch(&sql).doing("writing the month files")?;
-        Ok((daily_file, snapshots_file))
+        let dates = self
+            .count_by(&format!("SELECT CAST(date AS VARCHAR), count(*) FROM read_parquet({}) GROUP BY ALL", lit(&daily.to_string_lossy())))?
+            .into_keys()
+            .collect();
+        Ok(MonthBuilt { daily, snapshots, dates })
     }
 
     /// Write the rollups of `rollup_input` under `dir` (see `indicators/rollups.sql`).

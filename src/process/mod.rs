@@ -24,7 +24,7 @@ use crate::faults;
 use crate::lake::commit::{self, MonthFiles, Transaction};
 use crate::lake::manifest::{Manifest, PartitionEntry, RawEntry, month_of_raw};
 use crate::lake::{self, DateFile, LATE_RAW_NOTE, Lake, MonthFile, ObjectMeta, RAW_PREFIX};
-use engine::{Engine, LoadStats, StagedOutputs};
+use engine::{Engine, LoadStats, MonthBase, MonthBuilt, Rollups, StagedOutputs};
 pub use error::{ProcessError, ProcessResult};
 
 /// DuckDB's memory budget for a run unless told otherwise: a month of 3,000 symbols fits in it;
@@ -310,8 +310,10 @@ async fn add_missing_rollups(lake: &Lake, opts: &ProcessOptions, tx: &mut Transa
 }
 
 /// Build and stage the month files of every month [`Transaction::months_to_build`] names, from
-/// the month's per-date rollups as the run will commit them (its own staged ones, the committed
-/// ones of the dates it did not touch), one month at a time. Returns how many months got files.
+/// the month's per-date rollups as the run will commit them, one month at a time. Where the
+/// month's published files are current, only the dates the run changed are read, the rest
+/// comes from those files: an hourly run reads two files and the day's rollups, whatever the
+/// length of the month. Returns how many months got files.
 async fn build_month_files(lake: &Lake, opts: &ProcessOptions, tx: &mut Transaction) -> ProcessResult<usize> {
     let months = tx.months_to_build();
     if months.is_empty() {
@@ -326,7 +328,7 @@ async fn build_month_files(lake: &Lake, opts: &ProcessOptions, tx: &mut Transact
     let engine = Engine::new(stage.path(), &opts.memory_limit)?;
     let mut built = 0;
     for month in &months {
-        let dates: Vec<(String, PartitionEntry)> =
+        let dates: BTreeMap<String, PartitionEntry> =
             tx.state().partitions().range(format!("{month}-01")..=format!("{month}-31")).map(|(d, e)| (d.clone(), e.clone())).collect();
         if dates.is_empty() {
             tx.record_month_files(month, MonthFiles::NoDates);
@@ -340,19 +342,57 @@ async fn build_month_files(lake: &Lake, opts: &ProcessOptions, tx: &mut Transact
             continue;
         }
         let dir = stage.path().join(month);
-        let mut inputs = Vec::new();
-        for kind in DateFile::ROLLUPS {
-            let keys: Vec<String> = dates.iter().map(|(d, e)| e.key(kind, d)).collect();
-            let files = lake::materialize(lake, &keys, &dir.join("in"), "month files").await?;
-            inputs.push(dates.iter().zip(files).map(|((d, _), (path, _))| (d.clone(), path)).collect::<Vec<_>>());
+        let base = match tx.month_files_current(month) {
+            true => {
+                let daily = fetch_optional(lake, &MonthFile::Daily.key(month), &dir.join("base")).await?;
+                let snapshots = fetch_optional(lake, &MonthFile::Snapshots.key(month), &dir.join("base")).await?;
+                daily.zip(snapshots).map(|(daily, snapshots)| MonthBase { daily, snapshots })
+            }
+            false => None,
+        };
+        let changed = tx.changed_dates();
+        let keep: Vec<String> = dates.keys().filter(|d| base.is_some() && !changed.contains(*d)).cloned().collect();
+        let mut month_built = build_month(lake, &engine, tx, &dates, base.as_ref(), &keep, &dir).await?;
+        if base.is_some() && month_built.dates != dates.keys().cloned().collect::<BTreeSet<_>>() {
+            // The published files were not what the manifest says: build from every date.
+            tracing::warn!(%month, "the published month files do not hold the month's committed dates; building them from every date");
+            month_built = build_month(lake, &engine, tx, &dates, None, &[], &dir).await?;
         }
-        let (daily, snapshots) = blocking(|| engine.month_files_of(&inputs[0], &inputs[1], tx.run_id(), &dir.join("out")))?;
-        tx.stage(&[(MonthFile::Daily.key(month), daily.as_path()), (MonthFile::Snapshots.key(month), snapshots.as_path())]).await?;
+        let files = [
+            (MonthFile::Daily.key(month), month_built.daily.as_path()),
+            (MonthFile::Snapshots.key(month), month_built.snapshots.as_path()),
+        ];
+        tx.stage(&files).await?;
         tx.record_month_files(month, MonthFiles::Staged);
         built += 1;
     }
     phase_done("building month files", started);
     Ok(built)
+}
+
+/// One month's files: `base`'s rows of the dates in `keep`, the per-date rollups of the others.
+async fn build_month(
+    lake: &Lake,
+    engine: &Engine,
+    tx: &Transaction,
+    dates: &BTreeMap<String, PartitionEntry>,
+    base: Option<&MonthBase>,
+    keep: &[String],
+    dir: &Path,
+) -> ProcessResult<MonthBuilt> {
+    let read: Vec<(&String, &PartitionEntry)> = dates.iter().filter(|(d, _)| !keep.contains(*d)).collect();
+    tracing::debug!(dir = %dir.display(), from_published = keep.len(), from_rollups = read.len(), "building a month's files (dates)");
+    let mut files = Vec::new();
+    for kind in DateFile::ROLLUPS {
+        let keys: Vec<String> = read.iter().map(|(d, e)| e.key(kind, d)).collect();
+        files.push(lake::materialize(lake, &keys, &dir.join("in"), "month files").await?);
+    }
+    let rollups: Vec<(String, Rollups)> = read
+        .iter()
+        .zip(files[0].iter().zip(&files[1]))
+        .map(|((d, _), ((daily, _), (snapshots, _)))| ((*d).clone(), Rollups { daily: daily.clone(), snapshots: snapshots.clone() }))
+        .collect();
+    blocking(|| engine.month_files_of(base, keep, &rollups, tx.run_id(), &dir.join("out")))
 }
 
 /// The raw files a run sees.
