@@ -417,16 +417,13 @@ impl Engine {
                 parts.push(format!("SELECT date, {names} FROM read_parquet({}) WHERE date IN ({dates})", lit(&file.to_string_lossy())));
             }
             if !rollups.is_empty() {
-                let path = |r: &Rollups| if view == "month_daily_input" { r.daily.clone() } else { r.snapshots.clone() };
-                let list = crate::sql::list(
-                    rollups.iter().map(|(_, r)| path(r).to_string_lossy().into_owned()).collect::<Vec<_>>().iter().map(String::as_str),
-                );
+                let path = |r: &Rollups| {
+                    if view == "month_daily_input" { r.daily.to_string_lossy() } else { r.snapshots.to_string_lossy() }.into_owned()
+                };
+                let paths: Vec<String> = rollups.iter().map(|(_, r)| path(r)).collect();
+                let list = crate::sql::list(paths.iter().map(String::as_str));
                 // The date from the manifest, not the path: a downloaded file's path is the stage's.
-                let dates = rollups
-                    .iter()
-                    .map(|(d, r)| format!("({}, DATE {})", lit(&path(r).to_string_lossy()), lit(d)))
-                    .collect::<Vec<_>>()
-                    .join(", ");
+                let dates = rollups.iter().map(|(d, r)| format!("({}, DATE {})", lit(&path(r)), lit(d))).collect::<Vec<_>>().join(", ");
                 parts.push(format!(
                     "SELECT d.date, {} FROM read_parquet({list}, filename = true, hive_partitioning = false) p JOIN (VALUES {dates}) d(file, date) ON p.filename = d.file",
                     columns.iter().map(|c| format!("p.\"{}\"", c.name)).collect::<Vec<_>>().join(", ")
