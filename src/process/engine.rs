@@ -102,6 +102,18 @@ pub struct MonthBuilt {
     pub dates: BTreeSet<String>,
 }
 
+/// `SELECT` of the `columns` of local Parquet files, each with its date as `date`:
+/// `(date, path)` pairs. The date comes from the manifest, not the path: a downloaded file's
+/// path is the stage's.
+fn dated_rows(columns: &[indicators::Column], files: &[(&str, &Path)]) -> String {
+    let list = crate::sql::list(files.iter().map(|(_, p)| p.to_str().expect("stage paths are UTF-8")));
+    let dates = files.iter().map(|(d, p)| format!("({}, DATE {})", lit(&p.to_string_lossy()), lit(d))).collect::<Vec<_>>().join(", ");
+    format!(
+        "SELECT d.date, {} FROM read_parquet({list}, filename = true, hive_partitioning = false) p JOIN (VALUES {dates}) d(file, date) ON p.filename = d.file",
+        columns.iter().map(|c| format!("p.\"{}\"", c.name)).collect::<Vec<_>>().join(", ")
+    )
+}
+
 /// One run's DuckDB connection and stage directory.
 pub struct Engine {
     conn: Connection,
@@ -378,14 +390,10 @@ impl Engine {
         if partitions.is_empty() {
             return Ok(BTreeMap::new());
         }
-        let files = crate::sql::list(partitions.iter().map(|(_, p)| p.to_str().expect("stage paths are UTF-8")));
-        // The date from the manifest, not the path: a downloaded file's path is the stage's.
-        let dates =
-            partitions.iter().map(|(d, p)| format!("({}, DATE {})", lit(&p.to_string_lossy()), lit(d))).collect::<Vec<_>>().join(", ");
+        let files: Vec<(&str, &Path)> = partitions.iter().map(|(d, p)| (d.as_str(), p.as_path())).collect();
         self.conn.execute_batch(&format!(
-            "CREATE OR REPLACE TEMP VIEW rollup_input AS
-             SELECT {}, d.date FROM read_parquet({files}, filename = true) p JOIN (VALUES {dates}) d(file, date) ON p.filename = d.file",
-            indicators::PROCESSED_COLUMNS.iter().map(|c| format!("p.\"{}\"", c.name)).collect::<Vec<_>>().join(", ")
+            "CREATE OR REPLACE TEMP VIEW rollup_input AS {}",
+            dated_rows(&indicators::PROCESSED_COLUMNS, &files)
         ))?;
         self.write_rollups(run_id, dir)
     }
@@ -417,17 +425,11 @@ impl Engine {
                 parts.push(format!("SELECT date, {names} FROM read_parquet({}) WHERE date IN ({dates})", lit(&file.to_string_lossy())));
             }
             if !rollups.is_empty() {
-                let path = |r: &Rollups| {
-                    if view == "month_daily_input" { r.daily.to_string_lossy() } else { r.snapshots.to_string_lossy() }.into_owned()
-                };
-                let paths: Vec<String> = rollups.iter().map(|(_, r)| path(r)).collect();
-                let list = crate::sql::list(paths.iter().map(String::as_str));
-                // The date from the manifest, not the path: a downloaded file's path is the stage's.
-                let dates = rollups.iter().map(|(d, r)| format!("({}, DATE {})", lit(&path(r)), lit(d))).collect::<Vec<_>>().join(", ");
-                parts.push(format!(
-                    "SELECT d.date, {} FROM read_parquet({list}, filename = true, hive_partitioning = false) p JOIN (VALUES {dates}) d(file, date) ON p.filename = d.file",
-                    columns.iter().map(|c| format!("p.\"{}\"", c.name)).collect::<Vec<_>>().join(", ")
-                ));
+                let files: Vec<(&str, &Path)> = rollups
+                    .iter()
+                    .map(|(d, r)| (d.as_str(), if view == "month_daily_input" { r.daily.as_path() } else { r.snapshots.as_path() }))
+                    .collect();
+                parts.push(format!("SELECT date, {names} FROM ({})", dated_rows(columns, &files)));
             }
             self.conn.execute_batch(&format!("CREATE OR REPLACE TEMP VIEW {view} AS {}", parts.join(" UNION ALL ")))?;
         }
