@@ -4,7 +4,7 @@
 -- format: table
 -- unit: percent
 -- datasources: athena
--- note: Athena's variant (Glue has no monthly rollup; serve's reads it: volatility_top10.sql). Each symbol's % changes over the range combined from the whole days' counts, means and M2 (daily rollup) and the first and last day's hourly rows, in one pass: the sum of squared deviations is the parts' M2 plus n * mean^2, less N * (the overall mean)^2 (clamped at 0 against rounding)
+-- note: Athena's variant (Glue has no monthly or month_to_date rollup; serve's reads them: volatility_top10.sql). Each symbol's % changes over the range combined from the whole days' counts, means and M2 (daily rollup) and the first and last day's hourly rows, in one pass: the sum of squared deviations is the parts' M2 plus n * mean^2, less N * (the overall mean)^2 (clamped at 0 against rounding)
 WITH parts AS (
     SELECT symbol, change_count AS n, change_mean AS mean, change_m2 AS m2
     FROM daily

@@ -174,9 +174,10 @@ pub async fn open_session(lake: &Lake, sql: &str) -> Result<LakeSession> {
 /// The rollup views and the files they read.
 const ROLLUP_VIEWS: [(&str, DateFile); 2] = [("daily", DateFile::Daily), ("snapshots", DateFile::Snapshots)];
 
-/// Whether `sql` reads the files of `view`: by its name, or through `monthly` (a view over `daily`).
+/// Whether `sql` reads the files of `view`: by its name, or through `monthly` or `month_to_date`
+/// (views over `daily`).
 fn reads(sql: &str, view: &str) -> bool {
-    mentions(sql, view) || (view == "daily" && mentions(sql, "monthly"))
+    mentions(sql, view) || (view == "daily" && (mentions(sql, "monthly") || mentions(sql, "month_to_date")))
 }
 
 /// Local paths of committed files (`(date, key)`, downloaded under `dir` from a remote lake). A
@@ -264,7 +265,8 @@ pub fn define_views(
 
 /// Define the rollup views `daily` (per symbol and date) and `snapshots` (per snapshot) over
 /// these files (local paths; none: an empty view with the right columns),
-/// and `monthly` (per symbol and month) over `daily`. `serve` builds its snapshots with it too.
+/// and over `daily`: `monthly` (per symbol and month) and `month_to_date` (per symbol and day, the
+/// month's running sums). `serve` builds its snapshots with it too.
 pub fn define_rollup_views(conn: &Connection, daily_paths: &[String], snapshots_paths: &[String]) -> duckdb::Result<()> {
     for (view, columns, paths) in [
         ("daily", &crate::indicators::DAILY_COLUMNS[..], daily_paths),
@@ -282,7 +284,8 @@ pub fn define_rollup_views(conn: &Connection, daily_paths: &[String], snapshots_
         };
         conn.execute_batch(&sql)?;
     }
-    conn.execute_batch(&format!("CREATE VIEW monthly AS {}", crate::indicators::MONTHLY_SQL))
+    conn.execute_batch(&format!("CREATE VIEW monthly AS {}", crate::indicators::MONTHLY_SQL))?;
+    conn.execute_batch(&format!("CREATE VIEW month_to_date AS {}", crate::indicators::MONTH_TO_DATE_SQL))
 }
 
 /// Run `sql` and return the Arrow batches.

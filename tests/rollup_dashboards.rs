@@ -113,6 +113,9 @@ async fn rollup_panels_answer_as_the_hourly_ones() {
         ("a whole month and parts of two", at("2025-03-10T05:17:00Z"), at("2025-05-03T19:42:30Z")),
         ("month boundaries", at("2025-04-01T00:00:00Z"), at("2025-05-01T00:00:00Z")),
         ("from a month's last day", at("2025-03-31T12:00:00Z"), at("2025-05-01T00:00:00Z")),
+        // Parts of two months and no whole one (month_to_date on both sides); the first part
+        // starts before the first snapshot (the lookup's day has no rows of its own).
+        ("two months' parts", at("2025-03-01T10:00:00Z"), at("2025-04-10T05:00:00Z")),
         ("the whole lake, and more", at("2025-02-20T00:00:00Z"), at("2025-05-09T00:00:00Z")),
     ];
     let vars = BTreeMap::from([("symbol".to_owned(), "BTCUSDT".to_owned())]);

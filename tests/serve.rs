@@ -100,7 +100,7 @@ async fn psql_and_tokio_postgres_read_the_lake_and_grafana_specifics_answer() {
         .iter()
         .map(|r| r.get(0))
         .collect();
-    assert_eq!(tables, ["daily", "monthly", "processed", "quarantine", "raw", "snapshots"]);
+    assert_eq!(tables, ["daily", "month_to_date", "monthly", "processed", "quarantine", "raw", "snapshots"]);
     let columns: Vec<(String, String)> = client
         .query(
             "SELECT quote_ident(column_name) AS \"column\", data_type AS \"type\" FROM information_schema.columns
@@ -714,7 +714,7 @@ async fn driver_session_statements_are_per_connection_and_catalog_functions_answ
         .iter()
         .map(|r| r.get(0))
         .collect();
-    assert_eq!(views, ["daily", "monthly", "processed", "quarantine", "raw", "snapshots"]);
+    assert_eq!(views, ["daily", "month_to_date", "monthly", "processed", "quarantine", "raw", "snapshots"]);
     let types: Vec<(String, i64, String)> = a
         .query(
             "SELECT a.attname, a.atttypid, pg_catalog.format_type(a.atttypid, a.atttypmod) FROM pg_catalog.pg_attribute a

@@ -120,7 +120,7 @@ async fn jdbc(classes: &Path, port: u16, env: &[(&str, &str)]) -> Value {
     run(Path::new("java"), &["-cp", &cp, "JdbcClient", "127.0.0.1", &port.to_string(), SINCE], env).await
 }
 
-const VIEWS: [&str; 6] = ["daily", "monthly", "processed", "quarantine", "raw", "snapshots"];
+const VIEWS: [&str; 7] = ["daily", "month_to_date", "monthly", "processed", "quarantine", "raw", "snapshots"];
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn psycopg_sqlalchemy_pandas_asyncpg_and_pgjdbc_read_the_lake() {

@@ -1,9 +1,9 @@
 //! Indicators: the original job's per-symbol window metrics (5-row moving average, previous
 //! price, % change), computed by DuckDB from `indicators.sql`, the single definition; and the
 //! rollups summarising each date's rows (`rollups.sql`) and each month's (`monthly.sql`, a view
-//! over the daily rollup), and the month files that hold a month's per-date rollups for Hive
-//! readers (`month_files.sql`). The tables' columns are defined here, once, for the Parquet writers,
-//! the query views and the Glue tables.
+//! over the daily rollup; `month_to_date.sql`, its running sums within each month), and the month
+//! files that hold a month's per-date rollups for Hive readers (`month_files.sql`). The tables'
+//! columns are defined here, once, for the Parquet writers, the query views and the Glue tables.
 
 /// Creates `ind_output` from `ind_input`; see the file for the contract.
 pub const SQL: &str = include_str!("indicators.sql");
@@ -11,6 +11,9 @@ pub const SQL: &str = include_str!("indicators.sql");
 pub const ROLLUPS_SQL: &str = include_str!("rollups.sql");
 /// The `monthly` rollup: the daily rollup combined per symbol and month (a view's body).
 pub const MONTHLY_SQL: &str = include_str!("monthly.sql");
+/// The `month_to_date` rollup: per symbol and day, the month's % change sums up to and from it (a
+/// view's body over the daily rollup).
+pub const MONTH_TO_DATE_SQL: &str = include_str!("month_to_date.sql");
 /// Writes a month's files from its per-date rollups; see the file for the contract.
 pub const MONTH_FILES_SQL: &str = include_str!("month_files.sql");
 

@@ -364,8 +364,8 @@ pub fn views_named(sql: &str) -> Vec<View> {
     for t in super::sqltext::tokenize(sql) {
         let view = match t.ident().as_deref() {
             Some("processed") => View::Processed,
-            // `monthly` is a view over `daily`: it reads the daily rollup's files.
-            Some("daily" | "monthly") => View::Daily,
+            // `monthly` and `month_to_date` are views over `daily`: they read the daily rollup's files.
+            Some("daily" | "monthly" | "month_to_date") => View::Daily,
             Some("snapshots") => View::Snapshots,
             Some("raw") => View::Raw,
             Some("quarantine") => View::Quarantine,
