@@ -4,7 +4,7 @@
 -- format: table
 -- unit: percent
 -- datasources: postgres
--- note: each symbol's % changes over the range combined from their power sums (count n, sum s, sum of squares q) over four grains: the whole months inside it (monthly rollup), the first month's days after the range's first day and the last month's days before its last day (one month_to_date row per symbol each; when the range starts and ends in one month, the days between from the daily rollup), and the first and last day (hourly rows). The variance is (q - s^2/n) / (n - 1), clamped at 0 against rounding. Athena's variant has no monthly or month_to_date rollup: volatility_top10.athena.sql
+-- note: each symbol's % changes over the range combined from their power sums (count n, sum s, sum of squares q) over four grains: the whole months inside it (monthly rollup), the first month's days after the range's first day and the last month's days before its last day (one month_to_date row per symbol each; when the range starts and ends in one month, month_to_date's rows of the days between), and the first and last day (hourly rows). The variance is (q - s^2/n) / (n - 1), clamped at 0 against rounding. Athena's variant has no monthly or month_to_date rollup: volatility_top10.athena.sql
 WITH parts AS (
     SELECT symbol, change_count AS n, change_count * change_mean AS s, change_m2 + change_count * change_mean * change_mean AS q
     FROM monthly
@@ -24,10 +24,9 @@ WITH parts AS (
       AND "date" < CAST($__timeTo() AS DATE) AND next_date >= CAST($__timeTo() AS DATE)
       AND month > CAST(date_trunc('month', CAST($__timeFrom() AS DATE)) AS DATE)
     UNION ALL
-    SELECT symbol, change_count, change_count * change_mean, change_m2 + change_count * change_mean * change_mean
-    FROM daily
-    WHERE change_count > 0
-      AND "date" > CAST($__timeFrom() AS DATE) AND "date" < CAST($__timeTo() AS DATE)
+    SELECT symbol, change_count, change_sum, change_sumsq
+    FROM month_to_date
+    WHERE "date" > CAST($__timeFrom() AS DATE) AND "date" < CAST($__timeTo() AS DATE)
       AND date_trunc('month', CAST($__timeFrom() AS DATE)) = date_trunc('month', CAST($__timeTo() AS DATE))
     UNION ALL
     SELECT symbol, count(price_change_pct), sum(price_change_pct), sum(price_change_pct * price_change_pct)

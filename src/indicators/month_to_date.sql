@@ -1,6 +1,6 @@
 -- tickerlake month-to-date rollup: for each symbol and day with hourly % changes, the power sums
--- (count, sum, sum of squares) of its month's changes up to and including the day (`…_to_date`)
--- and from the day on (`…_from_date`), and the symbol's neighbouring such days in the month
+-- (count, sum, sum of squares) of the day's changes, of its month's up to and including the day
+-- (`…_to_date`) and from the day on (`…_from_date`), and the symbol's neighbouring such days in the month
 -- (`previous_date`: the day before the month's first when none; `next_date`: the next month's
 -- first when none). A range that starts or ends inside a month then reads one row per symbol for
 -- that month's part instead of a row per day: the whole-year top 10 reads 6,000 rows for its two
@@ -20,6 +20,7 @@ WITH days AS (
     WHERE change_count > 0
 )
 SELECT month, "date", symbol,
+       n AS change_count, s AS change_sum, q AS change_sumsq,
        coalesce(lag("date") OVER by_day, month - 1) AS previous_date,
        coalesce(lead("date") OVER by_day, CAST(month + INTERVAL 1 MONTH AS DATE)) AS next_date,
        CAST(sum(n) OVER to_date AS BIGINT) AS change_count_to_date,

@@ -115,9 +115,6 @@ impl Snapshot {
             .execute_batch(&format!("SET memory_limit = {}", lit(&config.memory_limit)))
             .map_err(|e| ServeError::MemoryLimit { value: config.memory_limit.clone(), reason: crate::report::one_line(&e) })?;
         let mut sql = format!("SET temp_directory = {};", lit(&spill_path));
-        if let Some(t) = config.threads {
-            sql.push_str(&format!("SET threads = {t};"));
-        }
         if config.log_file_access {
             sql.push_str("SET logging_level = 'trace'; SET enabled_log_types = 'FileSystem'; SET enable_logging = true;");
         }
@@ -126,6 +123,10 @@ impl Snapshot {
         crate::query::define_rollup_views(&setup.conn, &files.daily, &files.snapshots).map_err(engine)?;
         if files.load_small_tables {
             setup.conn.execute_batch(include_str!("loaded_tables.sql")).map_err(engine)?;
+        }
+        // Queries' threads, set once the tables are loaded (which uses every core).
+        if let Some(t) = config.threads {
+            setup.conn.execute_batch(&format!("SET threads = {t};")).map_err(engine)?;
         }
         setup.conn.execute_batch(&super::compat::schema_sql()).map_err(engine)?;
         // The containment: only the snapshot's files are readable, then nothing can change it.
