@@ -1,12 +1,12 @@
 -- tickerlake month-to-date rollup: for each symbol and day with hourly % changes, the power sums
 -- (count, sum, sum of squares) of the day's changes, of its month's up to and including the day
--- (`…_to_date`) and from the day on (`…_from_date`), and the symbol's neighbouring such days in the month
--- (`previous_date`: the day before the month's first when none; `next_date`: the next month's
--- first when none). A range that starts or ends inside a month then reads one row per symbol for
--- that month's part instead of a row per day: the whole-year top 10 reads 6,000 rows for its two
--- part months instead of up to 180,000. The days after day D are the from-date sums of the row
--- with previous_date <= D < date; the days before D the to-date sums of the row with
--- date < D <= next_date; whichever days the symbol traded.
+-- (`…_to_date`) and of its month's from the day on (`…_from_date`), and the symbol's neighbouring
+-- such days in the month (`previous_date`: the day before the month's first when none;
+-- `next_date`: the next month's first when none). A range that starts or ends inside a month then
+-- reads one row per symbol for that month's part instead of a row per day: the whole-year top 10
+-- reads 6,000 rows for its two part months instead of up to 180,000. The days after day D are the
+-- from-date sums of the row with previous_date <= D < date; the days before D the to-date sums of
+-- the row with date < D <= next_date; whichever days the symbol traded.
 --
 -- A view over `daily` (in `query`) and a table loaded from it once per committed state (in
 -- `serve`, sorted by date, so that a month's lookup skips the other months' row groups): a
