@@ -174,10 +174,9 @@ pub async fn open_session(lake: &Lake, sql: &str) -> Result<LakeSession> {
 /// The rollup views and the files they read.
 const ROLLUP_VIEWS: [(&str, DateFile); 2] = [("daily", DateFile::Daily), ("snapshots", DateFile::Snapshots)];
 
-/// Whether `sql` reads the files of `view`: by its name, or through `monthly` or `month_to_date`
-/// (views over `daily`).
+/// Whether `sql` reads the files of `view`: by its name, or through a view over `daily`.
 fn reads(sql: &str, view: &str) -> bool {
-    mentions(sql, view) || (view == "daily" && (mentions(sql, "monthly") || mentions(sql, "month_to_date")))
+    mentions(sql, view) || (view == "daily" && crate::indicators::VIEWS_OVER_DAILY.iter().any(|(name, _)| mentions(sql, name)))
 }
 
 /// Local paths of committed files (`(date, key)`, downloaded under `dir` from a remote lake). A
@@ -284,8 +283,10 @@ pub fn define_rollup_views(conn: &Connection, daily_paths: &[String], snapshots_
         };
         conn.execute_batch(&sql)?;
     }
-    conn.execute_batch(&format!("CREATE VIEW monthly AS {}", crate::indicators::MONTHLY_SQL))?;
-    conn.execute_batch(&format!("CREATE VIEW month_to_date AS {}", crate::indicators::MONTH_TO_DATE_SQL))
+    for (view, body) in crate::indicators::VIEWS_OVER_DAILY {
+        conn.execute_batch(&format!("CREATE VIEW {view} AS {body}"))?;
+    }
+    Ok(())
 }
 
 /// Run `sql` and return the Arrow batches.

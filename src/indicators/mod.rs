@@ -14,6 +14,9 @@ pub const MONTHLY_SQL: &str = include_str!("monthly.sql");
 /// The `month_to_date` rollup: per symbol and day, the month's % change sums up to and from it (a
 /// view's body over the daily rollup).
 pub const MONTH_TO_DATE_SQL: &str = include_str!("month_to_date.sql");
+/// The views computed from the daily rollup (name, body): they read its files, and `serve` loads
+/// them once per committed state.
+pub const VIEWS_OVER_DAILY: [(&str, &str); 2] = [("monthly", MONTHLY_SQL), ("month_to_date", MONTH_TO_DATE_SQL)];
 /// Writes a month's files from its per-date rollups; see the file for the contract.
 pub const MONTH_FILES_SQL: &str = include_str!("month_files.sql");
 

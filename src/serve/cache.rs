@@ -364,8 +364,9 @@ pub fn views_named(sql: &str) -> Vec<View> {
     for t in super::sqltext::tokenize(sql) {
         let view = match t.ident().as_deref() {
             Some("processed") => View::Processed,
-            // `monthly` and `month_to_date` are views over `daily`: they read the daily rollup's files.
-            Some("daily" | "monthly" | "month_to_date") => View::Daily,
+            // The views over `daily` read the daily rollup's files.
+            Some("daily") => View::Daily,
+            Some(name) if crate::indicators::VIEWS_OVER_DAILY.iter().any(|(over, _)| *over == name) => View::Daily,
             Some("snapshots") => View::Snapshots,
             Some("raw") => View::Raw,
             Some("quarantine") => View::Quarantine,
