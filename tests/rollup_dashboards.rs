@@ -104,6 +104,26 @@ async fn rollup_panels_answer_as_the_hourly_ones() {
     common::tickerlake(&lake, &["simulate-history", "--hours", "1500", "--symbols", "16", "--until", "2025-05-05T23:00:00Z"], &[])
         .await
         .ok();
+    // As real history has them: ETHUSDT delisted on 2025-04-20 at 12:00 (no rows after), SOLUSDT
+    // not trading from 2025-04-05 to 2025-04-08 (a gap of whole days inside a month).
+    let gone = |symbol: &str, ts: &str| {
+        (symbol == "ETHUSDT" && ts >= "2025-04-20 12") || (symbol == "SOLUSDT" && ("2025-04-05".."2025-04-09").contains(&ts))
+    };
+    let mut dropped = 0;
+    for entry in std::fs::read_dir(dir.path().join("raw")).unwrap() {
+        let path = entry.unwrap().path();
+        let text = std::fs::read_to_string(&path).unwrap();
+        let kept: Vec<&str> = text
+            .lines()
+            .filter(|line| {
+                let fields: Vec<&str> = line.split(',').collect();
+                !gone(fields[0], fields.get(2).copied().unwrap_or(""))
+            })
+            .collect();
+        dropped += text.lines().count() - kept.len();
+        std::fs::write(&path, kept.join("\n") + "\n").unwrap();
+    }
+    assert!(dropped > 24 * 15, "{dropped} rows dropped");
     common::tickerlake(&lake, &["process"], &[]).await.ok();
     let queries = grafana::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("queries")).unwrap();
     let ranges = [
@@ -116,6 +136,10 @@ async fn rollup_panels_answer_as_the_hourly_ones() {
         // Parts of two months and no whole one (month_to_date on both sides); the first part
         // starts before the first snapshot (the lookup's day has no rows of its own).
         ("two months' parts", at("2025-03-01T10:00:00Z"), at("2025-04-10T05:00:00Z")),
+        // From inside SOLUSDT's gap, and from before and after ETHUSDT's last day.
+        ("from inside a gap", at("2025-04-06T10:00:00Z"), at("2025-05-02T05:00:00Z")),
+        ("across a delisting", at("2025-04-15T12:00:00Z"), at("2025-05-03T19:00:00Z")),
+        ("after a delisting", at("2025-04-22T12:00:00Z"), at("2025-05-03T19:00:00Z")),
         ("the whole lake, and more", at("2025-02-20T00:00:00Z"), at("2025-05-09T00:00:00Z")),
     ];
     let vars = BTreeMap::from([("symbol".to_owned(), "BTCUSDT".to_owned())]);
