@@ -222,6 +222,19 @@ pub enum Command {
         /// truncated timestamp), as real months have them; 0 for none.
         #[arg(long, default_value_t = 0)]
         malformed_one_in: u64,
+        /// Delist about one USDT pair in N (its price turns zero, so its rows stop), each at an
+        /// hour between --delist-from and --delist-until that depends only on the seed and the
+        /// pair; 0 for none.
+        #[arg(long, default_value_t = 0)]
+        delisted_one_in: u64,
+        /// First hour a pair may be delisted at; default: the first hour written.
+        #[arg(long)]
+        delist_from: Option<chrono::DateTime<Utc>>,
+        /// Last hour a pair may be delisted at; default: the last hour written. Give both bounds
+        /// when writing a history range by range, so every range delists the same pairs at the
+        /// same hours.
+        #[arg(long)]
+        delist_until: Option<chrono::DateTime<Utc>>,
     },
     /// Answer PostgreSQL clients (Grafana, psql…) over the lake, read-only: processed, raw, quarantine.
     ///
@@ -451,19 +464,33 @@ pub async fn execute(cli: Cli) -> Result<()> {
             };
             service::run(&lake, &binance.client()?, &opts, Shutdown::on_signals()).await?;
         }
-        Command::SimulateHistory { hours, symbols, seed, until, malformed_one_in } => {
+        Command::SimulateHistory { hours, symbols, seed, until, malformed_one_in, delisted_one_in, delist_from, delist_until } => {
             let lake = open(Access::Create).await?;
             let config = SimConfig { symbols, seed };
             let last = snapshot::hour_slot(until.unwrap_or_else(|| Utc::now() - chrono::TimeDelta::hours(1)));
+            let first = last - chrono::TimeDelta::hours(i64::from(hours.max(1)) - 1);
+            let scenario = crate::simulator::Scenario {
+                delistings: crate::simulator::spread_delistings(
+                    &config,
+                    delisted_one_in,
+                    delist_from.unwrap_or(first),
+                    delist_until.unwrap_or(last),
+                ),
+                ..Default::default()
+            };
             let mut written = 0;
             for h in (0..hours).rev() {
                 let hour = last - chrono::TimeDelta::hours(i64::from(h));
-                let csv = crate::simulator::snapshot_with_malformed_rows(&config, hour, malformed_one_in);
+                let csv = crate::simulator::snapshot_with_malformed_rows(&config, &scenario, hour, malformed_one_in);
                 if lake.put_if_absent(&snapshot::snapshot_key(hour), csv).await? == lake::PutOutcome::Created {
                     written += 1;
                 }
             }
             writeln!(stdout, "wrote {written} simulated hourly snapshot(s) of {symbols} symbols into {}", lake.describe())?;
+            if delisted_one_in > 0 {
+                let (from, until) = (delist_from.unwrap_or(first), delist_until.unwrap_or(last));
+                writeln!(stdout, "{} USDT pair(s) delisted between {from} and {until}", scenario.delistings.len())?;
+            }
         }
         Command::Serve {
             listen,

@@ -976,6 +976,39 @@ async fn rollups_summarise_the_hourly_rows_through_incremental_runs() {
     assert_eq!(common::month_files_mismatch(dir).0, 0);
 }
 
+/// `simulate-history --delisted-one-in` delists pairs as real history has them: written range by
+/// range with the same bounds, each delisted pair's rows stop at one hour for good (no gap, no
+/// return in a later range), and the others trade to the end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn simulated_history_delists_pairs_once_across_ranges() {
+    let (_a, lake) = lake_dir();
+    let bounds = ["--delisted-one-in", "3", "--delist-from", "2025-05-08T02:00:00Z", "--delist-until", "2025-05-09T20:00:00Z"];
+    let mut delisted = Vec::new();
+    for until in ["2025-05-08T23:00:00Z", "2025-05-09T23:00:00Z"] {
+        let mut args = vec!["simulate-history", "--hours", "24", "--symbols", "40", "--until", until];
+        args.extend(bounds);
+        let out = tickerlake(&lake, &args, &[]).await;
+        let line = out.ok().stdout.lines().find(|l| l.contains("delisted between")).unwrap_or_default().to_owned();
+        delisted.push(line.split(' ').next().unwrap_or_default().parse::<usize>().expect(&out.stdout));
+    }
+    assert!(delisted[0] == delisted[1] && delisted[0] > 0, "both ranges delist the same pairs: {delisted:?}");
+    tickerlake(&lake, &["process"], &[]).await.ok();
+    // Per pair: its hours, first and last; a pair whose rows stop early stops for good.
+    let per_pair = "SELECT count(*) FILTER (n <> hours) AS gapped,
+                           count(*) FILTER (last < TIMESTAMP '2025-05-09 23:00:00') AS stopped,
+                           count(*) FILTER (last < TIMESTAMP '2025-05-08 02:00:00' OR (last < TIMESTAMP '2025-05-09 23:00:00' AND last > TIMESTAMP '2025-05-09 20:00:17')) AS outside,
+                           count(*) AS pairs
+                    FROM (SELECT symbol, count(*) AS n, max(timestamp) AS last,
+                                 date_diff('hour', min(timestamp), max(timestamp)) + 1 AS hours
+                          FROM processed GROUP BY symbol)";
+    let out = tickerlake(&lake, &["query", "--format", "csv", per_pair], &[]).await;
+    let row: Vec<usize> = out.ok().stdout.lines().nth(1).unwrap().split(',').map(|v| v.parse().unwrap()).collect();
+    assert_eq!(row[0], 0, "no pair has a gap or comes back: {row:?}");
+    assert_eq!(row[1], delisted[0], "the pairs whose rows stop early are the delisted ones: {row:?}");
+    assert_eq!(row[2], 0, "each stops inside the delisting bounds: {row:?}");
+    assert!(row[3] > row[1], "other pairs trade to the end: {row:?}");
+}
+
 /// A lake processed before rollups existed (a format-1 manifest, no rollup files) gets them
 /// from its committed partitions, on the next run, even with nothing new to process.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

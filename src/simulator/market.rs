@@ -150,6 +150,11 @@ fn base_quote(i: usize) -> (String, &'static str) {
     (base, quote)
 }
 
+/// The USDT pairs of a universe of `symbols`, with their indices.
+pub(crate) fn usdt_pairs(symbols: usize) -> impl Iterator<Item = (usize, String)> {
+    (0..symbols).map(|i| (i, base_quote(i))).filter(|(_, (_, q))| *q == "USDT").map(|(i, (b, q))| (i, format!("{b}{q}")))
+}
+
 fn universe_names(symbols: usize) -> Vec<String> {
     (0..symbols).map(base_quote).map(|(b, q)| format!("{b}{q}")).collect()
 }

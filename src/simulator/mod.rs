@@ -492,17 +492,38 @@ async fn stats(State(shared): State<Arc<Shared>>) -> Response {
     .into_response()
 }
 
+/// Delistings for a simulated history: about one USDT pair in `one_in` (none for 0) has its last
+/// hour in `[from, to]`, at an hour that depends only on the seed and the pair, so that histories
+/// written range by range (a month at a time) agree on it. Real lakes have such pairs: their rows
+/// stop, and the pair stays in every range that starts before its end.
+pub fn spread_delistings(config: &SimConfig, one_in: u64, from: DateTime<Utc>, to: DateTime<Utc>) -> Vec<(String, DateTime<Utc>)> {
+    let (first, last) = (from.timestamp().div_euclid(3600), to.timestamp().div_euclid(3600));
+    if one_in == 0 || last < first {
+        return Vec::new();
+    }
+    let span = (last - first + 1) as u64;
+    market::usdt_pairs(config.symbols)
+        .filter(|(i, _)| market::mix(config.seed ^ 0xDE15 ^ (*i as u64).rotate_left(23)).is_multiple_of(one_in))
+        .map(|(i, name)| {
+            let hour = first + (market::mix(config.seed ^ (i as u64) ^ 0x1157) % span) as i64;
+            (name, DateTime::from_timestamp(hour * 3600, 0).expect("an hour within the range"))
+        })
+        .collect()
+}
+
 /// Raw snapshot CSV for the given hour as the collector would have stored it, without a server:
 /// used to build large histories quickly (benchmarks, demos). Fetch time is 16.8 s past the hour.
 pub fn snapshot_for_hour(config: &SimConfig, hour: DateTime<Utc>) -> bytes::Bytes {
-    snapshot_with_malformed_rows(config, hour, 0)
+    snapshot_with_malformed_rows(config, &Scenario::default(), hour, 0)
 }
 
-/// [`snapshot_for_hour`] with about one row in `one_in` malformed (none for 0), as real months
-/// have them: in turn a wrong field count, a non-numeric price, an empty field and a truncated
-/// timestamp. Which rows are malformed depends only on the seed, the hour and the row.
-pub fn snapshot_with_malformed_rows(config: &SimConfig, hour: DateTime<Utc>, one_in: u64) -> bytes::Bytes {
-    let market = Market::new(config.symbols, config.seed, Scenario::default());
+/// [`snapshot_for_hour`] in a market with `scenario`'s listings and delistings (a delisted pair
+/// answers a zero price, as Binance's ticker does for some), and about one row in `one_in`
+/// malformed (none for 0), as real months have them: in turn a wrong field count, a non-numeric
+/// price, an empty field and a truncated timestamp. Which rows are malformed depends only on the
+/// seed, the hour and the row.
+pub fn snapshot_with_malformed_rows(config: &SimConfig, scenario: &Scenario, hour: DateTime<Utc>, one_in: u64) -> bytes::Bytes {
+    let market = Market::new(config.symbols, config.seed, scenario.clone());
     let at = hour + chrono::TimeDelta::milliseconds(16_801);
     let prices: Vec<crate::source::binance::TickerPrice> = (0..market.symbols.len())
         .map(|i| crate::source::binance::TickerPrice {
