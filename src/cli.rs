@@ -469,13 +469,9 @@ pub async fn execute(cli: Cli) -> Result<()> {
             let config = SimConfig { symbols, seed };
             let last = snapshot::hour_slot(until.unwrap_or_else(|| Utc::now() - chrono::TimeDelta::hours(1)));
             let first = last - chrono::TimeDelta::hours(i64::from(hours.max(1)) - 1);
+            let (delist_from, delist_until) = (delist_from.unwrap_or(first), delist_until.unwrap_or(last));
             let scenario = crate::simulator::Scenario {
-                delistings: crate::simulator::spread_delistings(
-                    &config,
-                    delisted_one_in,
-                    delist_from.unwrap_or(first),
-                    delist_until.unwrap_or(last),
-                ),
+                delistings: crate::simulator::spread_delistings(&config, delisted_one_in, delist_from, delist_until),
                 ..Default::default()
             };
             let mut written = 0;
@@ -488,8 +484,7 @@ pub async fn execute(cli: Cli) -> Result<()> {
             }
             writeln!(stdout, "wrote {written} simulated hourly snapshot(s) of {symbols} symbols into {}", lake.describe())?;
             if delisted_one_in > 0 {
-                let (from, until) = (delist_from.unwrap_or(first), delist_until.unwrap_or(last));
-                writeln!(stdout, "{} USDT pair(s) delisted between {from} and {until}", scenario.delistings.len())?;
+                writeln!(stdout, "{} USDT pair(s) delisted between {delist_from} and {delist_until}", scenario.delistings.len())?;
             }
         }
         Command::Serve {
